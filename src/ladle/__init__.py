@@ -1,0 +1,68 @@
+"""ladle: shuffled, batched arrays for training loops.
+
+torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by changing one import.
+"""
+
+from ladle._runtime.context import WorkerInfo, get_worker_info
+from ladle.collate import default_collate, default_convert, register_collate
+from ladle.dataset import (
+    ChainDataset,
+    ConcatDataset,
+    Dataset,
+    IterableDataset,
+    StackDataset,
+    Subset,
+    TensorDataset,
+    random_split,
+)
+from ladle.distributed import DistributedSampler
+from ladle.errors import CollateError, CollateSizeError, LadleError
+from ladle.gathered import GatheredBatch
+from ladle.iterator import IteratorState, LoaderIterator
+from ladle.loader import DataLoader
+from ladle.padding import PadCollate, PaddedBatch
+from ladle.sampler import (
+    BatchSampler,
+    EpochSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchSampler",
+    "ChainDataset",
+    "CollateError",
+    "CollateSizeError",
+    "ConcatDataset",
+    "DataLoader",
+    "Dataset",
+    "DistributedSampler",
+    "EpochSampler",
+    "GatheredBatch",
+    "IterableDataset",
+    "IteratorState",
+    "LadleError",
+    "LoaderIterator",
+    "PadCollate",
+    "PaddedBatch",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "StackDataset",
+    "Subset",
+    "SubsetRandomSampler",
+    "TensorDataset",
+    "WeightedRandomSampler",
+    "WorkerInfo",
+    "__version__",
+    "default_collate",
+    "default_convert",
+    "get_worker_info",
+    "random_split",
+    "register_collate",
+]

@@ -1,0 +1,74 @@
+"""The loader's iterator: one pass over the data, as an explicit state machine."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ladle.fetch import IterableFetcher, MapFetcher
+
+if TYPE_CHECKING:
+    from ladle.loader import DataLoader
+
+__all__ = ["IteratorState", "LoaderIterator"]
+
+
+class IteratorState(enum.Enum):
+    RUNNING = "running"  # more batches may come
+    EXHAUSTED = "exhausted"  # the pass ended normally
+    FAILED = "failed"  # something broke it (a worker died); it yields nothing more
+    CLOSED = "closed"  # the user closed it
+
+
+class LoaderIterator(Iterator[Any]):
+    """Yields one epoch of batches. An exception raised by the dataset or ``collate_fn`` for one
+    batch propagates and the iterator moves on to the next batch, as torch's does."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.state = IteratorState.RUNNING
+        self.batches_yielded = 0
+        self._postprocess: Callable[[Any], Any] | None = loader._postprocess()
+        self._next_batch: Callable[[], Any]
+        if loader._is_iterable:
+            fetcher = IterableFetcher(
+                iter(loader.dataset), loader.batch_size, loader.drop_last, loader.collate_fn
+            )
+            self._next_batch = fetcher.fetch
+        else:
+            map_fetcher = MapFetcher(loader.dataset, loader._auto_collation, loader.collate_fn)
+            indices = loader._index_iter()
+            self._next_batch = lambda: map_fetcher.fetch(next(indices))
+
+    def __iter__(self) -> LoaderIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self.state is not IteratorState.RUNNING:
+            raise StopIteration
+        try:
+            batch = self._next_batch()
+        except StopIteration:
+            self.state = IteratorState.EXHAUSTED
+            raise
+        self.batches_yielded += 1
+        if self._postprocess is not None:
+            return self._postprocess(batch)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def close(self) -> None:
+        """Stop the pass; idempotent. Later ``next()`` calls raise StopIteration."""
+        if self.state is IteratorState.RUNNING:
+            self.state = IteratorState.CLOSED
+        self._next_batch = _exhausted
+
+    def __repr__(self) -> str:
+        return f"<LoaderIterator {self.state.value}, {self.batches_yielded} batches yielded>"
+
+
+def _exhausted() -> Any:
+    raise StopIteration

@@ -1,0 +1,292 @@
+"""DataLoader: the validated configuration of a loading pipeline, and its entry point.
+
+The constructor takes torch's arguments with torch's meaning and rejects the combinations torch
+rejects, with a message that names the argument and the fix. Iterating returns a
+:class:`~ladle.iterator.LoaderIterator`.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ladle.collate import default_collate, default_convert
+from ladle.dataset import IterableDataset
+from ladle.interop import accelerator_available, converter, pin
+from ladle.iterator import LoaderIterator
+from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from ladle.seeding import check_generator, check_seed
+
+__all__ = ["DataLoader"]
+
+WORKER_TYPES = ("process", "thread")
+_FROZEN = frozenset(
+    {"batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers"}
+)
+
+
+def _check_count(value: object, name: str, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be an int, but got {name}={value!r}")
+    if value < 0:
+        raise ValueError(f"{name} option should be non-negative, but got {name}={value}; {fix}")
+    return value
+
+
+def _check_context(context: Any, num_workers: int, worker_type: str) -> Any:
+    if context is None:
+        return None
+    if num_workers == 0:
+        raise ValueError(
+            f"multiprocessing_context can only be used with multi-process loading "
+            f"(num_workers > 0), but got num_workers={num_workers}; drop the argument or raise "
+            f"num_workers"
+        )
+    if worker_type == "thread":
+        raise ValueError(
+            f"multiprocessing_context={context!r} has no meaning with worker_type='thread'; "
+            f"drop it, or use worker_type='process'"
+        )
+    if isinstance(context, str):
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(
+                f"multiprocessing_context option should specify a valid start method in "
+                f"{methods!r}, but got multiprocessing_context={context!r}"
+            )
+        return multiprocessing.get_context(context)
+    if not isinstance(context, multiprocessing.context.BaseContext):
+        raise TypeError(
+            f"multiprocessing_context option should be a valid context object or a string "
+            f"naming the start method, but got multiprocessing_context={context!r}"
+        )
+    return context
+
+
+class DataLoader(Iterable[Any]):
+    """Iterates over ``dataset`` in batches: torch's DataLoader, plus ``seed``, ``worker_type``
+    and ``output``.
+
+    ``seed`` fixes everything random: with it, epoch ``e``'s order is a pure function of
+    ``(seed, e)``. ``output`` converts batches: None keeps the samples' array types, ``"numpy"``,
+    ``"torch"`` and ``"jax"`` convert every numeric array.
+    """
+
+    _initialized = False
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Sampler[Any] | Iterable[Any] | None = None,
+        batch_sampler: Sampler[Any] | Iterable[Any] | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
+        generator: Any = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        seed: int | None = None,
+        worker_type: str = "process",
+        output: str | None = None,
+    ) -> None:
+        num_workers = _check_count(
+            num_workers, "num_workers", "use num_workers=0 to load in the main process"
+        )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError(
+                f"timeout option should be a non-negative number of seconds, but got "
+                f"timeout={timeout!r}; use timeout=0 to wait forever"
+            )
+        if timeout > 0 and num_workers == 0:
+            raise ValueError(
+                f"timeout={timeout} applies to worker loading only, but num_workers=0; set "
+                f"num_workers > 0 or leave timeout=0"
+            )
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError(
+                f"prefetch_factor option could only be specified in multiprocessing, but got "
+                f"prefetch_factor={prefetch_factor} with num_workers=0; set num_workers > 0 or "
+                f"prefetch_factor=None"
+            )
+        if num_workers > 0 and prefetch_factor is None:
+            prefetch_factor = 2
+        elif prefetch_factor is not None:
+            _check_count(prefetch_factor, "prefetch_factor", "use the default prefetch_factor=2")
+        if persistent_workers and num_workers == 0:
+            raise ValueError(
+                "persistent_workers option needs num_workers > 0; set num_workers > 0 or "
+                "persistent_workers=False"
+            )
+        if worker_type not in WORKER_TYPES:
+            raise ValueError(
+                f"worker_type should be 'process' or 'thread', but got worker_type={worker_type!r}"
+            )
+        context = _check_context(multiprocessing_context, num_workers, worker_type)
+        if seed is not None:
+            seed = check_seed(seed)
+            if generator is not None:
+                raise ValueError(
+                    "DataLoader takes seed or generator, not both; seed=<int> fixes the order "
+                    "of every epoch, so drop generator="
+                )
+        if generator is not None:
+            check_generator(generator)
+        convert = converter(output)
+        if pin_memory and output in ("numpy", "jax"):
+            raise ValueError(
+                f"pin_memory=True makes pinned torch tensors, which contradicts "
+                f"output={output!r}; use output='torch' (or None) or pin_memory=False"
+            )
+
+        is_iterable = isinstance(dataset, IterableDataset)
+        if is_iterable:
+            if shuffle not in (False, None):
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified shuffle option, but "
+                    f"got shuffle={shuffle!r}; an iterable dataset decides its own order, so "
+                    f"shuffle inside its __iter__ (or use a map-style Dataset)"
+                )
+            if sampler is not None:
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified sampler option, but "
+                    f"got sampler={sampler!r}; an iterable dataset yields its own samples"
+                )
+            if batch_sampler is not None:
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified batch_sampler "
+                    f"option, but got batch_sampler={batch_sampler!r}; use batch_size="
+                )
+        shuffle = bool(shuffle)
+        if sampler is not None and shuffle:
+            raise ValueError(
+                "sampler option is mutually exclusive with shuffle; pass shuffle=False and let "
+                "the sampler decide the order (e.g. RandomSampler)"
+            )
+        if batch_sampler is not None:
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError(
+                    "batch_sampler option is mutually exclusive with batch_size, shuffle, "
+                    "sampler, and drop_last; the batch sampler alone decides the batches, so "
+                    "leave those at their defaults"
+                )
+            batch_size = None
+            drop_last = False
+        elif batch_size is None and drop_last:
+            raise ValueError(
+                "batch_size=None option disables auto-batching and is mutually exclusive with "
+                "drop_last; set a batch_size or drop_last=False"
+            )
+
+        if sampler is None and not is_iterable:
+            if shuffle:
+                sampler = RandomSampler(dataset, generator=generator, seed=seed)
+            else:
+                sampler = SequentialSampler(dataset)
+        if batch_size is not None and batch_sampler is None:
+            # BatchSampler validates batch_size and drop_last, with torch's messages.
+            checked = BatchSampler(sampler if sampler is not None else [], batch_size, drop_last)
+            if not is_iterable:
+                batch_sampler = checked
+
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.sampler = sampler
+        self.batch_sampler = batch_sampler
+        self.num_workers = num_workers
+        auto_collation = batch_sampler is not None or (is_iterable and batch_size is not None)
+        if collate_fn is None:
+            collate_fn = default_collate if auto_collation else default_convert
+        self.collate_fn = collate_fn
+        self.pin_memory = bool(pin_memory)
+        self.drop_last = drop_last
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.multiprocessing_context = context
+        self.generator = generator
+        self.prefetch_factor = prefetch_factor
+        self.persistent_workers = persistent_workers
+        self.pin_memory_device = pin_memory_device
+        self.in_order = in_order
+        self.seed = seed
+        self.worker_type = worker_type
+        self.output = output
+        self._convert = convert
+        self._is_iterable = is_iterable
+        self._auto_collation = auto_collation
+        self._pinning: bool | None = None  # decided at the first iteration
+        self._initialized = True
+        if num_workers > 0:
+            warnings.warn(
+                f"num_workers={num_workers}: this version of ladle loads every batch in the "
+                f"main process; worker pools are not implemented yet, and batches are the same",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self._initialized and name in _FROZEN:
+            raise ValueError(
+                f"{name} attribute should not be set after DataLoader is initialized; build a "
+                f"new DataLoader with {name}={value!r}"
+            )
+        super().__setattr__(name, value)
+
+    def _index_iter(self) -> Iterator[Any]:
+        """Batches of indices (int64 arrays on the fast path), or single indices."""
+        if self.batch_sampler is None:
+            return iter(self.sampler)  # type: ignore[arg-type]
+        if isinstance(self.batch_sampler, BatchSampler):
+            return self.batch_sampler.iter_batches()
+        return iter(self.batch_sampler)
+
+    def _postprocess(self) -> Callable[[Any], Any] | None:
+        """What happens to each collated batch: the output conversion, then pinning."""
+        if not self.pin_memory:
+            return self._convert
+        if self._pinning is None:
+            self._pinning = accelerator_available()
+            if not self._pinning:
+                warnings.warn(
+                    "pin_memory=True, but no accelerator is available, so batches are not "
+                    "pinned; set pin_memory=False to silence this",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        if not self._pinning:
+            return self._convert
+        convert = self._convert
+        return pin if convert is None else (lambda batch: pin(convert(batch)))
+
+    def __iter__(self) -> LoaderIterator:
+        return LoaderIterator(self)
+
+    def __len__(self) -> int:
+        if self._is_iterable:
+            length = len(self.dataset)
+            if self.batch_size is None:
+                return length
+            if self.drop_last:
+                return length // self.batch_size
+            return math.ceil(length / self.batch_size)
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)  # type: ignore[arg-type]
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, num_workers={self.num_workers}, seed={self.seed})"
+        )

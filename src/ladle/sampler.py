@@ -1,0 +1,345 @@
+"""Samplers: which indices to load, in which order. Index arithmetic only.
+
+The built-in samplers derive from :class:`EpochSampler`: an epoch's order is a pure function of
+the sampler's configuration and the epoch number, so a sampler can report its position as two
+integers (``state_dict``) and resume from them (``load_state_dict``). The loader reads batches
+from them as NumPy slices instead of lists of Python ints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, keyed_rng
+
+__all__ = [
+    "BatchSampler",
+    "EpochSampler",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+]
+
+T_co = TypeVar("T_co", covariant=True)
+
+_CHUNK = 4096  # indices converted to Python ints at a time when iterating one by one
+
+
+class Sampler(Generic[T_co]):
+    """Base class: ``__iter__`` yields indices (or lists of indices, for batch samplers)."""
+
+    def __init__(self, data_source: Sized | None = None) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[T_co]:
+        raise NotImplementedError(f"{type(self).__name__} must implement __iter__()")
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{name} should be a positive integer value, but got {name}={value!r}")
+    return int(value)
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} should be a boolean value, but got {name}={value!r}")
+    return value
+
+
+class EpochSampler(Sampler[int]):
+    """A sampler whose epoch ``e`` is the index array ``self.epoch_order(e)``.
+
+    Position: ``epoch`` is the epoch the next iteration yields (or the running one yields), and
+    the running iteration counts how many indices it has handed out. Samplers that advance by
+    themselves (``advances = True``, the random ones) move to the next epoch each time an
+    iteration starts, as torch's do; ``set_epoch`` fixes the epoch explicitly.
+    """
+
+    advances = False
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self._running: tuple[int, int] | None = None  # (epoch, indices handed out)
+        self._resume_offset = 0
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """All indices of ``epoch``, in order, as int64 (a pure function of config and epoch)."""
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._compute_order(epoch))
+        return self._cache[1]
+
+    def _compute_order(self, epoch: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration yield ``epoch`` from its start."""
+        self.epoch = check_seed(epoch, "epoch")
+        self._resume_offset = 0
+
+    def _begin(self) -> tuple[int, np.ndarray, int]:
+        epoch, start = self.epoch, self._resume_offset
+        self._resume_offset = 0
+        if self.advances:
+            self.epoch = epoch + 1
+        order = self.epoch_order(epoch)
+        self._running = (epoch, start)
+        return epoch, order, start
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, order, position = self._begin()
+        while position < len(order):
+            chunk = order[position : position + _CHUNK].tolist()
+            for index in chunk:
+                position += 1
+                self._running = (epoch, position)
+                yield index
+        self._running = None
+
+    def iter_batches(self, batch_size: int, drop_last: bool) -> Iterator[np.ndarray]:
+        """The rest of an epoch as int64 slices of ``batch_size`` (the loader's fast path)."""
+        epoch, order, position = self._begin()
+        total = len(order)
+        end = position + (total - position) // batch_size * batch_size if drop_last else total
+        while position < end:
+            batch = order[position : position + batch_size]
+            position += len(batch)
+            self._running = (epoch, position)
+            yield batch
+        self._running = None
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "offset"}``: the next index to yield is ``offset`` into ``epoch``."""
+        if self._running is not None:
+            epoch, offset = self._running
+            if offset < len(self.epoch_order(epoch)):
+                return {"epoch": epoch, "offset": offset}
+            return {"epoch": epoch + 1 if self.advances else epoch, "offset": 0}
+        return {"epoch": self.epoch, "offset": self._resume_offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue from ``state`` (from :meth:`state_dict`)."""
+        epoch = check_seed(state["epoch"], "state['epoch']")
+        offset = check_seed(state["offset"], "state['offset']")
+        self.epoch = epoch
+        self._resume_offset = offset
+        self._running = None
+
+
+class SequentialSampler(EpochSampler):
+    """``0, 1, ..., len(data_source) - 1``, every epoch."""
+
+    def __init__(self, data_source: Sized) -> None:
+        super().__init__()
+        self.data_source = data_source
+
+    def _compute_order(self, epoch: int) -> np.ndarray:
+        return np.arange(len(self.data_source), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+
+class _SeededSampler(EpochSampler):
+    """An epoch sampler whose randomness comes from ``seed``, ``generator`` or fresh entropy."""
+
+    advances = True
+
+    def __init__(self, generator: Any, seed: int | None) -> None:
+        super().__init__()
+        if seed is not None and generator is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes seed or generator, not both; seed=<int> fixes "
+                f"every epoch's order, generator= draws a new seed from it each epoch"
+            )
+        self.generator = check_generator(generator) if generator is not None else None
+        self.seed = check_seed(seed) if seed is not None else None
+        self._base_seed = self.seed if self.seed is not None else fresh_seed()
+        self._drawn: dict[int, int] = {}
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        if self.generator is None:
+            return keyed_rng(self._base_seed, epoch)
+        # torch draws a new seed from the generator for each epoch; the draw is kept so that
+        # re-reading an epoch (state_dict, resume) gives the same order.
+        if epoch not in self._drawn:
+            self._drawn = {epoch: draw_seed(self.generator)}
+        return keyed_rng(self._drawn[epoch])
+
+
+class RandomSampler(_SeededSampler):
+    """Indices in random order: a fresh permutation each epoch, or draws with replacement."""
+
+    def __init__(
+        self,
+        data_source: Sized,
+        replacement: bool = False,
+        num_samples: int | None = None,
+        generator: Any = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(replacement, bool):
+            raise TypeError(
+                f"replacement should be a boolean value, but got replacement={replacement!r}"
+            )
+        self.data_source = data_source
+        self.replacement = replacement
+        self._num_samples = num_samples
+        if num_samples is not None:
+            _check_positive_int(num_samples, "num_samples")
+        elif len(data_source) == 0:
+            raise ValueError(
+                "num_samples should be a positive integer value, but got num_samples=0: "
+                "RandomSampler cannot shuffle an empty dataset"
+            )
+        super().__init__(generator, seed)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.data_source) if self._num_samples is None else self._num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _compute_order(self, epoch: int) -> np.ndarray:
+        n, count = len(self.data_source), self.num_samples
+        rng = self._rng(epoch)
+        if self.replacement:
+            return rng.integers(0, n, size=count, dtype=np.int64)
+        rounds, rest = divmod(count, n)
+        parts = [rng.permutation(n) for _ in range(rounds)]
+        if rest:
+            parts.append(rng.permutation(n)[:rest])
+        return np.concatenate(parts).astype(np.int64, copy=False)
+
+
+class SubsetRandomSampler(_SeededSampler):
+    """The given indices in a random order, without replacement."""
+
+    def __init__(
+        self, indices: Sequence[int], generator: Any = None, *, seed: int | None = None
+    ) -> None:
+        super().__init__(generator, seed)
+        self.indices = indices
+        self._index_array = np.asarray(indices, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _compute_order(self, epoch: int) -> np.ndarray:
+        return self._index_array[self._rng(epoch).permutation(len(self._index_array))]
+
+
+class WeightedRandomSampler(_SeededSampler):
+    """``num_samples`` indices of ``range(len(weights))`` drawn with probability ∝ weight."""
+
+    def __init__(
+        self,
+        weights: Sequence[float],
+        num_samples: int,
+        replacement: bool = True,
+        generator: Any = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        self.num_samples = _check_positive_int(num_samples, "num_samples")
+        self.replacement = _check_bool(replacement, "replacement")
+        array = np.asarray(weights, dtype=np.float64)
+        if array.ndim != 1:
+            raise ValueError(
+                f"weights should be a 1d sequence but given weights have shape {array.shape}"
+            )
+        if not np.all(np.isfinite(array)) or np.any(array < 0) or array.sum() <= 0:
+            raise ValueError(
+                "weights should be finite and non-negative with a positive sum, but got "
+                f"weights={array.tolist() if array.size <= 8 else array}"
+            )
+        if not replacement and num_samples > np.count_nonzero(array):
+            raise ValueError(
+                f"num_samples={num_samples} exceeds the {np.count_nonzero(array)} non-zero "
+                f"weights; without replacement each index is drawn at most once, so lower "
+                f"num_samples or set replacement=True"
+            )
+        super().__init__(generator, seed)
+        self.weights = array
+        self._p = array / array.sum()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _compute_order(self, epoch: int) -> np.ndarray:
+        rng = self._rng(epoch)
+        drawn = rng.choice(len(self._p), size=self.num_samples, replace=self.replacement, p=self._p)
+        return drawn.astype(np.int64, copy=False)
+
+
+class BatchSampler(Sampler[list[int]]):
+    """Groups a sampler's indices into lists of ``batch_size``; ``drop_last`` drops a short tail."""
+
+    def __init__(
+        self, sampler: Sampler[int] | Iterable[int], batch_size: int, drop_last: bool
+    ) -> None:
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        self.drop_last = _check_bool(drop_last, "drop_last")
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if isinstance(self.sampler, EpochSampler):
+            for array in self.sampler.iter_batches(self.batch_size, self.drop_last):
+                yield array.tolist()
+            return
+        batch: list[int] = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def iter_batches(self) -> Iterator[Any]:
+        """Batches as int64 arrays when the sampler allows it, else as lists."""
+        if isinstance(self.sampler, EpochSampler):
+            return self.sampler.iter_batches(self.batch_size, self.drop_last)
+        return iter(self)
+
+    def __len__(self) -> int:
+        count = len(self.sampler)  # type: ignore[arg-type]
+        if self.drop_last:
+            return count // self.batch_size
+        return (count + self.batch_size - 1) // self.batch_size
+
+    def state_dict(self) -> dict[str, int]:
+        return _sampler_state(self.sampler)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        _load_sampler_state(self.sampler, state)
+
+
+def _sampler_state(sampler: object) -> dict[str, int]:
+    state_dict = getattr(sampler, "state_dict", None)
+    if state_dict is None:
+        raise TypeError(
+            f"{type(sampler).__name__} cannot report its position: give it state_dict() and "
+            f"load_state_dict(state), or use a ladle sampler"
+        )
+    return state_dict()  # type: ignore[no-any-return]
+
+
+def _load_sampler_state(sampler: object, state: dict[str, int]) -> None:
+    load = getattr(sampler, "load_state_dict", None)
+    if load is None:
+        raise TypeError(
+            f"{type(sampler).__name__} cannot restore a position: give it load_state_dict(state)"
+        )
+    load(state)
