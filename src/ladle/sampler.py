@@ -264,15 +264,16 @@ class WeightedRandomSampler(_SeededSampler):
                 "weights should be finite and non-negative with a positive sum, but got "
                 f"weights={array.tolist() if array.size <= 8 else array}"
             )
-        if not replacement and num_samples > np.count_nonzero(array):
+        p = array / array.sum()  # weights too small to matter underflow to zero here
+        if not replacement and num_samples > np.count_nonzero(p):
             raise ValueError(
-                f"num_samples={num_samples} exceeds the {np.count_nonzero(array)} non-zero "
+                f"num_samples={num_samples} exceeds the {np.count_nonzero(p)} non-zero "
                 f"weights; without replacement each index is drawn at most once, so lower "
                 f"num_samples or set replacement=True"
             )
         super().__init__(generator, seed)
         self.weights = array
-        self._p = array / array.sum()
+        self._p = p
 
     def __len__(self) -> int:
         return self.num_samples
