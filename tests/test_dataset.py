@@ -162,7 +162,7 @@ def test_stack_dataset_positional_and_keyword() -> None:
 
 @given(st.integers(0, 200), st.lists(st.integers(0, 50), min_size=1, max_size=5), st.integers(0))
 def test_random_split_lengths_disjoint_complete(total: int, parts: list[int], seed: int) -> None:
-    lengths = parts[:-1] + [total - sum(parts[:-1])]
+    lengths = [*parts[:-1], total - sum(parts[:-1])]
     if lengths[-1] < 0:
         with pytest.raises(ValueError, match=r"lengths\[\d\]=-"):
             random_split(Squares(total), lengths, seed=seed)

@@ -8,13 +8,13 @@ from ladle import CollateError, CollateSizeError, PadCollate, PaddedBatch
 
 
 class Tokens(ladle.Dataset[list[int]]):
-    rows = [[1, 2, 3], [4, 5, 6], [7, 8, 9, 10], [11, 12]]
+    rows = ([1, 2, 3], [4, 5, 6], [7, 8, 9, 10], [11, 12])
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> list[int]:
-        return self.rows[i]
+        return list(self.rows[i])
 
 
 def test_token_ids_batched_two_at_a_time() -> None:
@@ -44,6 +44,7 @@ def test_keys_pick_fields_and_the_rest_collates_as_usual() -> None:
 def test_tuple_positions_and_trailing_dimensions() -> None:
     samples = [(np.ones((2, 3)), 5), (np.ones((1, 3)), 6)]
     data, label = PadCollate(keys={0})(samples)
+    assert label.tolist() == [5, 6]
     assert data.data.shape == (2, 2, 3)
     assert data.data[1, 1].tolist() == [0, 0, 0]
     with pytest.raises(CollateSizeError, match="only the first axis may differ"):

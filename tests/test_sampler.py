@@ -73,9 +73,7 @@ def test_subset_random_sampler_permutes_the_given_indices(indices: list[int], se
     assert sorted(SubsetRandomSampler(indices, seed=seed)) == sorted(indices)
 
 
-@given(
-    st.lists(st.floats(0.0, 10.0), min_size=1, max_size=50).filter(lambda w: sum(w) > 0), seeds
-)
+@given(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=50).filter(lambda w: sum(w) > 0), seeds)
 def test_weighted_sampler_without_replacement_draws_distinct(weights: list[float], seed: int):
     nonzero = int(np.count_nonzero(np.asarray(weights) / sum(weights)))
     drawn = list(WeightedRandomSampler(weights, nonzero, replacement=False, seed=seed))

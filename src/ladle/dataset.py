@@ -278,7 +278,9 @@ class StackDataset(Dataset[Any]):
 
 
 def _split_lengths(total: int, lengths: Sequence[int | float]) -> list[int]:
-    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
+    # Unlike torch, all-int lengths are always counts: [1, 0] is not read as fractions.
+    integral = all(isinstance(n, int | np.integer) for n in lengths)
+    if not integral and math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
         sizes = []
         for position, fraction in enumerate(lengths):
             if not 0 <= fraction <= 1:
