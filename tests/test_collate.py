@@ -28,7 +28,7 @@ def test_numpy_in_numpy_out_with_torch_structure() -> None:
     assert isinstance(batch["meta"], list), "tuples come back as lists, as in torch"
     assert ints.dtype == np.int64 and ints.tolist() == [1, 3]
     assert floats.dtype == np.float64 and floats.tolist() == [2.5, 4.0]
-    assert strs == ["a", "b"] and raw == [b"x", b"y"]
+    assert strs == ("a", "b") and raw == (b"x", b"y"), "zip-transposed, as torch returns them"
     assert flags.dtype == np.bool_ and flags.tolist() == [True, False]
 
 
@@ -40,8 +40,11 @@ def test_namedtuple_ordereddict_and_numpy_scalars() -> None:
 
 
 def test_mixed_python_numbers_promote_to_float() -> None:
-    assert default_collate([1, 2.5]).dtype == np.float64
+    assert default_collate([2.5, 1]).dtype == np.float64
+    # torch.tensor([1, 2.5]) infers torch's default float32 when an int comes first
+    assert default_collate([1, 2.5]).dtype == np.float32
     assert default_collate([True, 2]).dtype == np.int64
+    assert default_collate([np.float32(1), 2.0]).dtype == np.float64
 
 
 def test_type_clash_names_the_place_and_types() -> None:
@@ -69,7 +72,7 @@ def test_unsupported_values_say_how_to_register() -> None:
         default_collate([object(), object()])
     with pytest.raises(CollateError, match="dtype object"):
         default_collate([np.array([None]), np.array([None])])
-    with pytest.raises(ValueError, match="empty batch"):
+    with pytest.raises(IndexError, match="empty batch"):
         default_collate([])
 
 

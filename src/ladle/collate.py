@@ -86,16 +86,21 @@ class Collater:
         if isinstance(batch, GatheredBatch):
             return batch.collate(self)
         if len(batch) == 0:
-            raise ValueError("cannot collate an empty batch: the batch holds no samples")
-        return self.collate(batch if isinstance(batch, list) else list(batch), ())
+            # IndexError, as torch raises for an empty batch
+            raise IndexError("cannot collate an empty batch: the batch holds no samples")
+        return self.collate(batch if isinstance(batch, list | tuple) else list(batch), ())
 
-    def collate(self, values: list[Any], path: Path) -> Any:
-        """Collate ``values``: the entries at ``path`` of every sample in the batch."""
+    def collate(self, values: Sequence[Any], path: Path) -> Any:
+        """Collate ``values``: the entries at ``path`` of every sample in the batch.
+
+        ``values`` is a list, or a tuple where it comes from transposing sequence samples;
+        str and bytes come back in that same container, as torch returns them.
+        """
         first = values[0]
         cls = type(first)
         handler = _registered(cls)
         if handler is not None:
-            return handler(values)
+            return handler(values if isinstance(values, list) else list(values))
         if cls is np.ndarray or isinstance(first, np.ndarray):
             return self.stack_arrays(values, path)
         if _is_tensor(first):
@@ -103,7 +108,7 @@ class Collater:
         if cls in _NUMBER_DTYPES or isinstance(first, int | float):
             return self.numbers(values, path)
         if isinstance(first, np.generic) and not isinstance(first, np.str_ | np.bytes_):
-            self.check_uniform(values, path, np.generic)
+            self.check_uniform(values, path, (np.number, np.bool_, int, float))
             return np.asarray(values)
         if isinstance(first, str | bytes):
             return values
@@ -119,7 +124,9 @@ class Collater:
             f"supported; {_UNSUPPORTED}"
         )
 
-    def check_uniform(self, values: list[Any], path: Path, kind: type | tuple[type, ...]) -> None:
+    def check_uniform(
+        self, values: Sequence[Any], path: Path, kind: type | tuple[type, ...]
+    ) -> None:
         first_type = type(values[0])
         for position, value in enumerate(values):
             if type(value) is not first_type and not isinstance(value, kind):
@@ -129,7 +136,7 @@ class Collater:
                     f"{type(value).__name__}; every sample must hold the same kind of value here"
                 )
 
-    def stack_arrays(self, values: list[Any], path: Path) -> np.ndarray:
+    def stack_arrays(self, values: Sequence[Any], path: Path) -> np.ndarray:
         self.check_uniform(values, path, np.ndarray)
         if values[0].dtype == object:
             raise CollateError(
@@ -141,16 +148,16 @@ class Collater:
         except ValueError:
             raise self.size_error(values, path, [v.shape for v in values]) from None
 
-    def stack_tensors(self, values: list[Any], path: Path) -> Any:
+    def stack_tensors(self, values: Sequence[Any], path: Path) -> Any:
         import torch
 
         self.check_uniform(values, path, torch.Tensor)
         try:
-            return torch.stack(values)
+            return torch.stack(list(values))
         except RuntimeError:
             raise self.size_error(values, path, [tuple(v.shape) for v in values]) from None
 
-    def size_error(self, values: list[Any], path: Path, shapes: list[Any]) -> CollateSizeError:
+    def size_error(self, values: Sequence[Any], path: Path, shapes: list[Any]) -> CollateSizeError:
         position = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
         return CollateSizeError(
             f"cannot collate {format_path(path)}: sample 0 has shape {shapes[0]} but sample "
@@ -158,16 +165,27 @@ class Collater:
             f"e.g. with ladle.PadCollate, or resize them in a transform)"
         )
 
-    def numbers(self, values: list[Any], path: Path) -> np.ndarray:
+    def numbers(self, values: Sequence[Any], path: Path) -> np.ndarray:
         kinds = set(map(type, values))
         if kinds <= {bool}:
             return np.array(values, dtype=np.bool_)
-        self.check_uniform(values, path, (int, float))
-        if any(issubclass(kind, float) for kind in kinds):
-            return np.array(values, dtype=np.float64)
-        return np.array(values, dtype=np.int64)
+        self.check_uniform(values, path, (int, float, np.number, np.bool_))
+        if all(issubclass(kind, int) for kind in kinds):
+            dtype: type = np.int64
+        elif isinstance(values[0], float):
+            dtype = np.float64
+        else:
+            # torch.tensor infers its default float32 when an int comes first and floats follow
+            dtype = np.float32
+        try:
+            return np.array(values, dtype=dtype)
+        except OverflowError:
+            raise ValueError(
+                f"cannot collate {format_path(path)}: a value does not fit in "
+                f"{np.dtype(dtype).name} (range {np.iinfo(np.int64).min}..{np.iinfo(np.int64).max})"
+            ) from None
 
-    def mapping(self, values: list[Any], path: Path) -> Any:
+    def mapping(self, values: Sequence[Any], path: Path) -> Any:
         self.check_uniform(values, path, Mapping)
         first = values[0]
         keys = first.keys()
@@ -182,7 +200,7 @@ class Collater:
         collated = {key: self.collate([v[key] for v in values], (*path, key)) for key in keys}
         return _rebuild_mapping(first, collated)
 
-    def transpose(self, values: list[Any], path: Path) -> list[list[Any]]:
+    def transpose(self, values: Sequence[Any], path: Path) -> list[tuple[Any, ...]]:
         self.check_uniform(values, path, Sequence)
         size = len(values[0])
         for position, value in enumerate(values):
@@ -192,9 +210,9 @@ class Collater:
                     f"{format_path(path)} sample 0 has {size} elements but sample {position} "
                     f"has {len(value)}; pad them (ladle.PadCollate) or write a collate_fn"
                 )
-        return [list(column) for column in zip(*values, strict=True)]
+        return list(zip(*values, strict=True))
 
-    def sequence(self, values: list[Any], path: Path) -> Any:
+    def sequence(self, values: Sequence[Any], path: Path) -> Any:
         first = values[0]
         collated = [self.collate(c, (*path, i)) for i, c in enumerate(self.transpose(values, path))]
         return _rebuild_sequence(first, collated)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -121,9 +122,15 @@ class TensorDataset(Dataset[tuple[Any, ...]]):
     def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, index: int) -> tuple[Any, ...]:
-        index = _check_index(index, self._size, "TensorDataset")
-        return tuple(tensor[index] for tensor in self.tensors)
+    def __getitem__(self, index: Any) -> tuple[Any, ...]:
+        try:
+            position = operator.index(index)
+        except TypeError:  # slices, lists and arrays index every array, as in torch
+            if isinstance(index, list | np.ndarray):
+                return self.__getitems__(index).columns  # type: ignore[no-any-return]
+            return tuple(tensor[index] for tensor in self.tensors)
+        position = _check_index(position, self._size, "TensorDataset")
+        return tuple(tensor[position] for tensor in self.tensors)
 
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> GatheredBatch:
         idx = _as_index_array(indices)
@@ -149,8 +156,9 @@ class Subset(Dataset[T_co]):
         return len(self.indices)
 
     def __getitem__(self, index: int | list[int]) -> Any:
-        if isinstance(index, list):
-            return [self[i] for i in index]
+        if isinstance(index, list):  # forwarded in one call, as torch does
+            parents = [self.indices[_check_index(i, len(self), "Subset")] for i in index]
+            return self.dataset[parents]  # type: ignore[index]
         index = _check_index(index, len(self.indices), "Subset")
         return self.dataset[self.indices[index]]
 

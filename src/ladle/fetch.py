@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ladle.collate import Collater, default_collate
+from ladle.gathered import GatheredBatch
+
 __all__ = ["IterableFetcher", "MapFetcher"]
 
 
@@ -22,18 +25,24 @@ class MapFetcher:
         self.collate_fn = collate_fn
         self._getitems = getattr(dataset, "__getitems__", None) if auto_collation else None
         self._accepts_array = bool(getattr(dataset, "accepts_index_array", False))
+        # ladle's collaters take a GatheredBatch's columns as they are; any other collate_fn
+        # gets the plain list of samples torch would give it.
+        self._takes_gathered = collate_fn is default_collate or isinstance(collate_fn, Collater)
 
     def fetch(self, indices: Any) -> Any:
         if not self.auto_collation:
             return self.collate_fn(self.dataset[indices])
-        if isinstance(indices, np.ndarray):
-            if self._getitems is not None and self._accepts_array:
-                return self.collate_fn(self._getitems(indices))
+        if self._getitems is None:
+            if isinstance(indices, np.ndarray):
+                indices = indices.tolist()
+            dataset = self.dataset
+            return self.collate_fn([dataset[i] for i in indices])
+        if isinstance(indices, np.ndarray) and not self._accepts_array:
             indices = indices.tolist()
-        if self._getitems is not None:
-            return self.collate_fn(self._getitems(indices))
-        dataset = self.dataset
-        return self.collate_fn([dataset[i] for i in indices])
+        samples = self._getitems(indices)
+        if isinstance(samples, GatheredBatch) and not self._takes_gathered:
+            samples = list(samples)
+        return self.collate_fn(samples)
 
 
 class IterableFetcher:

@@ -49,22 +49,23 @@ class GatheredBatch(Sequence[Any]):
     def __repr__(self) -> str:
         return f"GatheredBatch(length={self._length})"
 
-    def collate(self, collate_list: Callable[[list[Any]], Any]) -> Any:
+    def collate(self, collate_list: Callable[[Sequence[Any]], Any]) -> Any:
         """The collated batch: stacked columns pass through, lists go to ``collate_list``.
 
         Tuples of columns come back as lists, as torch's default_collate turns tuples into lists.
         """
 
-        def column(value: Any) -> Any:
+        def column(value: Any, transposed: bool = False) -> Any:
             if isinstance(value, GatheredBatch):
                 return value.collate(collate_list)
             if isinstance(value, list):
-                return collate_list(value)
+                # torch transposes tuple samples with zip, so their columns arrive as tuples
+                return collate_list(tuple(value) if transposed else value)
             return value
 
         columns = self.columns
         if isinstance(columns, tuple):
-            return [column(c) for c in columns]
+            return [column(c, transposed=True) for c in columns]
         if isinstance(columns, dict):
             return {key: column(c) for key, c in columns.items()}
         return column(columns)

@@ -104,7 +104,9 @@ class DataLoader(Iterable[Any]):
         num_workers = _check_count(
             num_workers, "num_workers", "use num_workers=0 to load in the main process"
         )
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout should be a number of seconds, but got timeout={timeout!r}")
+        if timeout < 0:
             raise ValueError(
                 f"timeout option should be a non-negative number of seconds, but got "
                 f"timeout={timeout!r}; use timeout=0 to wait forever"

@@ -84,12 +84,12 @@ class PadCollate(Collater):
             return len(first.shape) >= 1
         return _is_number_list(first)
 
-    def collate(self, values: list[Any], path: Path) -> Any:
+    def collate(self, values: Sequence[Any], path: Path) -> Any:
         if self._pads(values[0], path):
             return self.pad(values, path)
         return super().collate(values, path)
 
-    def pad(self, values: list[Any], path: Path) -> PaddedBatch:
+    def pad(self, values: Sequence[Any], path: Path) -> PaddedBatch:
         if _is_tensor(values[0]):
             return self._pad_tensors(values, path)
         arrays = [np.asarray(v) for v in values]
@@ -109,7 +109,7 @@ class PadCollate(Collater):
             data[row, : len(array)] = array
         return PaddedBatch(data, lengths, np.arange(data.shape[1]) < lengths[:, None])
 
-    def _pad_tensors(self, values: list[Any], path: Path) -> PaddedBatch:
+    def _pad_tensors(self, values: Sequence[Any], path: Path) -> PaddedBatch:
         import torch
 
         self.check_uniform(values, path, torch.Tensor)
