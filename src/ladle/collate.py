@@ -144,7 +144,8 @@ class Collater:
                 f"layout; convert them to a numeric dtype or to lists"
             )
         try:
-            return np.stack(values)
+            # np.array copies a list of equal arrays about twice as fast as np.stack
+            return np.array(values)
         except ValueError:
             raise self.size_error(values, path, [v.shape for v in values]) from None
 

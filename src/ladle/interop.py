@@ -5,6 +5,7 @@ torch and JAX are imported only when a loader asks for them, with an install hin
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Callable, Mapping
@@ -76,6 +77,12 @@ def to_numpy(batch: Any) -> Any:
 
 def to_torch(batch: Any) -> Any:
     """Numeric NumPy arrays and scalars in ``batch`` as torch tensors, sharing memory."""
+    return map_leaves(batch, _torch_leaf())
+
+
+@functools.cache
+def _torch_leaf() -> Callable[[Any], Any]:
+    """The per-leaf conversion, built once: it runs for every batch."""
     torch = require("torch", 'output="torch"')
 
     def leaf(value: Any) -> Any:
@@ -87,7 +94,7 @@ def to_torch(batch: Any) -> Any:
             return torch.as_tensor(value)
         return value
 
-    return map_leaves(batch, leaf)
+    return leaf
 
 
 def to_jax(batch: Any) -> Any:
