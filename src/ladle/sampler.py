@@ -164,16 +164,16 @@ class _SeededSampler(EpochSampler):
         self.generator = check_generator(generator) if generator is not None else None
         self.seed = check_seed(seed) if seed is not None else None
         self._base_seed = self.seed if self.seed is not None else fresh_seed()
-        self._drawn: dict[int, int] = {}
+        self._drawn: tuple[int, int] | None = None  # (epoch, seed drawn from the generator)
 
     def _rng(self, epoch: int) -> np.random.Generator:
         if self.generator is None:
             return keyed_rng(self._base_seed, epoch)
         # torch draws a new seed from the generator for each epoch; the draw is kept so that
         # re-reading an epoch (state_dict, resume) gives the same order.
-        if epoch not in self._drawn:
-            self._drawn = {epoch: draw_seed(self.generator)}
-        return keyed_rng(self._drawn[epoch])
+        if self._drawn is None or self._drawn[0] != epoch:
+            self._drawn = (epoch, draw_seed(self.generator))
+        return keyed_rng(self._drawn[1])
 
 
 class RandomSampler(_SeededSampler):
