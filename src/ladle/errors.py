@@ -6,7 +6,13 @@ same situation, so ``except TypeError`` written for torch keeps working.
 
 from __future__ import annotations
 
-__all__ = ["CollateError", "CollateSizeError", "LadleError"]
+__all__ = [
+    "CollateError",
+    "CollateSizeError",
+    "LadleError",
+    "LoaderTimeoutError",
+    "WorkerDiedError",
+]
 
 
 class LadleError(Exception):
@@ -19,3 +25,17 @@ class CollateError(LadleError, TypeError):
 
 class CollateSizeError(LadleError, RuntimeError):
     """A batch holds sequences or arrays whose sizes differ where they must be equal."""
+
+
+class WorkerDiedError(LadleError, RuntimeError):
+    """A worker process exited or was killed while the loader needed it."""
+
+    def __init__(self, message: str, worker_id: int, pid: int | None, exitcode: int | None):
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.pid = pid
+        self.exitcode = exitcode
+
+
+class LoaderTimeoutError(LadleError, RuntimeError):
+    """No batch arrived within the loader's ``timeout``."""

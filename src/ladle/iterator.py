@@ -6,10 +6,15 @@ import enum
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ladle.errors import LoaderTimeoutError, WorkerDiedError
 from ladle.fetch import IterableFetcher, MapFetcher
 
 if TYPE_CHECKING:
+    from ladle._runtime.engine import WorkerEngine
     from ladle.loader import DataLoader
+
+# Failures of the loading machinery itself, after which the pass cannot go on.
+LadleRuntimeFailure = (WorkerDiedError, LoaderTimeoutError)
 
 __all__ = ["IteratorState", "LoaderIterator"]
 
@@ -23,15 +28,21 @@ class IteratorState(enum.Enum):
 
 class LoaderIterator(Iterator[Any]):
     """Yields one epoch of batches. An exception raised by the dataset or ``collate_fn`` for one
-    batch propagates and the iterator moves on to the next batch, as torch's does."""
+    batch propagates (from a worker: same type, worker traceback attached as a note) and the
+    iterator moves on to the next batch, as torch's does. A dead worker or a timeout breaks it:
+    the workers are stopped and the state becomes FAILED."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: DataLoader, engine: WorkerEngine | None = None) -> None:
         self.loader = loader
         self.state = IteratorState.RUNNING
         self.batches_yielded = 0
         self._postprocess: Callable[[Any], Any] | None = loader._postprocess()
         self._next_batch: Callable[[], Any]
-        if loader._is_iterable:
+        self._engine = engine
+        if engine is not None:
+            engine.start(None if loader._is_iterable else loader._index_iter(), loader._pass_seed())
+            self._next_batch = engine.next_batch
+        elif loader._is_iterable:
             fetcher = IterableFetcher(
                 iter(loader.dataset), loader.batch_size, loader.drop_last, loader.collate_fn
             )
@@ -51,6 +62,15 @@ class LoaderIterator(Iterator[Any]):
             batch = self._next_batch()
         except StopIteration:
             self.state = IteratorState.EXHAUSTED
+            self._release_workers()
+            raise
+        except LadleRuntimeFailure:
+            self.state = IteratorState.FAILED
+            self._release_workers(broken=True)
+            raise
+        except BaseException as error:
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
+                self.close()
             raise
         self.batches_yielded += 1
         if self._postprocess is not None:
@@ -65,6 +85,13 @@ class LoaderIterator(Iterator[Any]):
         if self.state is IteratorState.RUNNING:
             self.state = IteratorState.CLOSED
         self._next_batch = _exhausted
+        self._release_workers()
+
+    def _release_workers(self, broken: bool = False) -> None:
+        """Stop the workers, unless the loader keeps them for the next pass."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            self.loader._release_engine(engine, broken)
 
     def __repr__(self) -> str:
         return f"<LoaderIterator {self.state.value}, {self.batches_yielded} batches yielded>"

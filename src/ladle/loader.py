@@ -10,15 +10,19 @@ from __future__ import annotations
 import math
 import multiprocessing
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import IterableDataset
 from ladle.interop import accelerator_available, converter, pin
 from ladle.iterator import LoaderIterator
 from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
-from ladle.seeding import check_generator, check_seed
+from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, keyed_rng
+
+if TYPE_CHECKING:
+    from ladle._runtime.engine import WorkerEngine
 
 __all__ = ["DataLoader"]
 
@@ -229,14 +233,10 @@ class DataLoader(Iterable[Any]):
         self._is_iterable = is_iterable
         self._auto_collation = auto_collation
         self._pinning: bool | None = None  # decided at the first iteration
+        self._passes = 0  # iterators started so far: keys the workers' seeds
+        self._engine: WorkerEngine | None = None  # kept between passes with persistent_workers
+        self._live: weakref.ref[LoaderIterator] | None = None
         self._initialized = True
-        if num_workers > 0:
-            warnings.warn(
-                f"num_workers={num_workers}: this version of ladle loads every batch in the "
-                f"main process; worker pools are not implemented yet, and batches are the same",
-                RuntimeWarning,
-                stacklevel=2,
-            )
 
     def __setattr__(self, name: str, value: Any) -> None:
         if self._initialized and name in _FROZEN:
@@ -273,7 +273,48 @@ class DataLoader(Iterable[Any]):
         return pin if convert is None else (lambda batch: pin(convert(batch)))
 
     def __iter__(self) -> LoaderIterator:
-        return LoaderIterator(self)
+        if self.num_workers == 0:
+            return LoaderIterator(self)
+        previous = self._live() if self._live is not None else None
+        if previous is not None:
+            previous.close()  # one pass at a time over the same workers, as in torch
+        if self._engine is None:
+            from ladle._runtime.engine import WorkerEngine
+
+            engine = WorkerEngine(self)
+            if self.persistent_workers:
+                self._engine = engine
+        else:
+            engine = self._engine
+        iterator = LoaderIterator(self, engine)
+        self._live = weakref.ref(iterator)
+        return iterator
+
+    def _pass_seed(self) -> int:
+        """The base seed of the workers for the pass starting now (torch's ``base_seed``)."""
+        passes, self._passes = self._passes, self._passes + 1
+        if self.seed is not None:
+            return int(keyed_rng(self.seed, passes, 1).integers(2**63))
+        if self.generator is not None:
+            return draw_seed(self.generator)
+        return fresh_seed()
+
+    def _release_engine(self, engine: WorkerEngine, broken: bool) -> None:
+        """A pass is over: stop its workers unless they persist (and are not broken)."""
+        if engine is self._engine and not broken:
+            return
+        if engine is self._engine:
+            self._engine = None
+        engine.close()
+
+    def close(self) -> None:
+        """Stop persistent workers now instead of when the loader is garbage-collected."""
+        previous = self._live() if self._live is not None else None
+        if previous is not None:
+            previous.close()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
     def __len__(self) -> int:
         if self._is_iterable:

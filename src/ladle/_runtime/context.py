@@ -6,10 +6,15 @@ Thread-local, so that thread workers each see their own; processes set it once a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["WorkerInfo", "get_worker_info", "set_worker_info"]
+import numpy as np
+
+Allocator = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray | None]
+
+__all__ = ["WorkerInfo", "current_allocator", "get_worker_info", "set_allocator", "set_worker_info"]
 
 
 @dataclass(frozen=True)
@@ -33,3 +38,13 @@ def get_worker_info() -> WorkerInfo | None:
 
 def set_worker_info(info: WorkerInfo | None) -> None:
     _local.worker_info = info
+
+
+def current_allocator() -> Allocator | None:
+    """Where collate should put large arrays: a worker's shared-memory slab, or None."""
+    allocator: Allocator | None = getattr(_local, "allocator", None)
+    return allocator
+
+
+def set_allocator(allocator: Allocator | None) -> None:
+    _local.allocator = allocator

@@ -1,0 +1,231 @@
+"""The main process's side of parallel loading: dispatch tasks, reassemble batches in order,
+turn worker failures into exceptions, and shut everything down on every exit path."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import multiprocessing
+import os
+import pickle
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ladle._runtime.messages import Batch, Exhausted, Failure, StartEpoch, Task, WorkerSpec
+from ladle._runtime.pool import Pool, ProcessPool, ThreadPool
+from ladle._runtime.shm import SlabPool, shm_directory
+from ladle.errors import LoaderTimeoutError
+
+if TYPE_CHECKING:
+    from ladle.loader import DataLoader
+
+__all__ = ["WorkerEngine"]
+
+
+class EngineState(enum.Enum):
+    IDLE = "idle"  # workers up, no pass running
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+def _rebuild(failure: Failure) -> BaseException:
+    error = failure.error
+    if isinstance(error, bytes):
+        try:
+            error = pickle.loads(error)
+        except Exception:
+            error = None
+    if isinstance(error, BaseException):
+        return error
+    return RuntimeError(
+        f"{failure.type_name} in ladle worker {failure.worker_id}: {failure.message}"
+    )
+
+
+def _shutdown(pool: Pool, slabs: SlabPool | None) -> None:
+    try:
+        pool.close()
+    finally:
+        if slabs is not None:
+            slabs.close()
+
+
+class WorkerEngine:
+    """Workers for one loader: started once, then one pass after another (``start``)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        num_workers = loader.num_workers
+        self.num_workers = num_workers
+        self.in_order = loader.in_order
+        self.timeout = loader.timeout if loader.timeout > 0 else None
+        self.depth = num_workers * (loader.prefetch_factor or 2)
+        self.per_worker = loader.prefetch_factor or 2
+        self.state = EngineState.IDLE
+        threads = loader.worker_type == "thread"
+        context = None
+        if not threads:
+            context = loader.multiprocessing_context or multiprocessing.get_context()
+        pickled = context is not None and context.get_start_method() != "fork"
+        # With spawn or forkserver the dataset is pickled once here, not once per worker.
+        dataset = pickle.dumps(loader.dataset) if pickled else loader.dataset
+        specs = [
+            WorkerSpec(
+                worker_id=i,
+                num_workers=num_workers,
+                dataset=dataset,
+                dataset_pickled=pickled,
+                collate_fn=loader.collate_fn,
+                auto_collation=loader._auto_collation,
+                is_iterable=loader._is_iterable,
+                batch_size=loader.batch_size,
+                drop_last=loader.drop_last,
+                worker_init_fn=loader.worker_init_fn,
+                shm_dir=None if threads else shm_directory(),
+                parent_pid=os.getpid(),
+            )
+            for i in range(num_workers)
+        ]
+        self.slabs = None if threads else SlabPool(shm_directory(), keep=self.depth + 2)
+        self.pool: ProcessPool | ThreadPool = (
+            ThreadPool(specs) if threads else ProcessPool(specs, context)
+        )
+        self._finalizer = weakref.finalize(self, _shutdown, self.pool, self.slabs)
+        self._seq = itertools.count()
+        self._first_seq = 0
+        self._started = False
+        self._indices: Iterator[Any] | None = None
+        self._indices_done = True
+        self._outstanding: dict[int, int] = {}  # seq -> worker
+        self._load = [0] * num_workers
+        self._active: list[int] = []
+        self._next_worker = 0
+        self._buffer: dict[int, Any] = {}
+        self._next_seq = 0
+
+    # -- a pass ------------------------------------------------------------------------------
+
+    def start(self, indices: Iterator[Any] | None, seed: int) -> None:
+        """Begin a pass over ``indices`` (None for an iterable dataset's streams)."""
+        for worker_id in range(self.num_workers):
+            self.pool.send(worker_id, StartEpoch(seed, reseed=not self._started))
+        self._started = True
+        self._first_seq = self._next_seq = next(self._seq)
+        self._seq = itertools.count(self._first_seq)
+        self._indices = indices
+        self._indices_done = False
+        self._buffer.clear()
+        self._active = list(range(self.num_workers))
+        self._next_worker = 0
+        self.state = EngineState.RUNNING
+        self._refill()
+
+    def _next_task_indices(self) -> tuple[bool, Any]:
+        if self._indices is None:
+            return True, None  # iterable: "your next batch"
+        try:
+            return True, next(self._indices)
+        except StopIteration:
+            return False, None
+
+    def _refill(self) -> None:
+        while not self._indices_done and len(self._outstanding) < self.depth and self._active:
+            worker_id = self._pick_worker()
+            if worker_id is None:
+                return
+            more, indices = self._next_task_indices()
+            if not more:
+                self._indices_done = True
+                return
+            seq = next(self._seq)
+            slab = self.slabs.lend() if self.slabs is not None else None
+            self._outstanding[seq] = worker_id
+            self._load[worker_id] += 1
+            self.pool.send(worker_id, Task(seq, indices, slab))
+
+    def _pick_worker(self) -> int | None:
+        for _ in range(len(self._active)):
+            worker_id = self._active[self._next_worker % len(self._active)]
+            self._next_worker += 1
+            if self._load[worker_id] < self.per_worker:
+                return worker_id
+        return None
+
+    def next_batch(self) -> Any:
+        """The next batch of the pass; StopIteration at its end."""
+        while True:
+            if self.in_order:
+                if self._next_seq in self._buffer:
+                    message = self._buffer.pop(self._next_seq)
+                    self._next_seq += 1
+                    result = self._handle(message)
+                    if result is not _SKIP:
+                        return result
+                    continue
+                if self._next_seq not in self._outstanding:
+                    if self._indices_done or not self._active:
+                        self.state = EngineState.IDLE
+                        raise StopIteration
+                    self._refill()
+                    continue
+            elif not self._outstanding:
+                self._refill()
+                if not self._outstanding:
+                    self.state = EngineState.IDLE
+                    raise StopIteration
+            message = self._receive()
+            if message.seq < self._first_seq:  # from a pass abandoned earlier
+                self._settle(message)
+                if self.slabs is not None:
+                    self.slabs.give_back(message.slab)
+                continue
+            self._settle(message)
+            if self.in_order:
+                self._buffer[message.seq] = message
+            else:
+                result = self._handle(message)
+                if result is not _SKIP:
+                    return result
+
+    def _receive(self) -> Any:
+        message = self.pool.receive(self.timeout)
+        if message is None:
+            raise LoaderTimeoutError(
+                f"DataLoader timed out after {self.timeout} seconds waiting for a batch from "
+                f"its {self.num_workers} workers; raise timeout= or make samples faster to load"
+            )
+        return message
+
+    def _settle(self, message: Any) -> None:
+        worker_id = self._outstanding.pop(message.seq, None)
+        if worker_id is not None:
+            self._load[worker_id] -= 1
+        if isinstance(message, Exhausted) and message.worker_id in self._active:
+            self._active.remove(message.worker_id)
+        if isinstance(message, Batch) and self.slabs is not None:
+            self.slabs.need(message.bytes_needed)
+        self._refill()
+
+    def _handle(self, message: Any) -> Any:
+        slabs = self.slabs
+        if isinstance(message, Batch):
+            if slabs is None or not message.slab_used:
+                if slabs is not None:
+                    slabs.give_back(message.slab)
+                return message.payload
+            return slabs.views(message.slab, message.payload)  # type: ignore[arg-type]
+        if slabs is not None:
+            slabs.give_back(message.slab)
+        if isinstance(message, Exhausted):
+            return _SKIP
+        raise _rebuild(message)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the workers and unlink the slabs; idempotent."""
+        self.state = EngineState.CLOSED
+        self._finalizer()
+
+
+_SKIP = object()

@@ -1,0 +1,178 @@
+"""The worker loop, shared by process and thread workers: receive a task, load, send the batch."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ladle._runtime.context import WorkerInfo, set_allocator, set_worker_info
+from ladle._runtime.messages import (
+    Batch,
+    Exhausted,
+    Failure,
+    StartEpoch,
+    Stop,
+    Task,
+    WorkerSpec,
+)
+from ladle._runtime.shm import SlabWriter
+from ladle.fetch import IterableFetcher, MapFetcher
+
+__all__ = ["Channel", "describe_indices", "process_main", "run_worker"]
+
+_PARENT_CHECK_SECONDS = 1.0
+
+
+class Channel(Protocol):
+    def send(self, message: Any) -> None: ...
+
+    def recv(self) -> Any: ...
+
+
+def describe_indices(indices: Any, seq: int) -> str:
+    if indices is None:
+        return f"batch {seq} of the stream"
+    values = indices.tolist() if isinstance(indices, np.ndarray) else list(indices)
+    if len(values) > 12:
+        return f"samples {values[:12]}... ({len(values)} indices)"
+    return f"samples {values}"
+
+
+def _seed_globals(seed: int) -> None:
+    """Seed the process-wide RNGs from the worker's seed, as torch does in its workers."""
+    random.seed(seed)
+    np.random.seed(np.random.SeedSequence(seed).generate_state(1)[0])
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+class _Loop:
+    def __init__(self, spec: WorkerSpec, channel: Channel, in_process: bool) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.in_process = in_process
+        self.writer = SlabWriter(spec.shm_dir) if spec.shm_dir is not None else None
+        self.dataset: Any = None
+        self.fetch: Callable[[Any], Any] | None = None
+        self.started = False
+
+    def start_epoch(self, message: StartEpoch) -> None:
+        spec = self.spec
+        if not self.started:
+            self.dataset = pickle.loads(spec.dataset) if spec.dataset_pickled else spec.dataset
+            seed = (message.seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
+            if self.in_process:  # threads share the main process's RNGs: leave them alone
+                _seed_globals(seed)
+            set_worker_info(WorkerInfo(spec.worker_id, spec.num_workers, seed, self.dataset))
+            if spec.worker_init_fn is not None:
+                spec.worker_init_fn(spec.worker_id)
+            self.started = True
+        if spec.is_iterable:
+            stream = IterableFetcher(
+                iter(self.dataset), spec.batch_size, spec.drop_last, spec.collate_fn
+            )
+            self.fetch = lambda indices: stream.fetch()
+        elif self.fetch is None:
+            self.fetch = MapFetcher(self.dataset, spec.auto_collation, spec.collate_fn).fetch
+
+    def run_task(self, task: Task) -> Any:
+        writer = self.writer
+        if writer is not None:
+            writer.begin(task.slab)
+            set_allocator(writer.allocate)
+        try:
+            assert self.fetch is not None, "a task arrived before StartEpoch"
+            batch = self.fetch(task.indices)
+        except StopIteration:
+            return Exhausted(task.seq, self.spec.worker_id, task.slab)
+        except Exception as error:
+            return self.failure(task, error)
+        finally:
+            set_allocator(None)
+        if writer is None:
+            return Batch(task.seq, self.spec.worker_id, batch, None, False, 0)
+        payload, used, needed = writer.encode(batch)
+        return Batch(task.seq, self.spec.worker_id, payload, task.slab, used, needed)
+
+    def failure(self, task: Task, error: Exception) -> Failure:
+        where = describe_indices(task.indices, task.seq)
+        error.add_note(
+            f"\nRaised in ladle worker {self.spec.worker_id} (pid {os.getpid()}) while loading "
+            f"{where}. Worker traceback:\n{traceback.format_exc()}"
+        )
+        blob: Any = error
+        if self.in_process:
+            try:
+                blob = pickle.dumps(error)
+                pickle.loads(blob)  # an exception that pickles but cannot be rebuilt
+            except Exception:
+                blob = None
+        return Failure(
+            task.seq,
+            self.spec.worker_id,
+            blob,
+            type(error).__qualname__,
+            "".join([str(error), *getattr(error, "__notes__", [])]),
+            task.slab,
+        )
+
+    def run(self) -> None:
+        while True:
+            message = self.channel.recv()
+            if message is None or isinstance(message, Stop):
+                return
+            if isinstance(message, StartEpoch):
+                self.start_epoch(message)
+            elif isinstance(message, Task):
+                self.channel.send(self.run_task(message))
+
+
+def run_worker(spec: WorkerSpec, channel: Channel, in_process: bool) -> None:
+    loop = _Loop(spec, channel, in_process)
+    try:
+        loop.run()
+    finally:
+        if loop.writer is not None:
+            loop.writer.close()
+        set_worker_info(None)
+
+
+class _PipeChannel:
+    """A process worker's end of its pipe; gives up when the main process is gone."""
+
+    def __init__(self, connection: Any, parent_pid: int) -> None:
+        self.connection = connection
+        self.parent_pid = parent_pid
+
+    def send(self, message: Any) -> None:
+        self.connection.send(message)
+
+    def recv(self) -> Any:
+        while not self.connection.poll(_PARENT_CHECK_SECONDS):
+            if os.getppid() != self.parent_pid:
+                return None
+        try:
+            return self.connection.recv()
+        except EOFError:
+            return None
+
+
+def process_main(spec: WorkerSpec, connection: Any) -> None:
+    """Entry point of a worker process."""
+    # Ctrl-C reaches the whole process group; the main process decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run_worker(spec, _PipeChannel(connection, spec.parent_pid), in_process=True)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the main process went away mid-send: nothing left to do
+    finally:
+        connection.close()
