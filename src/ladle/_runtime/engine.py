@@ -60,7 +60,6 @@ class WorkerEngine:
         self.in_order = loader.in_order
         self.timeout = loader.timeout if loader.timeout > 0 else None
         self.depth = num_workers * (loader.prefetch_factor or 2)
-        self.per_worker = loader.prefetch_factor or 2
         self.state = EngineState.IDLE
         threads = loader.worker_type == "thread"
         context = None
@@ -97,8 +96,7 @@ class WorkerEngine:
         self._indices: Iterator[Any] | None = None
         self._indices_done = True
         self._outstanding: dict[int, int] = {}  # seq -> worker
-        self._load = [0] * num_workers
-        self._active: list[int] = []
+        self._active: set[int] = set()
         self._next_worker = 0
         self._buffer: dict[int, Any] = {}
         self._next_seq = 0
@@ -115,7 +113,7 @@ class WorkerEngine:
         self._indices = indices
         self._indices_done = False
         self._buffer.clear()
-        self._active = list(range(self.num_workers))
+        self._active = set(range(self.num_workers))
         self._next_worker = 0
         self.state = EngineState.RUNNING
         self._refill()
@@ -130,9 +128,9 @@ class WorkerEngine:
 
     def _refill(self) -> None:
         while not self._indices_done and len(self._outstanding) < self.depth and self._active:
-            worker_id = self._pick_worker()
-            if worker_id is None:
-                return
+            # Strict round-robin over the active workers, as torch does: an iterable dataset
+            # sharded by worker id then comes back in a predictable order.
+            worker_id = self._next_active()
             more, indices = self._next_task_indices()
             if not more:
                 self._indices_done = True
@@ -140,16 +138,14 @@ class WorkerEngine:
             seq = next(self._seq)
             slab = self.slabs.lend() if self.slabs is not None else None
             self._outstanding[seq] = worker_id
-            self._load[worker_id] += 1
             self.pool.send(worker_id, Task(seq, indices, slab))
 
-    def _pick_worker(self) -> int | None:
-        for _ in range(len(self._active)):
-            worker_id = self._active[self._next_worker % len(self._active)]
+    def _next_active(self) -> int:
+        while True:
+            worker_id = self._next_worker % self.num_workers
             self._next_worker += 1
-            if self._load[worker_id] < self.per_worker:
+            if worker_id in self._active:
                 return worker_id
-        return None
 
     def next_batch(self) -> Any:
         """The next batch of the pass; StopIteration at its end."""
@@ -197,11 +193,9 @@ class WorkerEngine:
         return message
 
     def _settle(self, message: Any) -> None:
-        worker_id = self._outstanding.pop(message.seq, None)
-        if worker_id is not None:
-            self._load[worker_id] -= 1
+        self._outstanding.pop(message.seq, None)
         if isinstance(message, Exhausted) and message.worker_id in self._active:
-            self._active.remove(message.worker_id)
+            self._active.discard(message.worker_id)
         if isinstance(message, Batch) and self.slabs is not None:
             self.slabs.need(message.bytes_needed)
         self._refill()
