@@ -70,7 +70,9 @@ class LoaderIterator(Iterator[Any]):
             raise
         except BaseException as error:
             if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
-                self.close()
+                self.state = IteratorState.CLOSED
+                self._next_batch = _exhausted
+                self._release_workers(broken=True)
             raise
         self.batches_yielded += 1
         if self._postprocess is not None:

@@ -305,7 +305,7 @@ class DataLoader(Iterable[Any]):
             return
         if engine is self._engine:
             self._engine = None
-        engine.close()
+        engine.close(broken)
 
     def close(self) -> None:
         """Stop persistent workers now instead of when the loader is garbage-collected."""

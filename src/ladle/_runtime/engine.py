@@ -43,9 +43,9 @@ def _rebuild(failure: Failure) -> BaseException:
     )
 
 
-def _shutdown(pool: Pool, slabs: SlabPool | None) -> None:
+def _shutdown(pool: Pool, slabs: SlabPool | None, grace: list[float]) -> None:
     try:
-        pool.close()
+        pool.close(grace[0])
     finally:
         if slabs is not None:
             slabs.close()
@@ -89,7 +89,8 @@ class WorkerEngine:
         self.pool: ProcessPool | ThreadPool = (
             ThreadPool(specs) if threads else ProcessPool(specs, context)
         )
-        self._finalizer = weakref.finalize(self, _shutdown, self.pool, self.slabs)
+        self._grace = [_GRACE_SECONDS]
+        self._finalizer = weakref.finalize(self, _shutdown, self.pool, self.slabs, self._grace)
         self._seq = itertools.count()
         self._first_seq = 0
         self._started = False
@@ -216,10 +217,15 @@ class WorkerEngine:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop the workers and unlink the slabs; idempotent."""
+    def close(self, broken: bool = False) -> None:
+        """Stop the workers and unlink the slabs; idempotent. ``broken``: something failed, so
+        workers still busy are killed at once instead of being given time to finish."""
         self.state = EngineState.CLOSED
+        if broken:
+            self._grace[0] = _BROKEN_GRACE_SECONDS
         self._finalizer()
 
 
 _SKIP = object()
+_GRACE_SECONDS = 2.0
+_BROKEN_GRACE_SECONDS = 0.1

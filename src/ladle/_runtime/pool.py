@@ -12,6 +12,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from multiprocessing.connection import wait
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ class Pool(Protocol):
 
     def receive(self, timeout: float | None) -> Any: ...
 
-    def close(self) -> None: ...
+    def close(self, grace: float = ...) -> None: ...
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -104,15 +105,17 @@ class ProcessPool:
         )
         raise WorkerDiedError(message, worker_id, process.pid, process.exitcode)
 
-    def close(self) -> None:
+    def close(self, grace: float = _JOIN_SECONDS) -> None:
+        """Ask every worker to stop, wait ``grace`` seconds, then kill the ones still running."""
         if self._closed:
             return
         self._closed = True
         for connection in self._connections:
             with contextlib.suppress(OSError, ValueError):
                 connection.send(Stop())
+        deadline = time.monotonic() + grace
         for process in self._processes:
-            process.join(_JOIN_SECONDS)
+            process.join(max(0.0, deadline - time.monotonic()))
         for process in self._processes:
             if process.is_alive():
                 process.kill()
@@ -167,11 +170,14 @@ class ThreadPool:
         except queue.Empty:
             return None
 
-    def close(self) -> None:
+    def close(self, grace: float = _JOIN_SECONDS) -> None:
+        """Ask every worker to stop and wait up to ``grace`` seconds. A thread busy inside the
+        dataset cannot be interrupted: it exits as soon as that call returns."""
         if self._closed:
             return
         self._closed = True
         for inbox in self._inboxes:
             inbox.put(Stop())
+        deadline = time.monotonic() + grace
         for thread in self._threads:
-            thread.join(_JOIN_SECONDS)
+            thread.join(max(0.0, deadline - time.monotonic()))
