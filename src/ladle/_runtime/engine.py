@@ -3,7 +3,6 @@ turn worker failures into exceptions, and shut everything down on every exit pat
 
 from __future__ import annotations
 
-import enum
 import itertools
 import multiprocessing
 import os
@@ -23,12 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["WorkerEngine"]
 
 
-class EngineState(enum.Enum):
-    IDLE = "idle"  # workers up, no pass running
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
 def _rebuild(failure: Failure) -> BaseException:
     error = failure.error
     if isinstance(error, bytes):
@@ -41,6 +34,13 @@ def _rebuild(failure: Failure) -> BaseException:
     return RuntimeError(
         f"{failure.type_name} in ladle worker {failure.worker_id}: {failure.message}"
     )
+
+
+def _default_context() -> Any:
+    """fork where it exists (Linux): workers start fast and never pickle the dataset."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
 
 
 def _shutdown(pool: Pool, slabs: SlabPool | None, grace: list[float]) -> None:
@@ -60,11 +60,10 @@ class WorkerEngine:
         self.in_order = loader.in_order
         self.timeout = loader.timeout if loader.timeout > 0 else None
         self.depth = num_workers * (loader.prefetch_factor or 2)
-        self.state = EngineState.IDLE
         threads = loader.worker_type == "thread"
         context = None
         if not threads:
-            context = loader.multiprocessing_context or multiprocessing.get_context()
+            context = loader.multiprocessing_context or _default_context()
         pickled = context is not None and context.get_start_method() != "fork"
         # With spawn or forkserver the dataset is pickled once here, not once per worker.
         dataset = pickle.dumps(loader.dataset) if pickled else loader.dataset
@@ -93,7 +92,6 @@ class WorkerEngine:
         self._finalizer = weakref.finalize(self, _shutdown, self.pool, self.slabs, self._grace)
         self._seq = itertools.count()
         self._first_seq = 0
-        self._started = False
         self._indices: Iterator[Any] | None = None
         self._indices_done = True
         self._outstanding: dict[int, int] = {}  # seq -> worker
@@ -107,8 +105,7 @@ class WorkerEngine:
     def start(self, indices: Iterator[Any] | None, seed: int) -> None:
         """Begin a pass over ``indices`` (None for an iterable dataset's streams)."""
         for worker_id in range(self.num_workers):
-            self.pool.send(worker_id, StartEpoch(seed, reseed=not self._started))
-        self._started = True
+            self.pool.send(worker_id, StartEpoch(seed))
         self._first_seq = self._next_seq = next(self._seq)
         self._seq = itertools.count(self._first_seq)
         self._indices = indices
@@ -116,7 +113,6 @@ class WorkerEngine:
         self._buffer.clear()
         self._active = set(range(self.num_workers))
         self._next_worker = 0
-        self.state = EngineState.RUNNING
         self._refill()
 
     def _next_task_indices(self) -> tuple[bool, Any]:
@@ -161,14 +157,12 @@ class WorkerEngine:
                     continue
                 if self._next_seq not in self._outstanding:
                     if self._indices_done or not self._active:
-                        self.state = EngineState.IDLE
                         raise StopIteration
                     self._refill()
                     continue
             elif not self._outstanding:
                 self._refill()
                 if not self._outstanding:
-                    self.state = EngineState.IDLE
                     raise StopIteration
             message = self._receive()
             if message.seq < self._first_seq:  # from a pass abandoned earlier
@@ -220,7 +214,6 @@ class WorkerEngine:
     def close(self, broken: bool = False) -> None:
         """Stop the workers and unlink the slabs; idempotent. ``broken``: something failed, so
         workers still busy are killed at once instead of being given time to finish."""
-        self.state = EngineState.CLOSED
         if broken:
             self._grace[0] = _BROKEN_GRACE_SECONDS
         self._finalizer()

@@ -46,10 +46,10 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class StartEpoch:
-    """Begin a pass: seed the worker's RNGs (first pass only) and restart iterable streams."""
+    """Begin a pass: the first one seeds the worker (torch's base seed) and runs its init;
+    every one restarts an iterable dataset's stream."""
 
     seed: int
-    reseed: bool
 
 
 @dataclass(frozen=True)
