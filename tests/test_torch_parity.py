@@ -8,7 +8,6 @@ comes out. Deliberate differences (design.md §1) are accounted for, not flagged
 - Shuffled orders differ (different RNGs): only sequential orders are compared element-wise.
 - ladle rejects ``timeout > 0`` with ``num_workers=0`` at construction (ValueError), torch at
   ``iter()`` (AssertionError).
-- ``num_workers > 0`` warns in ladle (workers are not implemented yet).
 
 A failing test here documents a disagreement with torch; the test names say which.
 """

@@ -16,7 +16,13 @@ from ladle.dataset import (
     random_split,
 )
 from ladle.distributed import DistributedSampler
-from ladle.errors import CollateError, CollateSizeError, LadleError
+from ladle.errors import (
+    CollateError,
+    CollateSizeError,
+    LadleError,
+    LoaderTimeoutError,
+    WorkerDiedError,
+)
 from ladle.gathered import GatheredBatch
 from ladle.iterator import IteratorState, LoaderIterator
 from ladle.loader import DataLoader
@@ -48,6 +54,7 @@ __all__ = [
     "IteratorState",
     "LadleError",
     "LoaderIterator",
+    "LoaderTimeoutError",
     "PadCollate",
     "PaddedBatch",
     "RandomSampler",
@@ -58,6 +65,7 @@ __all__ = [
     "SubsetRandomSampler",
     "TensorDataset",
     "WeightedRandomSampler",
+    "WorkerDiedError",
     "WorkerInfo",
     "__version__",
     "default_collate",
