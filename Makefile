@@ -33,6 +33,7 @@ unit: $(VENV)/.dev
 test: lint typecheck unit
 
 bench: $(VENV)/.dev
+	$(PIP) install Pillow
 	$(PY) benchmarks/run.py
 
 clean:

@@ -1,39 +1,49 @@
 """Benchmark ladle against torch.utils.data side by side, in one process, and report ratios.
 
-    .venv/bin/python benchmarks/run.py                       # every scenario, ~30 s on 2 cores
-    .venv/bin/python benchmarks/run.py --quick               # smoke run, a few seconds
-    .venv/bin/python benchmarks/run.py --scenario in-memory --json benchmarks/results/run.json
+    .venv/bin/python benchmarks/run.py                       # every scenario, ~2 min on 2 cores
+    .venv/bin/python benchmarks/run.py --quick               # smoke run, ~30 s
+    .venv/bin/python benchmarks/run.py --scenario augment --json benchmarks/results/run.json
 
 Method, per scenario: every contender gets a short warm-up pass and one full calibration epoch
 (which sets how many epochs it runs per round), then its time to first batch is taken on fresh
 loaders (build + iter + next, median of a few), then the contenders take turns in rounds
 (the order rotates each round) so that a load spike on the machine hits all of them alike. In a
-round each contender runs whole epochs on one persistent loader for about ``seconds / rounds``.
-Throughput is the median over rounds; ratios are of medians. Peak RSS is the process's peak
-resident memory during the contender's timed rounds (Linux resets the peak through
-/proc/self/clear_refs); "+run" is how far that peak rose above the RSS at the round's start.
+round each contender runs whole epochs on one loader for about ``seconds / rounds``; with
+workers and ``persistent_workers=False`` (the default, on both sides) every epoch starts and
+stops its workers, and that is timed too. Throughput is the median over rounds; ratios are of
+medians. Scenarios that measure start-up only (``startup``) time the first batch of fresh loaders,
+the contenders taking turns.
+
+Memory is the peak of the whole process tree (this process and every descendant, i.e. the
+workers) while a contender runs: a background thread sums VmRSS of the tree every 20 ms, and PSS
+(/proc/<pid>/smaps_rollup, which splits shared pages fairly between the processes mapping them)
+every 500 ms and whenever the RSS sum sets a new high (at most every 100 ms). "+run" is how far the
+tree's PSS rose above this process's PSS when the contender started.
+
+Only the standard library is imported at module level: spawned workers re-import this file (as
+``__mp_main__``), and a torch worker must not pay for importing ladle, nor a ladle worker torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import glob
 import json
 import os
 import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import scenarios
-from scenarios import Scenario, Target
-
-import ladle
+if TYPE_CHECKING:
+    from scenarios import Scenario, Target
 
 MIB = 1024 * 1024
 
@@ -41,15 +51,32 @@ MIB = 1024 * 1024
 # -- memory ----------------------------------------------------------------------------------
 
 
-def _status_kib(field_name: str) -> int | None:
+def _read(path: str) -> bytes | None:
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        pass
-    return None
+        return None
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _kib(blob: bytes | None, key: bytes) -> int | None:
+    """The value of line ``key`` (e.g. b"VmRSS") of a /proc status-like file, in KiB."""
+    if blob is None:
+        return None
+    start = blob.find(b"\n" + key + b":")
+    if start < 0:
+        return None
+    fields = blob[start + len(key) + 2 : blob.find(b"\n", start + 1)].split()
+    return int(fields[0]) if fields else None
+
+
+def _status_kib(field_name: str) -> int | None:
+    return _kib(_read("/proc/self/status"), field_name.encode())
 
 
 def _ru_maxrss_bytes() -> int:
@@ -57,19 +84,74 @@ def _ru_maxrss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # KiB on Linux, bytes on macOS
 
 
-class PeakMemory:
-    """The process's peak RSS over a stretch of code.
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (children, grandchildren, ...), from /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        stat = _read(f"/proc/{entry}/stat")
+        if stat is None:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # the name in parentheses may hold spaces
+        if len(fields) > 1 and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        below = children.get(stack.pop(), [])
+        found += below
+        stack += below
+    return found
 
-    On Linux the kernel's high-water mark (VmHWM) is reset to the current RSS at ``start`` by
-    writing 5 to /proc/self/clear_refs. Elsewhere it falls back to ru_maxrss, the peak since the
-    process started (``resettable`` is then False).
+
+@dataclass(frozen=True)
+class TreePeak:
+    """Peak memory of the process tree over one stretch, in bytes."""
+
+    rss: int  # peak of the summed VmRSS (shared pages counted once per process)
+    pss: int | None  # peak of the summed PSS (shared pages split); None where unavailable
+    start: int  # this process's PSS (else RSS) when the stretch began
+    processes: int  # most processes seen in the tree at once
+
+
+class TreeMemory:
+    """Samples the memory of this process and all its descendants in a background thread.
+
+    ``start()`` begins a stretch, ``stop()`` ends it and returns its :class:`TreePeak`. Every
+    ``interval`` seconds the thread sums VmRSS over the tree (/proc/<pid>/status, cheap); it
+    looks for new descendants every ``scan_every`` samples (a walk over /proc/*/stat), and sums
+    PSS (/proc/<pid>/smaps_rollup, milliseconds for a large process) every ``pss_every``
+    samples, and sooner, at most every ``pss_gap`` samples, while the RSS sum keeps setting new
+    highs. That keeps the thread near 4% of one core. This process's own peak is also read
+    exactly from the kernel's high-water mark (VmHWM, reset through /proc/self/clear_refs), a
+    floor for the tree's RSS peak between samples.
     """
 
-    def __init__(self) -> None:
-        self.resettable = self._reset() and _status_kib("VmHWM") is not None
+    def __init__(
+        self, interval: float = 0.02, scan_every: int = 5, pss_every: int = 25, pss_gap: int = 5
+    ) -> None:
+        self.pid = os.getpid()
+        self.interval = interval
+        self.scan_every = scan_every
+        self.pss_every = pss_every
+        self.pss_gap = pss_gap
+        self.available = _read(f"/proc/{self.pid}/status") is not None
+        self.has_pss = _kib(_read(f"/proc/{self.pid}/smaps_rollup"), b"Pss") is not None
+        self.hwm_resettable = self._reset_hwm() and _status_kib("VmHWM") is not None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._pids = [self.pid]
+        self._peak_rss = 0
+        self._peak_pss: int | None = None
+        self._processes = 0
+        self._start = 0
 
     @staticmethod
-    def _reset() -> bool:
+    def _reset_hwm() -> bool:
         try:
             with open("/proc/self/clear_refs", "w") as clear_refs:
                 clear_refs.write("5")
@@ -77,20 +159,83 @@ class PeakMemory:
             return False
         return True
 
-    def current(self) -> int:
+    def _pss(self, pid: int) -> int | None:
+        return _kib(_read(f"/proc/{pid}/smaps_rollup"), b"Pss")
+
+    def _scan(self) -> None:
+        self._pids = [self.pid, *descendants(self.pid)]
+        self._processes = max(self._processes, len(self._pids))
+
+    def _sample_rss(self) -> bool:
+        """Sum the tree's RSS; True when it set a new high."""
+        rss = 1024 * sum(_kib(_read(f"/proc/{pid}/status"), b"VmRSS") or 0 for pid in self._pids)
+        if rss > self._peak_rss:
+            self._peak_rss = rss
+            return True
+        return False
+
+    def _sample_pss(self) -> None:
+        if self.has_pss:
+            pss = 1024 * sum(self._pss(pid) or 0 for pid in self._pids)
+            self._peak_pss = pss if self._peak_pss is None else max(self._peak_pss, pss)
+
+    def _run(self) -> None:
+        tick, last_pss = 0, -self.pss_every
+        while not self._stop.is_set():
+            if tick % self.scan_every == 0:
+                self._scan()
+            new_high = self._sample_rss()
+            since = tick - last_pss
+            if since >= self.pss_every or (new_high and since >= self.pss_gap):
+                self._sample_pss()
+                last_pss = tick
+            tick += 1
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self.hwm_resettable:
+            self._reset_hwm()
+        self._peak_rss, self._peak_pss, self._processes = 0, None, 0
+        own = self._pss(self.pid) if self.has_pss else None
+        self._start = own * 1024 if own is not None else self.current_rss()
+        if not self.available:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> TreePeak:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self._scan()
+            self._sample_rss()
+            self._sample_pss()
+        hwm = _status_kib("VmHWM") if self.hwm_resettable else None
+        own_peak = hwm * 1024 if hwm is not None else _ru_maxrss_bytes()
+        return TreePeak(
+            rss=max(self._peak_rss, own_peak),
+            pss=self._peak_pss,
+            start=self._start,
+            processes=max(self._processes, 1),
+        )
+
+    def current_rss(self) -> int:
         kib = _status_kib("VmRSS")
         return kib * 1024 if kib is not None else _ru_maxrss_bytes()
 
-    def start(self) -> int:
-        """Reset the peak; returns the current RSS in bytes."""
-        if self.resettable:
-            self._reset()
-        return self.current()
 
-    def peak(self) -> int:
-        """The peak RSS in bytes since ``start`` (since process start when not resettable)."""
-        kib = _status_kib("VmHWM") if self.resettable else None
-        return kib * 1024 if kib is not None else _ru_maxrss_bytes()
+def leftovers() -> tuple[list[str], list[str]]:
+    """(descendant processes still alive, this process's /dev/shm/ladle-* files). The
+    multiprocessing resource tracker, which spawn starts once and keeps, is not a leftover."""
+    processes = []
+    for pid in descendants(os.getpid()):
+        command = (_read(f"/proc/{pid}/cmdline") or b"").replace(b"\0", b" ").decode()
+        if "resource_tracker" not in command:
+            processes.append(f"{pid}: {command.strip()[:120]}")
+    files = sorted(glob.glob(f"/dev/shm/ladle-{os.getpid()}-*"))
+    return processes, files
 
 
 # -- timing ----------------------------------------------------------------------------------
@@ -116,25 +261,31 @@ class Result:
     contender: str
     role: str
     note: str
-    samples_per_s: float = 0.0  # median over rounds
-    best_samples_per_s: float = 0.0
+    scale: float = 1.0  # throughputs below are already multiplied by it
+    samples_per_s: float | None = None  # median over rounds; None: not measured (startup)
+    best_samples_per_s: float | None = None
     round_samples_per_s: list[float] = field(default_factory=list)
     epochs_per_round: int = 0
     first_batch_ms: float = 0.0
-    peak_rss_mib: float = 0.0
-    peak_rss_over_start_mib: float | None = None  # None where the peak cannot be reset
+    first_batch_runs_ms: list[float] = field(default_factory=list)
+    peak_tree_rss_mib: float = 0.0
+    peak_tree_pss_mib: float | None = None
+    tree_over_start_mib: float | None = None  # peak tree PSS (else RSS) minus own at start
+    max_processes: int = 1
     vs_torch: float | None = None
     vs_limit: float | None = None
+    first_batch_vs_torch: float | None = None
 
 
 @dataclass
 class Check:
     scenario: str
     contender: str
+    metric: str  # "throughput" or "first_batch"
     reference: str  # "torch" or "limit"
     reference_name: str | None
     ratio: float | None
-    minimum: float
+    bound: float
     passed: bool | None  # None: skipped (no reference measured)
 
     @property
@@ -150,17 +301,21 @@ def consume(loader: Iterable[Any]) -> int:
     return samples
 
 
-def time_first_batch(make: Callable[[], Iterable[Any]], repeats: int) -> float:
-    """Median seconds from building a fresh loader to holding its first batch."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        iterator = iter(make())
-        batch = next(iterator)
-        batch[0].shape  # noqa: B018 - touch the batch
-        times.append(time.perf_counter() - start)
-        del iterator, batch
-    return statistics.median(times)
+def first_batch_seconds(make: Callable[[], Iterable[Any]]) -> float:
+    """Seconds from building a fresh loader to holding its first batch. The loader and its
+    workers are shut down afterwards, outside the timing."""
+    start = time.perf_counter()
+    iterator = iter(make())
+    batch = next(iterator)
+    batch[0].shape  # noqa: B018 - touch the batch
+    elapsed = time.perf_counter() - start
+    del iterator, batch
+    return elapsed
+
+
+def time_first_batch(make: Callable[[], Iterable[Any]], repeats: int) -> list[float]:
+    """Seconds to first batch of ``repeats`` fresh loaders."""
+    return [first_batch_seconds(make) for _ in range(repeats)]
 
 
 def warm_up(loader: Iterable[Any], batches: int) -> None:
@@ -181,83 +336,137 @@ def time_epoch(loader: Iterable[Any], samples_per_epoch: int) -> float:
     return elapsed
 
 
-def measure(scenario: Scenario, settings: Settings, memory: PeakMemory) -> list[Result]:
+def _record_memory(result: Result, peaks: Sequence[TreePeak]) -> None:
+    result.peak_tree_rss_mib = max(p.rss for p in peaks) / MIB
+    pss = [p.pss for p in peaks if p.pss is not None]
+    result.peak_tree_pss_mib = max(pss) / MIB if pss else None
+    result.tree_over_start_mib = (
+        max((p.pss if p.pss is not None else p.rss) - p.start for p in peaks) / MIB
+    )
+    result.max_processes = max(p.processes for p in peaks)
+
+
+def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[Result]:
+    if not scenario.throughput:
+        return measure_start(scenario, settings, memory)
     contenders = scenario.contenders
-    results = {c.name: Result(scenario.name, c.name, c.role, c.note) for c in contenders}
+    results = {
+        c.name: Result(scenario.name, c.name, c.role, c.note, scale=c.scale) for c in contenders
+    }
     loaders: dict[str, Iterable[Any]] = {}
     epochs: dict[str, int] = {}
     round_seconds = settings.seconds / settings.rounds
+    warmup = scenario.warmup_batches or settings.warmup_batches
     for contender in contenders:
         loader = contender.make()
-        warm_up(loader, settings.warmup_batches)
+        warm_up(loader, warmup)
         estimate = time_epoch(loader, scenario.samples_per_epoch)
         result = results[contender.name]
-        result.first_batch_ms = 1000 * time_first_batch(
-            contender.make, settings.first_batch_repeats
-        )
+        runs = time_first_batch(contender.make, settings.first_batch_repeats)
+        result.first_batch_runs_ms = [1000 * t for t in runs]
+        result.first_batch_ms = 1000 * statistics.median(runs)
         loaders[contender.name] = loader
         epochs[contender.name] = max(1, round(round_seconds / max(estimate, 1e-9)))
         result.epochs_per_round = epochs[contender.name]
         progress(f"  {contender.name}: warm, {estimate * 1000:.0f} ms/epoch")
 
-    peaks: dict[str, list[tuple[int, int]]] = {c.name: [] for c in contenders}
+    peaks: dict[str, list[TreePeak]] = {c.name: [] for c in contenders}
     for round_index in range(settings.rounds):
         shift = round_index % len(contenders)
         for contender in (*contenders[shift:], *contenders[:shift]):
             loader, count = loaders[contender.name], epochs[contender.name]
-            rss_start = memory.start()
+            memory.start()
             start = time.perf_counter()
             samples = sum(consume(loader) for _ in range(count))
             elapsed = time.perf_counter() - start
-            peaks[contender.name].append((rss_start, memory.peak()))
+            peaks[contender.name].append(memory.stop())
             expected = count * scenario.samples_per_epoch
             if samples != expected:
                 raise RuntimeError(
                     f"{scenario.name}/{contender.name} yielded {samples} samples in {count} "
                     f"epochs, expected {expected}"
                 )
-            results[contender.name].round_samples_per_s.append(samples / elapsed)
+            results[contender.name].round_samples_per_s.append(contender.scale * samples / elapsed)
         progress(f"  round {round_index + 1}/{settings.rounds} done")
 
     for contender in contenders:
         result = results[contender.name]
         result.samples_per_s = statistics.median(result.round_samples_per_s)
         result.best_samples_per_s = max(result.round_samples_per_s)
-        result.peak_rss_mib = max(peak for _, peak in peaks[contender.name]) / MIB
-        if memory.resettable:
-            over = max(peak - rss for rss, peak in peaks[contender.name])
-            result.peak_rss_over_start_mib = over / MIB
+        _record_memory(result, peaks[contender.name])
+    return [results[c.name] for c in contenders]
+
+
+def measure_start(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[Result]:
+    """Time to first batch only: one untimed fresh loader per contender (page cache, lazy
+    imports), then ``first_batch_repeats`` turns, the order rotating, memory sampled in each."""
+    contenders = scenario.contenders
+    results = {c.name: Result(scenario.name, c.name, c.role, c.note) for c in contenders}
+    peaks: dict[str, list[TreePeak]] = {c.name: [] for c in contenders}
+    for contender in contenders:
+        warm = first_batch_seconds(contender.make)
+        progress(f"  {contender.name}: warm, first batch {warm * 1000:.0f} ms")
+    for turn in range(settings.first_batch_repeats):
+        shift = turn % len(contenders)
+        for contender in (*contenders[shift:], *contenders[:shift]):
+            memory.start()
+            seconds = first_batch_seconds(contender.make)
+            peaks[contender.name].append(memory.stop())
+            results[contender.name].first_batch_runs_ms.append(1000 * seconds)
+        progress(f"  turn {turn + 1}/{settings.first_batch_repeats} done")
+    for contender in contenders:
+        result = results[contender.name]
+        result.first_batch_ms = statistics.median(result.first_batch_runs_ms)
+        _record_memory(result, peaks[contender.name])
     return [results[c.name] for c in contenders]
 
 
 def reference(results: Sequence[Result], role: str) -> Result | None:
-    """The fastest contender with ``role``, or None."""
+    """The fastest contender with ``role`` (by throughput, else by time to first batch)."""
     candidates = [r for r in results if r.role == role]
-    return max(candidates, key=lambda r: r.samples_per_s) if candidates else None
+    if not candidates:
+        return None
+    if all(r.samples_per_s is not None for r in candidates):
+        return max(candidates, key=lambda r: r.samples_per_s or 0.0)
+    return min(candidates, key=lambda r: r.first_batch_ms)
+
+
+def _over(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
 
 
 def compare(results: Sequence[Result], targets: Sequence[Target]) -> list[Check]:
     torch_ref, limit_ref = reference(results, "torch"), reference(results, "limit")
     for result in results:
         if torch_ref is not None:
-            result.vs_torch = result.samples_per_s / torch_ref.samples_per_s
+            result.vs_torch = _over(result.samples_per_s, torch_ref.samples_per_s)
+            result.first_batch_vs_torch = _over(result.first_batch_ms, torch_ref.first_batch_ms)
         if limit_ref is not None:
-            result.vs_limit = result.samples_per_s / limit_ref.samples_per_s
+            result.vs_limit = _over(result.samples_per_s, limit_ref.samples_per_s)
     by_name = {r.contender: r for r in results}
     checks = []
     for target in targets:
         result = by_name[target.contender]
         ref = torch_ref if target.reference == "torch" else limit_ref
-        ratio = result.vs_torch if target.reference == "torch" else result.vs_limit
-        passed = None if ratio is None else ratio >= target.minimum
+        ratio: float | None = None
+        if ref is not None and target.metric == "throughput":
+            ratio = _over(result.samples_per_s, ref.samples_per_s)
+        elif ref is not None:
+            ratio = _over(result.first_batch_ms, ref.first_batch_ms)
+        passed = None
+        if ratio is not None and target.metric == "throughput":
+            passed = ratio >= target.bound
+        elif ratio is not None:
+            passed = ratio <= target.bound
         checks.append(
             Check(
                 result.scenario,
                 target.contender,
+                target.metric,
                 target.reference,
                 None if ref is None else ref.contender,
                 ratio,
-                target.minimum,
+                target.bound,
                 passed,
             )
         )
@@ -276,7 +485,12 @@ def _ratio(value: float | None) -> str:
 
 
 def _target_text(checks: Sequence[Check]) -> str:
-    return ", ".join(f">={c.minimum:g}x {c.reference}" for c in checks)
+    return ", ".join(
+        f">={c.bound:g}x {c.reference}"
+        if c.metric == "throughput"
+        else f"1st batch <={c.bound:g}x {c.reference}"
+        for c in checks
+    )
 
 
 def _verdict(checks: Sequence[Check]) -> str:
@@ -293,29 +507,40 @@ HEADERS = (
     "scenario",
     "contender",
     "samples/s",
-    "first batch",
-    "peak RSS (+run)",
     "vs torch",
     "vs limit",
+    "first batch",
+    "1st vs torch",
+    "peak PSS tree (+run)",
+    "peak RSS tree",
     "target",
     "result",
 )
+NUMERIC = frozenset(range(2, 9))
+
+
+def _first_batch(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
 def table_rows(results: Sequence[Result], checks: Sequence[Check]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for r in results:
         own = [c for c in checks if c.scenario == r.scenario and c.contender == r.contender]
-        over = "" if r.peak_rss_over_start_mib is None else f" (+{r.peak_rss_over_start_mib:.1f})"
+        pss = "-" if r.peak_tree_pss_mib is None else f"{r.peak_tree_pss_mib:,.0f} MiB"
+        over = "" if r.tree_over_start_mib is None else f" (+{r.tree_over_start_mib:,.0f})"
+        processes = f" ({r.max_processes} procs)" if r.max_processes > 1 else ""
         rows.append(
             (
                 r.scenario,
                 r.contender,
-                f"{r.samples_per_s:,.0f}",
-                f"{r.first_batch_ms:.1f} ms",
-                f"{r.peak_rss_mib:.0f} MiB{over}",
+                "-" if r.samples_per_s is None else f"{r.samples_per_s:,.0f}",
                 _ratio(r.vs_torch),
                 _ratio(r.vs_limit),
+                _first_batch(r.first_batch_ms),
+                _ratio(r.first_batch_vs_torch),
+                pss + over,
+                f"{r.peak_tree_rss_mib:,.0f} MiB{processes}",
                 _target_text(own),
                 _verdict(own),
             )
@@ -324,12 +549,11 @@ def table_rows(results: Sequence[Result], checks: Sequence[Check]) -> list[tuple
 
 
 def format_table(rows: Sequence[tuple[str, ...]]) -> str:
-    numeric = {2, 3, 4, 5, 6}
     widths = [max(len(row[i]) for row in (HEADERS, *rows)) for i in range(len(HEADERS))]
 
     def line(row: Sequence[str]) -> str:
         cells = [
-            cell.rjust(width) if i in numeric else cell.ljust(width)
+            cell.rjust(width) if i in NUMERIC else cell.ljust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(cells).rstrip()
@@ -339,7 +563,7 @@ def format_table(rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def format_markdown(rows: Sequence[tuple[str, ...]]) -> str:
-    aligns = ["---", "---", "--:", "--:", "--:", "--:", "--:", "---", "---"]
+    aligns = ["--:" if i in NUMERIC else "---" for i in range(len(HEADERS))]
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(aligns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -349,14 +573,23 @@ def format_checks(checks: Sequence[Check]) -> str:
     lines = []
     for c in checks:
         ref = c.reference_name or f"{c.reference} (not measured)"
+        what, sign = ("", ">=") if c.metric == "throughput" else (" first batch", "<=")
         lines.append(
-            f"  {c.verdict}  {c.scenario}: {c.contender} / {ref} = {_ratio(c.ratio)}"
-            f"  (target >= {c.minimum:g}x)"
+            f"  {c.verdict}  {c.scenario}: {c.contender} / {ref}{what} = {_ratio(c.ratio)}"
+            f"  (target {sign} {c.bound:g}x)"
         )
     return "\n".join(lines)
 
 
 def environment(torch: Any) -> dict[str, Any]:
+    import numpy as np
+
+    import ladle
+
+    try:
+        from PIL import __version__ as pillow
+    except ImportError:
+        pillow = None
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -365,21 +598,22 @@ def environment(torch: Any) -> dict[str, Any]:
         "ladle": ladle.__version__,
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
+        "pillow": pillow,
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, names: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark ladle against torch.utils.data, side by side, as ratios."
     )
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=sorted(scenarios.SCENARIOS),
+        choices=list(names),
         help="run only this scenario (repeatable); default: all",
     )
-    parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument(
         "--markdown", type=Path, metavar="PATH", help="also write the table as Markdown here"
@@ -388,6 +622,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seconds", type=float, help="timed seconds per contender (default 2, quick 0.3)"
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5, quick 3)")
+    parser.add_argument(
+        "--persistent-workers",
+        action="store_true",
+        help="worker scenarios keep their workers between epochs (ladle and torch alike); "
+        "default: both re-create them every epoch, as torch's default does",
+    )
     parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 when a target is missed"
     )
@@ -400,7 +640,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    import scenarios
+
+    args = parse_args(argv, list(scenarios.SCENARIOS))
     base = QUICK if args.quick else DEFAULT
     settings = Settings(
         seconds=args.seconds if args.seconds is not None else base.seconds,
@@ -408,23 +650,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_batches=base.warmup_batches,
         first_batch_repeats=base.first_batch_repeats,
     )
-    names = args.scenario or list(scenarios.SCENARIOS)
+    names = [n for n in scenarios.SCENARIOS if args.scenario is None or n in args.scenario]
     wall_start = time.perf_counter()
     torch = scenarios.load_torch()
     if torch is None:
         progress("torch is not installed: torch contenders are skipped, their checks SKIP")
     env = environment(torch)
-    memory = PeakMemory()
-    start = time.perf_counter()
-    data = scenarios.make_data()
-    progress(f"data: {data.x.shape} float32 + labels, made in {time.perf_counter() - start:.1f} s")
+    setup = scenarios.Setup(torch, persistent_workers=args.persistent_workers)
+    memory = TreeMemory()
 
     results: list[Result] = []
     checks: list[Check] = []
     described = []
-    for name in names:
-        scenario = scenarios.SCENARIOS[name](data, torch)
-        progress(f"{scenario.name}: {scenario.description}")
+    skipped: list[str] = []
+    for position, name in enumerate(names):
+        if not scenarios.USES_SHARED_DATA.intersection(names[position:]):
+            scenarios.shared_data.cache_clear()  # no scenario left needs it: free 180 MiB
+        start = time.perf_counter()
+        try:
+            scenario = scenarios.SCENARIOS[name](setup)
+        except scenarios.Unavailable as reason:
+            progress(f"{name}: skipped, {reason}")
+            skipped.append(f"{name}: {reason}")
+            continue
+        progress(
+            f"{scenario.name}: {scenario.description} (data ready in "
+            f"{time.perf_counter() - start:.1f} s)"
+        )
         scenario_results = measure(scenario, settings, memory)
         checks += compare(scenario_results, scenario.targets)
         results += scenario_results
@@ -434,45 +686,62 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "description": scenario.description,
                 "samples_per_epoch": scenario.samples_per_epoch,
                 "batch_size": scenario.batch_size,
+                "num_workers": scenario.num_workers,
+                "throughput_measured": scenario.throughput,
             }
         )
+        del scenario
     wall = time.perf_counter() - wall_start
 
     rows = table_rows(results, checks)
     print(
         f"ladle {env['ladle']} vs torch {env['torch'] or '(not installed)'} | "
-        f"numpy {env['numpy']} | Python {env['python']} | {env['cpu_count']} CPUs, "
-        f"torch threads {env['torch_threads']}"
+        f"numpy {env['numpy']} | Pillow {env['pillow'] or '-'} | Python {env['python']} | "
+        f"{env['cpu_count']} CPUs, torch threads {env['torch_threads']}"
     )
+    workers = "persistent" if args.persistent_workers else "re-created every epoch (default)"
     print(
         f"{settings.rounds} rounds, ~{settings.seconds:g} s timed per contender; samples/s is the "
-        f"median over rounds; vs torch/limit divide by the fastest torch/limit row"
+        f"median over rounds; vs torch/limit divide by the fastest torch/limit row; workers "
+        f"{workers}"
     )
-    if not memory.resettable:
-        print("peak RSS: /proc/self/clear_refs unavailable, so it is the process peak so far")
+    if not memory.available:
+        print("memory: /proc unavailable, so the peak is this process's alone, since its start")
+    elif not memory.has_pss:
+        print("memory: smaps_rollup unavailable, so no PSS; +run is RSS above the start")
     print()
     print(format_table(rows))
     print()
     print("checks")
     print(format_checks(checks))
+    for line in skipped:
+        print(f"  SKIP  {line}")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    gc.collect()  # loaders caught in reference cycles stop their workers now
+    processes, files = leftovers()
     print()
     print(
         f"whole run {wall:.1f} s; process peak RSS {_ru_maxrss_bytes() / MIB:.0f} MiB"
         + ("" if load is None else f"; load average {load[0]:.2f} (1 min)")
+        + f"; left behind: {len(processes)} processes, {len(files)} /dev/shm/ladle-* files"
     )
+    for leftover in processes + files:
+        print(f"  left behind: {leftover}")
 
     failed = any(c.passed is False for c in checks)
     if args.json is not None:
         report = {
             "environment": env | {"load_average_at_end": None if load is None else list(load)},
-            "settings": asdict(settings) | {"quick": args.quick},
+            "settings": asdict(settings)
+            | {"quick": args.quick, "persistent_workers": args.persistent_workers},
             "scenarios": described,
+            "skipped": skipped,
             "results": [asdict(r) for r in results],
             "checks": [asdict(c) | {"verdict": c.verdict} for c in checks],
             "all_passed": not failed and all(c.passed for c in checks),
             "wall_s": wall,
             "process_peak_rss_mib": _ru_maxrss_bytes() / MIB,
+            "left_behind": {"processes": processes, "shm_files": files},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")

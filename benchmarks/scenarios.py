@@ -2,17 +2,24 @@
 
 A contender is a factory for a fresh loader (anything iterable once per epoch, yielding batches
 whose first element is the batch's sample array). The harness in ``run.py`` decides how to time
-them; nothing here knows about clocks.
+them; nothing here knows about clocks. The dataset bodies live in ``bodies.py``, their torch
+classes in ``torch_datasets.py`` (imported only when torch is installed).
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
+from bodies import AugmentBody, BigSampleBody, JpegBody, ObjectsBody, RowsBody
 
 import ladle
 
@@ -21,7 +28,33 @@ N_FEATURES = 784
 N_CLASSES = 10
 BATCH_SIZE = 256
 
+WORKERS = 2
+AUGMENT_IMAGES, AUGMENT_SIZE, AUGMENT_BATCH = 20_000, 32, 256
+AUGMENT_PAD = "zero"  # or "reflect": np.pad's border mirroring, 3x the per-sample work
+BIG_SAMPLES, BIG_SHAPE, BIG_BATCH = 2_048, (3, 224, 224), 32
+JPEG_IMAGES, JPEG_SIZE, JPEG_CROP, JPEG_QUALITY, JPEG_BATCH = 2_000, 256, 224, 90, 64
+# 700,000 records of (int, str, float) are 128 MiB of Python objects (tracemalloc, Python 3.11).
+STARTUP_RECORDS, STARTUP_BATCH = 700_000, 64
+
+CACHE = Path(__file__).resolve().parent / "results"  # git-ignored
+
 Role = Literal["ladle", "torch", "limit"]
+
+
+class Unavailable(Exception):
+    """A scenario cannot run here (an optional package is missing); the message says why."""
+
+
+Metric = Literal["throughput", "first_batch"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every scenario is built with: torch (None when not installed), and whether the
+    worker scenarios keep their workers between epochs (``persistent_workers``, both sides)."""
+
+    torch: ModuleType | None
+    persistent_workers: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,26 +62,31 @@ class Contender:
     """One way of producing the scenario's batches.
 
     ``make`` builds a fresh loader; iterating the loader once is one epoch. ``role`` says what the
-    contender is compared as: ladle, the torch reference, or the physical limit.
+    contender is compared as: ladle, the torch reference, or the physical limit. ``scale``
+    multiplies the measured throughput: the limit of a worker scenario is the serial loop times
+    the cores the workers can use.
     """
 
     name: str
     role: Role
     make: Callable[[], Iterable[Any]]
     note: str = ""
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
 class Target:
-    """``contender``'s throughput over the reference's must be at least ``minimum``.
+    """``contender``'s figure over the reference's must be within ``bound``.
 
-    ``reference`` is a role: ``"torch"`` means the fastest torch contender of the scenario,
-    ``"limit"`` the physical-limit contender.
+    ``reference`` is a role: ``"torch"`` means the torch contender of the scenario (the fastest
+    one), ``"limit"`` the physical-limit contender. ``metric="throughput"``: samples/s ratio at
+    least ``bound``; ``metric="first_batch"``: time-to-first-batch ratio at most ``bound``.
     """
 
     contender: str
     reference: Literal["torch", "limit"]
-    minimum: float
+    bound: float
+    metric: Metric = "throughput"
 
 
 @dataclass(frozen=True)
@@ -59,6 +97,9 @@ class Scenario:
     batch_size: int
     contenders: list[Contender]
     targets: list[Target] = field(default_factory=list)
+    num_workers: int = 0
+    throughput: bool = True  # False: only time to first batch (and memory) is measured
+    warmup_batches: int | None = None  # None: the harness's default
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,12 @@ def make_data(n: int = N_SAMPLES, features: int = N_FEATURES, seed: int = 0) -> 
     return Data(x, y)
 
 
+@functools.cache
+def shared_data() -> Data:
+    """The data of ``in-memory`` and ``python-dataset``, made once; ``cache_clear()`` drops it."""
+    return make_data()
+
+
 def load_torch() -> ModuleType | None:
     """torch, or None when it is not installed (the torch contenders are then skipped)."""
     try:
@@ -83,6 +130,59 @@ def load_torch() -> ModuleType | None:
     except ImportError:
         return None
     return torch
+
+
+def make_images(n: int, size: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random HWC uint8 images of ``size`` x ``size`` x 3, and int64 labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    return images, rng.integers(0, N_CLASSES, size=n, dtype=np.int64)
+
+
+def _encode_jpeg(rng: np.random.Generator, size: int, quality: int) -> bytes:
+    from PIL import Image
+
+    # Smooth colour fields plus grain: compresses and decodes like a photo, unlike pure noise.
+    coarse = Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC), dtype=np.int16)
+    grain = rng.integers(-12, 13, size=smooth.shape, dtype=np.int16)
+    image = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def make_jpegs(
+    n: int = JPEG_IMAGES, size: int = JPEG_SIZE, quality: int = JPEG_QUALITY, seed: int = 2
+) -> list[bytes]:
+    """``n`` RGB JPEGs of ``size`` x ``size``, encoded once and cached under results/."""
+    path = CACHE / f"jpeg-{n}x{size}-q{quality}-seed{seed}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            data, ends = cached["data"], cached["ends"]
+        starts = np.concatenate([[0], ends[:-1]])
+        return [data[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    rng = np.random.default_rng(seed)
+    blobs = [_encode_jpeg(rng, size, quality) for _ in range(n)]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(
+        partial,
+        data=np.frombuffer(b"".join(blobs), np.uint8),
+        ends=np.cumsum([len(b) for b in blobs]),
+    )
+    os.replace(partial, path)
+    return blobs
+
+
+def make_records(n: int = STARTUP_RECORDS) -> list[tuple[int, str, float]]:
+    """``n`` small Python records; 700,000 of them are 128 MiB of objects."""
+    return [(i, f"record-{i:08d}", i * 0.5) for i in range(n)]
+
+
+def limit_scale(num_workers: int) -> float:
+    """How many times the serial loop the workers can run at best: one per core they get."""
+    return float(min(num_workers, os.cpu_count() or 1))
 
 
 class NumpyGather:
@@ -119,34 +219,28 @@ class GetitemLoop:
             yield np.array(xs), np.array(ys)
 
 
-class RowsBody:
-    """The body of the plain Python dataset, shared verbatim by its ladle and torch classes."""
-
-    def __init__(self, x: Any, y: Any) -> None:
-        self.x = x
-        self.y = y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        return self.x[i], int(self.y[i])
-
-
 class LadleRows(RowsBody, ladle.Dataset[tuple[Any, int]]):
     """The plain Python dataset as a ladle.Dataset."""
 
 
-def torch_rows_class(torch: ModuleType) -> type:
-    """The plain Python dataset as a torch Dataset, made on demand (torch is optional)."""
-
-    class TorchRows(RowsBody, torch.utils.data.Dataset):  # type: ignore[misc, name-defined]
-        """The plain Python dataset as a torch.utils.data.Dataset."""
-
-    return TorchRows
+class LadleAugment(AugmentBody, ladle.Dataset[tuple[np.ndarray, int]]):
+    """Pad, random crop, flip, to float CHW, as a ladle.Dataset."""
 
 
-def in_memory(data: Data, torch: ModuleType | None) -> Scenario:
+class LadleBigSamples(BigSampleBody, ladle.Dataset[tuple[np.ndarray, int]]):
+    """3 x 224 x 224 float32 samples made on the fly, as a ladle.Dataset."""
+
+
+class LadleJpeg(JpegBody, ladle.Dataset[tuple[np.ndarray, int]]):
+    """In-memory JPEG bytes decoded and cropped with Pillow, as a ladle.Dataset."""
+
+
+class LadleObjects(ObjectsBody, ladle.Dataset[tuple[int, float]]):
+    """Many small Python objects, trivial __getitem__, as a ladle.Dataset."""
+
+
+def in_memory(setup: Setup) -> Scenario:
+    data, torch = shared_data(), setup.torch
     x, y = data.x, data.y
     n, size = len(x), BATCH_SIZE
     contenders = [
@@ -197,7 +291,8 @@ def in_memory(data: Data, torch: ModuleType | None) -> Scenario:
     )
 
 
-def python_dataset(data: Data, torch: ModuleType | None) -> Scenario:
+def python_dataset(setup: Setup) -> Scenario:
+    data, torch = shared_data(), setup.torch
     x, y = data.x, data.y
     n, size = len(x), BATCH_SIZE
     contenders = [
@@ -209,7 +304,8 @@ def python_dataset(data: Data, torch: ModuleType | None) -> Scenario:
         )
     ]
     if torch is not None:
-        rows = torch_rows_class(torch)
+        from torch_datasets import TorchRows as rows
+
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tud = torch.utils.data
         contenders += [
@@ -247,7 +343,182 @@ def python_dataset(data: Data, torch: ModuleType | None) -> Scenario:
     )
 
 
-SCENARIOS: dict[str, Callable[[Data, ModuleType | None], Scenario]] = {
+def _worker_options(setup: Setup) -> dict[str, Any]:
+    """The loader arguments of the worker scenarios, the same for ladle and torch."""
+    return {"num_workers": WORKERS, "persistent_workers": setup.persistent_workers}
+
+
+def _epochs_note(setup: Setup) -> str:
+    if setup.persistent_workers:
+        return "persistent_workers=True (both)"
+    return "workers re-created every epoch (both)"
+
+
+def _worker_scenario(
+    setup: Setup,
+    name: str,
+    description: str,
+    ladle_dataset: Any,
+    torch_class: str,
+    torch_args: tuple[Any, ...],
+    batch_size: int,
+    targets: list[Target],
+) -> Scenario:
+    """ladle and torch, each with ``WORKERS`` default (fork) process workers, shuffling, plus
+    the serial loop scaled by the cores (limit)."""
+    options = _worker_options(setup)
+    contenders = [
+        Contender(
+            "ladle",
+            "ladle",
+            lambda: ladle.DataLoader(ladle_dataset, batch_size=batch_size, shuffle=True, **options),
+            f"ladle.Dataset subclass, {WORKERS} process workers (fork), NumPy batches in shared "
+            f"memory",
+        )
+    ]
+    if setup.torch is not None:
+        import torch_datasets
+
+        torch_dataset = getattr(torch_datasets, torch_class)(*torch_args)
+        tud = setup.torch.utils.data
+        contenders.append(
+            Contender(
+                "torch",
+                "torch",
+                lambda: tud.DataLoader(
+                    torch_dataset, batch_size=batch_size, shuffle=True, **options
+                ),
+                f"torch Dataset subclass, same body, {WORKERS} process workers (fork)",
+            )
+        )
+    scale = limit_scale(WORKERS)
+    contenders.append(
+        Contender(
+            f"serial x{scale:g} (limit)",
+            "limit",
+            lambda: GetitemLoop(ladle_dataset, batch_size),
+            f"the same __getitem__ calls serially, np.array per field, throughput x{scale:g} "
+            f"(min of workers and cores)",
+            scale=scale,
+        )
+    )
+    return Scenario(
+        name=name,
+        description=(
+            f"{description}, batch {batch_size}, shuffle, num_workers={WORKERS}, "
+            f"{_epochs_note(setup)}"
+        ),
+        samples_per_epoch=len(ladle_dataset),
+        batch_size=batch_size,
+        contenders=contenders,
+        targets=targets,
+        num_workers=WORKERS,
+        warmup_batches=4,
+    )
+
+
+def augment(setup: Setup) -> Scenario:
+    images, labels = make_images(AUGMENT_IMAGES, AUGMENT_SIZE)
+    return _worker_scenario(
+        setup,
+        "augment",
+        f"{AUGMENT_IMAGES:,} x {AUGMENT_SIZE}x{AUGMENT_SIZE}x3 uint8 in memory, per sample "
+        f"NumPy pad-4 ({AUGMENT_PAD}) + random crop + random flip -> float32 CHW / 255",
+        LadleAugment(images, labels, AUGMENT_PAD),
+        "TorchAugment",
+        (images, labels, AUGMENT_PAD),
+        AUGMENT_BATCH,
+        [Target("ladle", "torch", 1.7)],
+    )
+
+
+def big_samples(setup: Setup) -> Scenario:
+    shape = "x".join(map(str, BIG_SHAPE))
+    return _worker_scenario(
+        setup,
+        "big-samples",
+        f"{BIG_SAMPLES:,} samples, each a {shape} float32 array made by np.full in "
+        f"__getitem__ (transport-bound)",
+        LadleBigSamples(BIG_SAMPLES, BIG_SHAPE),
+        "TorchBigSamples",
+        (BIG_SAMPLES, BIG_SHAPE),
+        BIG_BATCH,
+        [Target("ladle", "torch", 3.0)],
+    )
+
+
+def jpeg(setup: Setup) -> Scenario:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise Unavailable("Pillow is not installed: pip install Pillow (make bench does)") from None
+    blobs = make_jpegs()
+    # torch's collate warns once per worker that np.asarray(image) is read-only; the forked
+    # workers inherit this filter. The warning says writes would be undefined; none happen.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    labels = np.random.default_rng(3).integers(0, N_CLASSES, size=len(blobs), dtype=np.int64)
+    mean_kib = sum(map(len, blobs)) / len(blobs) / 1024
+    return _worker_scenario(
+        setup,
+        "jpeg",
+        f"{len(blobs):,} {JPEG_SIZE}x{JPEG_SIZE} RGB JPEGs (q{JPEG_QUALITY}, {mean_kib:.0f} KiB "
+        f"each) in memory, per sample Pillow decode + random crop {JPEG_CROP} + np.asarray -> "
+        f"HWC uint8",
+        LadleJpeg(blobs, labels, JPEG_CROP),
+        "TorchJpeg",
+        (blobs, labels, JPEG_CROP),
+        JPEG_BATCH,
+        [Target("ladle", "torch", 1.25)],
+    )
+
+
+def startup(setup: Setup) -> Scenario:
+    records = make_records()
+    size = STARTUP_BATCH
+    options = _worker_options(setup) | {"multiprocessing_context": "spawn"}
+    contenders = [
+        Contender(
+            "ladle",
+            "ladle",
+            lambda: ladle.DataLoader(LadleObjects(records), batch_size=size, **options),
+            f"ladle.Dataset subclass, {WORKERS} spawned workers",
+        )
+    ]
+    if setup.torch is not None:
+        from torch_datasets import TorchObjects
+
+        tud = setup.torch.utils.data
+        contenders.append(
+            Contender(
+                "torch",
+                "torch",
+                lambda: tud.DataLoader(TorchObjects(records), batch_size=size, **options),
+                f"torch Dataset subclass, same body, {WORKERS} spawned workers",
+            )
+        )
+    return Scenario(
+        name="startup",
+        description=(
+            f"{len(records):,} (int, str, float) records (128 MiB of Python objects) in the "
+            f"dataset, trivial __getitem__, batch {size}, num_workers={WORKERS}, spawn: time to "
+            f"first batch of fresh loaders"
+        ),
+        samples_per_epoch=len(records),
+        batch_size=size,
+        contenders=contenders,
+        targets=[Target("ladle", "torch", 0.5, "first_batch")],
+        num_workers=WORKERS,
+        throughput=False,
+    )
+
+
+SCENARIOS: dict[str, Callable[[Setup], Scenario]] = {
     "in-memory": in_memory,
     "python-dataset": python_dataset,
+    "augment": augment,
+    "big-samples": big_samples,
+    "jpeg": jpeg,
+    "startup": startup,
 }
+# The scenarios built on shared_data(): once none of them is left to run, the data can go.
+USES_SHARED_DATA = frozenset({"in-memory", "python-dataset"})

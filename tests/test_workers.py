@@ -236,3 +236,21 @@ def test_pickled_payload_fallback_for_small_and_odd_batches() -> None:
     reference = list(DataLoader(Mixed(), batch_size=2))
     assert describe(got) == describe(reference)
     assert describe(got)[1][0]["small"] == ("int16", [0, 1])
+
+
+@pytest.mark.parametrize("worker_type", WORKER_TYPES)
+@pytest.mark.parametrize("kind", ["map", "iterable"])
+def test_abandoned_pass_does_not_leak_into_the_next(worker_type: str, kind: str) -> None:
+    dataset, kwargs = datasets()[kind]
+    reference = [describe(b) for b in DataLoader(dataset, **kwargs)]
+    loader = DataLoader(
+        dataset, num_workers=2, worker_type=worker_type, persistent_workers=True, **kwargs
+    )
+    try:
+        for k, _ in enumerate(loader):
+            if k == 1:
+                break  # tasks of this pass are still in flight
+        assert [describe(b) for b in loader] == reference
+        assert [describe(b) for b in loader] == reference
+    finally:
+        loader.close()

@@ -124,7 +124,13 @@ class WorkerEngine:
             return False, None
 
     def _refill(self) -> None:
-        while not self._indices_done and len(self._outstanding) < self.depth and self._active:
+        # Batches waiting in the reorder buffer count against the depth too, as in torch: a slow
+        # worker then cannot let the others run arbitrarily far ahead.
+        while (
+            not self._indices_done
+            and len(self._outstanding) + len(self._buffer) < self.depth
+            and self._active
+        ):
             # Strict round-robin over the active workers, as torch does: an iterable dataset
             # sharded by worker id then comes back in a predictable order.
             worker_id = self._next_active()
@@ -158,8 +164,9 @@ class WorkerEngine:
                 if self._next_seq not in self._outstanding:
                     if self._indices_done or not self._active:
                         raise StopIteration
+                    # Not dispatched yet: either the depth is taken by tasks of an abandoned
+                    # pass (receive them below to free it) or the refill dispatches it now.
                     self._refill()
-                    continue
             elif not self._outstanding:
                 self._refill()
                 if not self._outstanding:
