@@ -236,6 +236,7 @@ class DataLoader(Iterable[Any]):
         self._passes = 0  # iterators started so far: keys the workers' seeds
         self._engine: WorkerEngine | None = None  # kept between passes with persistent_workers
         self._live: weakref.ref[LoaderIterator] | None = None
+        self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next pass's slabs
         self._initialized = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -301,6 +302,7 @@ class DataLoader(Iterable[Any]):
 
     def _release_engine(self, engine: WorkerEngine, broken: bool) -> None:
         """A pass is over: stop its workers unless they persist (and are not broken)."""
+        self._slab_bytes = max(self._slab_bytes, engine.slab_bytes)
         if engine is self._engine and not broken:
             return
         if engine is self._engine:

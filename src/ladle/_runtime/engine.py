@@ -84,7 +84,13 @@ class WorkerEngine:
             )
             for i in range(num_workers)
         ]
-        self.slabs = None if threads else SlabPool(shm_directory(), keep=self.depth + 2)
+        prefetch = loader.prefetch_factor or 2
+        self.slabs = None
+        if not threads:
+            self.slabs = SlabPool(shm_directory(), num_workers, keep=prefetch + 2)
+        if self.slabs is not None:
+            # What earlier passes of this loader learned: no batch of this pass is pickled.
+            self.slabs.need(loader._slab_bytes)
         self.pool: ProcessPool | ThreadPool = (
             ThreadPool(specs) if threads else ProcessPool(specs, context)
         )
@@ -139,7 +145,7 @@ class WorkerEngine:
                 self._indices_done = True
                 return
             seq = next(self._seq)
-            slab = self.slabs.lend() if self.slabs is not None else None
+            slab = self.slabs.lend(worker_id) if self.slabs is not None else None
             self._outstanding[seq] = worker_id
             self.pool.send(worker_id, Task(seq, indices, slab))
 
@@ -217,6 +223,11 @@ class WorkerEngine:
         raise _rebuild(message)
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def slab_bytes(self) -> int:
+        """The largest batch seen so far, in bytes of slab (0 for thread workers)."""
+        return self.slabs.largest if self.slabs is not None else 0
 
     def close(self, broken: bool = False) -> None:
         """Stop the workers and unlink the slabs; idempotent. ``broken``: something failed, so

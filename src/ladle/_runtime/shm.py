@@ -35,6 +35,7 @@ _ALIGN = 64
 _INLINE_LIMIT = 16 * 1024  # smaller arrays travel inside the pickled message
 _GROWTH = 1.25
 _MIN_SLAB = 1 << 16
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _NAME = re.compile(rf"^{PREFIX}(\d+)-")
 
 
@@ -81,10 +82,10 @@ def sweep_orphans(directory: str) -> int:
 
 
 class _Slab:
-    __slots__ = ("__weakref__", "buffer", "name", "path", "size")
+    __slots__ = ("__weakref__", "buffer", "name", "path", "size", "worker")
 
-    def __init__(self, directory: str, name: str, size: int) -> None:
-        self.name, self.size = name, size
+    def __init__(self, directory: str, name: str, size: int, worker: int) -> None:
+        self.name, self.size, self.worker = name, size, worker
         self.path = os.path.join(directory, name)
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
@@ -108,34 +109,39 @@ class _Slab:
 class SlabPool:
     """The main process's slabs: lent to tasks, viewed by batches, recycled, unlinked at close."""
 
-    def __init__(self, directory: str, keep: int) -> None:
+    def __init__(self, directory: str, workers: int, keep: int) -> None:
         self.directory = directory
-        self.keep = keep  # free slabs kept for reuse; more are unlinked when they come back
+        self.keep = keep  # free slabs kept per worker; more are unlinked when they come back
         self.size = 0  # slab size for new loans; 0 until a batch has told how much it needs
+        self.largest = 0  # the most bytes one batch has needed
         self.closed = False
         self._serial = itertools.count()
         self._slabs: dict[str, _Slab] = {}
-        self._free: list[_Slab] = []
+        # One free list per worker: a worker keeps writing into the slabs it has mapped already,
+        # since mapping a slab (and faulting its pages in) costs more than filling it.
+        self._free: list[list[_Slab]] = [[] for _ in range(workers)]
         self._returned: collections.deque[_Slab] = collections.deque()
         sweep_orphans(directory)
 
-    def lend(self) -> SlabRef | None:
-        """A slab for the next task, or None while no batch has reported its size."""
+    def lend(self, worker: int) -> SlabRef | None:
+        """A slab for ``worker``'s next task, or None while no batch has reported its size."""
         self._collect_returned()
         if self.size == 0:
             return None
-        while self._free:
-            slab = self._free.pop()
+        free = self._free[worker]
+        while free:
+            slab = free.pop()
             if slab.size >= self.size:
                 return slab.ref
             self._destroy(slab)
         name = f"{PREFIX}{os.getpid()}-{next(self._serial)}"
-        slab = _Slab(self.directory, name, self.size)
+        slab = _Slab(self.directory, name, self.size, worker)
         self._slabs[name] = slab
         return slab.ref
 
     def need(self, nbytes: int) -> None:
         """A batch needed ``nbytes`` of slab: make future loans at least that big."""
+        self.largest = max(self.largest, nbytes)
         if nbytes > self.size:
             self.size = max(_MIN_SLAB, _align(int(nbytes * _GROWTH)))
 
@@ -165,10 +171,11 @@ class SlabPool:
             self._release(self._returned.popleft())
 
     def _release(self, slab: _Slab) -> None:
-        if self.closed or len(self._free) >= self.keep or slab.size < self.size:
+        free = self._free[slab.worker]
+        if self.closed or len(free) >= self.keep or slab.size < self.size:
             self._destroy(slab)
         else:
-            self._free.append(slab)
+            free.append(slab)
 
     def _destroy(self, slab: _Slab) -> None:
         slab.unlink()
@@ -180,7 +187,8 @@ class SlabPool:
         for slab in list(self._slabs.values()):
             slab.unlink()
         self._slabs.clear()
-        self._free.clear()
+        for free in self._free:
+            free.clear()
         self._returned.clear()
 
 
@@ -200,7 +208,7 @@ class SlabWriter:
         if buffer is None:
             fd = os.open(os.path.join(self.directory, ref.name), os.O_RDWR)
             try:
-                buffer = mmap.mmap(fd, ref.size)
+                buffer = mmap.mmap(fd, ref.size, flags=mmap.MAP_SHARED | _POPULATE)
             finally:
                 os.close(fd)
             self._maps[ref.name] = buffer
