@@ -1,18 +1,18 @@
 """Benchmark ladle against torch.utils.data side by side, in one process, and report ratios.
 
-    .venv/bin/python benchmarks/run.py                       # every scenario, ~2 min on 2 cores
-    .venv/bin/python benchmarks/run.py --quick               # smoke run, ~30 s
+    .venv/bin/python benchmarks/run.py                       # every scenario, ~90 s on 2 cores
+    .venv/bin/python benchmarks/run.py --quick               # smoke run, ~45 s
     .venv/bin/python benchmarks/run.py --scenario augment --json benchmarks/results/run.json
 
-Method, per scenario: every contender gets a short warm-up pass and one full calibration epoch
-(which sets how many epochs it runs per round), then its time to first batch is taken on fresh
-loaders (build + iter + next, median of a few), then the contenders take turns in rounds
-(the order rotates each round) so that a load spike on the machine hits all of them alike. In a
-round each contender runs whole epochs on one loader for about ``seconds / rounds``; with
-workers and ``persistent_workers=False`` (the default, on both sides) every epoch starts and
-stops its workers, and that is timed too. Throughput is the median over rounds; ratios are of
-medians. Scenarios that measure start-up only (``startup``) time the first batch of fresh loaders,
-the contenders taking turns.
+Method, per scenario: every contender gets a short untimed warm-up pass on a throwaway loader,
+then its time to first batch is taken on fresh loaders (build + iter + next, median of a few),
+then one full calibration epoch sets how many epochs it runs per round. Then the contenders take
+turns in rounds (the order rotates each round) so that a load spike on the machine hits all of
+them alike. In a round each contender runs whole epochs on one loader for about
+``seconds / rounds``; with workers and ``persistent_workers=False`` (the default, on both sides)
+every epoch starts and stops its workers, and that is timed too. Throughput is the median over
+rounds; ratios are of medians. Scenarios that measure start-up only (``startup``) time the first
+batch of fresh loaders, the contenders taking turns.
 
 Memory is the peak of the whole process tree (this process and every descendant, i.e. the
 workers) while a contender runs: a background thread sums VmRSS of the tree every 20 ms, and PSS
@@ -346,7 +346,23 @@ def _record_memory(result: Result, peaks: Sequence[TreePeak]) -> None:
     result.max_processes = max(p.processes for p in peaks)
 
 
+def dispose(loader: Iterable[Any]) -> None:
+    """Stop a loader's workers now where it can say so (ladle's ``close``); torch's stop when
+    the loader is garbage, which the caller's ``del`` makes it."""
+    close = getattr(loader, "close", None)
+    if callable(close):
+        close()
+
+
 def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[Result]:
+    """Throughput, time to first batch and tree memory of every contender of ``scenario``.
+
+    Per contender: warm up on a throwaway loader, time the first batch of fresh loaders, then
+    calibrate on the loader the rounds use. Only one loader per contender is alive at a time.
+    With persistent workers each round builds a fresh loader, runs one untimed epoch (worker
+    start-up), then times its epochs, and stops it: so the idle workers of one contender never
+    sit in the process tree while another one is measured.
+    """
     if not scenario.throughput:
         return measure_start(scenario, settings, memory)
     contenders = scenario.contenders
@@ -357,15 +373,25 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
     epochs: dict[str, int] = {}
     round_seconds = settings.seconds / settings.rounds
     warmup = scenario.warmup_batches or settings.warmup_batches
+    fresh_per_round = scenario.persistent_workers
     for contender in contenders:
-        loader = contender.make()
-        warm_up(loader, warmup)
-        estimate = time_epoch(loader, scenario.samples_per_epoch)
+        throwaway = contender.make()
+        warm_up(throwaway, warmup)
+        dispose(throwaway)
+        del throwaway
         result = results[contender.name]
         runs = time_first_batch(contender.make, settings.first_batch_repeats)
         result.first_batch_runs_ms = [1000 * t for t in runs]
         result.first_batch_ms = 1000 * statistics.median(runs)
-        loaders[contender.name] = loader
+        loader = contender.make()
+        if fresh_per_round:
+            consume(loader)  # start the workers: the calibration is of a steady epoch
+        estimate = time_epoch(loader, scenario.samples_per_epoch)
+        if fresh_per_round:
+            dispose(loader)
+        else:
+            loaders[contender.name] = loader
+        del loader
         epochs[contender.name] = max(1, round(round_seconds / max(estimate, 1e-9)))
         result.epochs_per_round = epochs[contender.name]
         progress(f"  {contender.name}: warm, {estimate * 1000:.0f} ms/epoch")
@@ -374,12 +400,20 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
     for round_index in range(settings.rounds):
         shift = round_index % len(contenders)
         for contender in (*contenders[shift:], *contenders[:shift]):
-            loader, count = loaders[contender.name], epochs[contender.name]
-            memory.start()
+            count = epochs[contender.name]
+            memory.start()  # before a fresh loader exists: "+run" is what the loader adds
+            if fresh_per_round:
+                loader = contender.make()
+                consume(loader)
+            else:
+                loader = loaders[contender.name]
             start = time.perf_counter()
             samples = sum(consume(loader) for _ in range(count))
             elapsed = time.perf_counter() - start
             peaks[contender.name].append(memory.stop())
+            if fresh_per_round:
+                dispose(loader)
+            del loader
             expected = count * scenario.samples_per_epoch
             if samples != expected:
                 raise RuntimeError(
@@ -678,6 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{time.perf_counter() - start:.1f} s)"
         )
         scenario_results = measure(scenario, settings, memory)
+        progress(f"  {scenario.name} took {time.perf_counter() - start:.1f} s")
         checks += compare(scenario_results, scenario.targets)
         results += scenario_results
         described.append(

@@ -98,6 +98,7 @@ class Scenario:
     contenders: list[Contender]
     targets: list[Target] = field(default_factory=list)
     num_workers: int = 0
+    persistent_workers: bool = False
     throughput: bool = True  # False: only time to first batch (and memory) is measured
     warmup_batches: int | None = None  # None: the harness's default
 
@@ -413,6 +414,7 @@ def _worker_scenario(
         contenders=contenders,
         targets=targets,
         num_workers=WORKERS,
+        persistent_workers=setup.persistent_workers,
         warmup_batches=4,
     )
 
