@@ -254,3 +254,11 @@ def test_abandoned_pass_does_not_leak_into_the_next(worker_type: str, kind: str)
         assert [describe(b) for b in loader] == reference
     finally:
         loader.close()
+
+
+def test_two_loaders_with_workers_at_once() -> None:
+    a = DataLoader(Pairs(24), batch_size=4, num_workers=1)
+    b = DataLoader(Pairs(24), batch_size=4, num_workers=2, shuffle=True, seed=1)
+    pairs = list(zip(a, b, strict=True))
+    assert [x[1].tolist() for x, _ in pairs] == [list(range(k, k + 4)) for k in range(0, 24, 4)]
+    assert sorted(i for _, y in pairs for i in y[1].tolist()) == list(range(24))

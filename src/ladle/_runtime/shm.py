@@ -35,6 +35,7 @@ _ALIGN = 64
 _INLINE_LIMIT = 16 * 1024  # smaller arrays travel inside the pickled message
 _GROWTH = 1.25
 _MIN_SLAB = 1 << 16
+_SERIAL = itertools.count()  # one sequence per process: several pools may be alive at once
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _NAME = re.compile(rf"^{PREFIX}(\d+)-")
 
@@ -115,7 +116,6 @@ class SlabPool:
         self.size = 0  # slab size for new loans; 0 until a batch has told how much it needs
         self.largest = 0  # the most bytes one batch has needed
         self.closed = False
-        self._serial = itertools.count()
         self._slabs: dict[str, _Slab] = {}
         # One free list per worker: a worker keeps writing into the slabs it has mapped already,
         # since mapping a slab (and faulting its pages in) costs more than filling it.
@@ -134,7 +134,7 @@ class SlabPool:
             if slab.size >= self.size:
                 return slab.ref
             self._destroy(slab)
-        name = f"{PREFIX}{os.getpid()}-{next(self._serial)}"
+        name = f"{PREFIX}{os.getpid()}-{next(_SERIAL)}"
         slab = _Slab(self.directory, name, self.size, worker)
         self._slabs[name] = slab
         return slab.ref

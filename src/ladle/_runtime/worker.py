@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -69,6 +70,7 @@ class _Loop:
         spec = self.spec
         if not self.started:
             self.dataset = pickle.loads(spec.dataset) if spec.dataset_pickled else spec.dataset
+            self.spec = spec = dataclasses.replace(spec, dataset=None)  # free the pickle
             seed = (message.seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
             if self.in_process:  # threads share the main process's RNGs: leave them alone
                 _seed_globals(seed)
