@@ -262,3 +262,16 @@ def test_two_loaders_with_workers_at_once() -> None:
     pairs = list(zip(a, b, strict=True))
     assert [x[1].tolist() for x, _ in pairs] == [list(range(k, k + 4)) for k in range(0, 24, 4)]
     assert sorted(i for _, y in pairs for i in y[1].tolist()) == list(range(24))
+
+
+def test_no_segment_is_left_in_dev_shm_after_a_full_pass() -> None:
+    loader = DataLoader(Pairs(64, (3, 64, 64)), batch_size=8, num_workers=2)
+    first = list(loader)
+    assert our_segments() == [], "a finished pass unlinks every name, held batches or not"
+    second = list(loader)  # forked workers of the next pass reuse the memory, by inheritance
+    assert our_segments() == []
+    for k, ((x1, y1), (x2, y2)) in enumerate(zip(first, second, strict=True)):
+        assert y1.tolist() == y2.tolist() == list(range(8 * k, 8 * k + 8))
+        np.testing.assert_array_equal(x1, x2)
+    del first, second
+    loader.close()

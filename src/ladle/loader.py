@@ -23,6 +23,7 @@ from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, ke
 
 if TYPE_CHECKING:
     from ladle._runtime.engine import WorkerEngine
+    from ladle._runtime.shm import SlabPool
 
 __all__ = ["DataLoader"]
 
@@ -237,6 +238,7 @@ class DataLoader(Iterable[Any]):
         self._engine: WorkerEngine | None = None  # kept between passes with persistent_workers
         self._live: weakref.ref[LoaderIterator] | None = None
         self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next pass's slabs
+        self._slabs: SlabPool | None = None  # kept between passes of forked workers
         self._initialized = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -309,14 +311,29 @@ class DataLoader(Iterable[Any]):
             self._engine = None
         engine.close(broken)
 
+    def _slab_pool(self) -> SlabPool:
+        """The loader's shared-memory slabs, for forked workers (see SlabPool.end_pass)."""
+        if self._slabs is None:
+            from ladle._runtime.shm import SlabPool, shm_directory
+
+            self._slabs = SlabPool(
+                shm_directory(), self.num_workers, keep=(self.prefetch_factor or 2) + 2
+            )
+            weakref.finalize(self, self._slabs.close)
+        return self._slabs
+
     def close(self) -> None:
-        """Stop persistent workers now instead of when the loader is garbage-collected."""
+        """Stop the workers and free the shared memory now, instead of when the loader is
+        garbage-collected."""
         previous = self._live() if self._live is not None else None
         if previous is not None:
             previous.close()
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
+        if self._slabs is not None:
+            self._slabs.close()
+            self._slabs = None
 
     def __len__(self) -> int:
         if self._is_iterable:

@@ -43,12 +43,15 @@ def _default_context() -> Any:
     return multiprocessing.get_context()
 
 
-def _shutdown(pool: Pool, slabs: SlabPool | None, grace: list[float]) -> None:
+def _shutdown(pool: Pool, slabs: SlabPool | None, owned: bool, grace: list[float]) -> None:
     try:
         pool.close(grace[0])
     finally:
         if slabs is not None:
-            slabs.close()
+            if owned:
+                slabs.close()
+            else:
+                slabs.end_pass()
 
 
 class WorkerEngine:
@@ -64,9 +67,19 @@ class WorkerEngine:
         context = None
         if not threads:
             context = loader.multiprocessing_context or _default_context()
-        pickled = context is not None and context.get_start_method() != "fork"
+        forked = context is not None and context.get_start_method() == "fork"
+        pickled = context is not None and not forked
         # With spawn or forkserver the dataset is pickled once here, not once per worker.
         dataset = pickle.dumps(loader.dataset) if pickled else loader.dataset
+        # Forked workers inherit the loader's slabs from pass to pass; other workers get a pool
+        # of their own, sized from what earlier passes learned so that no batch is pickled.
+        self.slabs: SlabPool | None = loader._slab_pool() if forked else None
+        owned = self.slabs is None and not threads
+        if owned:
+            prefetch = loader.prefetch_factor or 2
+            self.slabs = SlabPool(shm_directory(), num_workers, keep=prefetch + 2)
+            self.slabs.need(loader._slab_bytes)
+        inherited = self.slabs.mappings() if forked and self.slabs is not None else None
         specs = [
             WorkerSpec(
                 worker_id=i,
@@ -81,21 +94,17 @@ class WorkerEngine:
                 worker_init_fn=loader.worker_init_fn,
                 shm_dir=None if threads else shm_directory(),
                 parent_pid=os.getpid(),
+                inherited_slabs=inherited,
             )
             for i in range(num_workers)
         ]
-        prefetch = loader.prefetch_factor or 2
-        self.slabs = None
-        if not threads:
-            self.slabs = SlabPool(shm_directory(), num_workers, keep=prefetch + 2)
-        if self.slabs is not None:
-            # What earlier passes of this loader learned: no batch of this pass is pickled.
-            self.slabs.need(loader._slab_bytes)
         self.pool: ProcessPool | ThreadPool = (
             ThreadPool(specs) if threads else ProcessPool(specs, context)
         )
         self._grace = [_GRACE_SECONDS]
-        self._finalizer = weakref.finalize(self, _shutdown, self.pool, self.slabs, self._grace)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self.pool, self.slabs, owned, self._grace
+        )
         self._seq = itertools.count()
         self._first_seq = 0
         self._indices: Iterator[Any] | None = None

@@ -42,6 +42,7 @@ class WorkerSpec:
     worker_init_fn: Any
     shm_dir: str | None  # None: no shared memory (thread workers share the address space)
     parent_pid: int
+    inherited_slabs: Any = None  # fork only: slab mappings the worker inherits from the main
 
 
 @dataclass(frozen=True)

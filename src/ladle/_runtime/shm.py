@@ -181,6 +181,18 @@ class SlabPool:
         slab.unlink()
         self._slabs.pop(slab.name, None)
 
+    def mappings(self) -> dict[str, mmap.mmap]:
+        """The slabs mapped in this process now: forked workers inherit them as they are."""
+        return {name: slab.buffer for name, slab in self._slabs.items()}
+
+    def end_pass(self) -> None:
+        """Unlink every slab's name but keep the memory mapped here for the next pass, whose
+        forked workers inherit the mappings: nothing stays in /dev/shm between passes, and the
+        next pass writes into pages that already exist instead of faulting in new ones."""
+        self._collect_returned()
+        for slab in self._slabs.values():
+            slab.unlink()
+
     def close(self) -> None:
         """Unlink every slab. Views still held stay valid: their mapping outlives the name."""
         self.closed = True
@@ -195,8 +207,11 @@ class SlabPool:
 class SlabWriter:
     """The worker's side: map lent slabs, collate into them, describe what is where."""
 
-    def __init__(self, directory: str, cache: int = 32) -> None:
+    def __init__(
+        self, directory: str, inherited: dict[str, mmap.mmap] | None = None, cache: int = 32
+    ) -> None:
         self.directory = directory
+        self.inherited = inherited or {}  # mappings present in the main process at fork
         self.cache = cache
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
         self._slab: mmap.mmap | None = None
@@ -204,6 +219,9 @@ class SlabWriter:
         self._placed: dict[int, tuple[int, np.ndarray]] = {}
 
     def _map(self, ref: SlabRef) -> mmap.mmap:
+        inherited = self.inherited.get(ref.name)
+        if inherited is not None:
+            return inherited
         buffer = self._maps.get(ref.name)
         if buffer is None:
             fd = os.open(os.path.join(self.directory, ref.name), os.O_RDWR)

@@ -63,7 +63,9 @@ class _Loop:
         self.spec = spec
         self.channel = channel
         self.in_process = in_process
-        self.writer = SlabWriter(spec.shm_dir) if spec.shm_dir is not None else None
+        self.writer = None
+        if spec.shm_dir is not None:
+            self.writer = SlabWriter(spec.shm_dir, spec.inherited_slabs)
         self.dataset: Any = None
         self.fetch: Callable[[Any], Any] | None = None
         self.started = False
