@@ -275,3 +275,11 @@ def test_no_segment_is_left_in_dev_shm_after_a_full_pass() -> None:
         np.testing.assert_array_equal(x1, x2)
     del first, second
     loader.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_every_start_method(method: str) -> None:
+    dataset, kwargs = datasets()["getitems"]
+    reference = [describe(b) for b in DataLoader(dataset, **kwargs)]
+    loader = DataLoader(dataset, num_workers=2, multiprocessing_context=method, **kwargs)
+    assert [describe(b) for b in loader] == reference
