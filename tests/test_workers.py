@@ -283,3 +283,17 @@ def test_every_start_method(method: str) -> None:
     reference = [describe(b) for b in DataLoader(dataset, **kwargs)]
     loader = DataLoader(dataset, num_workers=2, multiprocessing_context=method, **kwargs)
     assert [describe(b) for b in loader] == reference
+
+
+def failing_init(worker_id: int) -> None:
+    raise OSError(f"worker {worker_id} cannot open its database")
+
+
+@pytest.mark.parametrize("worker_type", WORKER_TYPES)
+def test_a_failing_worker_init_fn_is_raised_not_hung(worker_type: str) -> None:
+    loader = DataLoader(
+        Pairs(8), batch_size=2, num_workers=2, worker_type=worker_type, worker_init_fn=failing_init
+    )
+    with pytest.raises(OSError, match="cannot open its database") as caught:
+        next(iter(loader))
+    assert "failed to start" in "".join(caught.value.__notes__)

@@ -69,6 +69,10 @@ class _Loop:
         self.dataset: Any = None
         self.fetch: Callable[[Any], Any] | None = None
         self.started = False
+        # An error while starting (unpickling the dataset, worker_init_fn, iter(dataset)):
+        # every task of the pass then fails with it, so it reaches the main process as the
+        # first batch's error instead of killing a worker (or silently stopping a thread).
+        self.start_error: tuple[Exception, str] | None = None
 
     def start_epoch(self, message: StartEpoch) -> None:
         spec = self.spec
@@ -91,6 +95,15 @@ class _Loop:
             self.fetch = MapFetcher(self.dataset, spec.auto_collation, spec.collate_fn).fetch
 
     def run_task(self, task: Task) -> Any:
+        if self.start_error is not None:
+            error, trace = self.start_error
+            # A fresh copy per task: the stored error must not collect notes, nor hold the
+            # main process's frames once raised there (threads share the object).
+            try:
+                copy = pickle.loads(pickle.dumps(error))
+            except Exception:
+                copy = RuntimeError(f"{type(error).__qualname__}: {error}")
+            return self.failure(task, copy, trace)
         writer = self.writer
         if writer is not None:
             writer.begin(task.slab)
@@ -101,7 +114,7 @@ class _Loop:
         except StopIteration:
             return Exhausted(task.seq, self.spec.worker_id, task.slab)
         except Exception as error:
-            return self.failure(task, error)
+            return self.failure(task, error, traceback.format_exc())
         finally:
             set_allocator(None)
         if writer is None:
@@ -109,11 +122,13 @@ class _Loop:
         payload, used, needed = writer.encode(batch)
         return Batch(task.seq, self.spec.worker_id, payload, task.slab, used, needed)
 
-    def failure(self, task: Task, error: Exception) -> Failure:
+    def failure(self, task: Task, error: Exception, trace: str) -> Failure:
         where = describe_indices(task.indices, task.seq)
+        if self.start_error is not None:
+            where = f"{where} (the worker failed to start)"
         error.add_note(
             f"\nRaised in ladle worker {self.spec.worker_id} (pid {os.getpid()}) while loading "
-            f"{where}. Worker traceback:\n{traceback.format_exc()}"
+            f"{where}. Worker traceback:\n{trace}"
         )
         blob: Any = error
         if self.in_process:
@@ -137,7 +152,11 @@ class _Loop:
             if message is None or isinstance(message, Stop):
                 return
             if isinstance(message, StartEpoch):
-                self.start_epoch(message)
+                try:
+                    self.start_error = None
+                    self.start_epoch(message)
+                except Exception as error:
+                    self.start_error = (error, traceback.format_exc())
             elif isinstance(message, Task):
                 self.channel.send(self.run_task(message))
 
