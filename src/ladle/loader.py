@@ -311,14 +311,16 @@ class DataLoader(Iterable[Any]):
             self._engine = None
         engine.close(broken)
 
+    def _new_slab_pool(self) -> SlabPool:
+        """Slabs for this loader's workers: each keeps its prefetched batches plus two spare."""
+        from ladle._runtime.shm import SlabPool, shm_directory
+
+        return SlabPool(shm_directory(), self.num_workers, keep=(self.prefetch_factor or 2) + 2)
+
     def _slab_pool(self) -> SlabPool:
         """The loader's shared-memory slabs, for forked workers (see SlabPool.end_pass)."""
         if self._slabs is None:
-            from ladle._runtime.shm import SlabPool, shm_directory
-
-            self._slabs = SlabPool(
-                shm_directory(), self.num_workers, keep=(self.prefetch_factor or 2) + 2
-            )
+            self._slabs = self._new_slab_pool()
             weakref.finalize(self, self._slabs.close)
         return self._slabs
 

@@ -76,8 +76,7 @@ class WorkerEngine:
         self.slabs: SlabPool | None = loader._slab_pool() if forked else None
         owned = self.slabs is None and not threads
         if owned:
-            prefetch = loader.prefetch_factor or 2
-            self.slabs = SlabPool(shm_directory(), num_workers, keep=prefetch + 2)
+            self.slabs = loader._new_slab_pool()
             self.slabs.need(loader._slab_bytes)
         inherited = self.slabs.mappings() if forked and self.slabs is not None else None
         specs = [
