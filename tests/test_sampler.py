@@ -168,7 +168,7 @@ def test_state_dict_resumes_mid_epoch(make, cut: int) -> None:  # type: ignore[n
     list(interrupted)
     head = list(islice(iter(interrupted), cut))
     state = interrupted.state_dict()
-    assert set(state) == {"epoch", "offset"}
+    assert {"epoch", "offset"} <= set(state) <= {"epoch", "offset", "seed"}
     resumed = make()
     resumed.load_state_dict(state)
     if cut < len(whole):
@@ -181,12 +181,12 @@ def test_state_dict_resumes_mid_epoch(make, cut: int) -> None:  # type: ignore[n
 def test_state_after_an_epoch_points_at_the_next() -> None:
     sampler = RandomSampler(range(5), seed=0)
     list(sampler)
-    assert sampler.state_dict() == {"epoch": 1, "offset": 0}
+    assert sampler.state_dict() == {"epoch": 1, "offset": 0, "seed": 0}
     it = iter(sampler)
     next(it)
-    assert sampler.state_dict() == {"epoch": 1, "offset": 1}
+    assert sampler.state_dict() == {"epoch": 1, "offset": 1, "seed": 0}
     list(it)
-    assert sampler.state_dict() == {"epoch": 2, "offset": 0}
+    assert sampler.state_dict() == {"epoch": 2, "offset": 0, "seed": 0}
 
 
 def test_a_new_iteration_after_break_starts_a_new_epoch() -> None:
@@ -205,5 +205,6 @@ def test_batch_sampler_state_goes_through_to_the_sampler() -> None:
     fresh = BatchSampler(RandomSampler(range(10), seed=2), 3, False)
     fresh.load_state_dict(state)
     assert head + list(fresh) == list(BatchSampler(RandomSampler(range(10), seed=2), 3, False))
+    assert BatchSampler([0, 1, 2], 2, False).state_dict() == {}  # a fixed sequence
     with pytest.raises(TypeError, match="cannot report its position"):
-        BatchSampler([0, 1, 2], 2, False).state_dict()
+        BatchSampler(iter([0, 1, 2]), 2, False).state_dict()

@@ -1,28 +1,43 @@
-"""Fetchers: turn one batch of indices (or the next stretch of a stream) into a collated batch."""
+"""Fetchers: turn one batch of indices (or the next stretch of a stream) into a collated batch.
+
+While a sample is fetched, this thread's sample slot names it, so that ``sample_rng()`` inside
+``__getitem__`` (or a transform) draws from that sample's own generator.
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ladle._runtime.context import sample_slot
 from ladle.collate import Collater, default_collate
 from ladle.gathered import GatheredBatch
 
 __all__ = ["IterableFetcher", "MapFetcher"]
 
+SampleKey = tuple[int, int, int, int]
+
 
 class MapFetcher:
-    """Fetch from a map-style dataset: ``__getitems__`` once per batch when it has one."""
+    """Fetch from a map-style dataset: ``__getitems__`` once per batch when it has one.
+
+    ``sample_key`` is the pass's key for ``sample_rng()`` (see ``seeding.sample_key``); the
+    loader sets it at the start of each pass.
+    """
 
     def __init__(
-        self, dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any]
+        self,
+        dataset: Any,
+        auto_collation: bool,
+        collate_fn: Callable[[Any], Any],
+        sample_key: SampleKey | None = None,
     ) -> None:
         self.dataset = dataset
         self.auto_collation = auto_collation
         self.collate_fn = collate_fn
+        self.sample_key = sample_key
         self._getitems = getattr(dataset, "__getitems__", None) if auto_collation else None
         self._accepts_array = bool(getattr(dataset, "accepts_index_array", False))
         # ladle's collaters take a GatheredBatch's columns as they are; any other collate_fn
@@ -30,23 +45,42 @@ class MapFetcher:
         self._takes_gathered = collate_fn is default_collate or isinstance(collate_fn, Collater)
 
     def fetch(self, indices: Any) -> Any:
-        if not self.auto_collation:
-            return self.collate_fn(self.dataset[indices])
-        if self._getitems is None:
-            if isinstance(indices, np.ndarray):
+        slot = sample_slot()
+        slot.key = self.sample_key
+        try:
+            if not self.auto_collation:
+                slot.index, slot.seeded = indices, False
+                sample = self.dataset[indices]
+                slot.index = None
+                return self.collate_fn(sample)
+            if self._getitems is None:
+                if isinstance(indices, np.ndarray):
+                    indices = indices.tolist()
+                dataset = self.dataset
+                samples = []
+                for index in indices:
+                    slot.index, slot.seeded = index, False
+                    samples.append(dataset[index])
+                slot.index = None
+                return self.collate_fn(samples)
+            slot.index = None
+            if isinstance(indices, np.ndarray) and not self._accepts_array:
                 indices = indices.tolist()
-            dataset = self.dataset
-            return self.collate_fn([dataset[i] for i in indices])
-        if isinstance(indices, np.ndarray) and not self._accepts_array:
-            indices = indices.tolist()
-        samples = self._getitems(indices)
-        if isinstance(samples, GatheredBatch) and not self._takes_gathered:
-            samples = list(samples)
-        return self.collate_fn(samples)
+            gathered = self._getitems(indices)
+            slot.index = None
+            if isinstance(gathered, GatheredBatch) and not self._takes_gathered:
+                gathered = list(gathered)
+            return self.collate_fn(gathered)
+        finally:
+            slot.key = slot.index = None
 
 
 class IterableFetcher:
-    """Fetch from an iterable dataset's stream: ``batch_size`` samples at a time, or one."""
+    """Fetch from an iterable dataset's stream: ``batch_size`` samples at a time, or one.
+
+    ``position`` counts the samples the stream has delivered (from ``start`` on, when the stream
+    was resumed there): it is what a saved loader state records for this stream.
+    """
 
     def __init__(
         self,
@@ -54,17 +88,39 @@ class IterableFetcher:
         batch_size: int | None,
         drop_last: bool,
         collate_fn: Callable[[Any], Any],
+        sample_key: SampleKey | None = None,
+        start: int = 0,
     ) -> None:
         self.stream = stream
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.collate_fn = collate_fn
+        self.sample_key = sample_key
+        self.position = start
 
     def fetch(self) -> Any:
         """The next batch; raises StopIteration when the stream has no (full) batch left."""
-        if self.batch_size is None:
-            return self.collate_fn(next(self.stream))
-        samples = list(itertools.islice(self.stream, self.batch_size))
-        if not samples or (self.drop_last and len(samples) < self.batch_size):
-            raise StopIteration
-        return self.collate_fn(samples)
+        slot = sample_slot()
+        slot.key = self.sample_key
+        stream = self.stream
+        try:
+            if self.batch_size is None:
+                slot.index, slot.seeded = self.position, False
+                sample = next(stream)
+                self.position += 1
+                slot.index = None
+                return self.collate_fn(sample)
+            samples = []
+            for _ in range(self.batch_size):
+                slot.index, slot.seeded = self.position, False
+                try:
+                    samples.append(next(stream))
+                except StopIteration:
+                    break
+                self.position += 1
+            slot.index = None
+            if not samples or (self.drop_last and len(samples) < self.batch_size):
+                raise StopIteration
+            return self.collate_fn(samples)
+        finally:
+            slot.key = slot.index = None

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from ladle.errors import LoaderTimeoutError, WorkerDiedError
 from ladle.fetch import IterableFetcher, MapFetcher
+from ladle.resume import begin_pass
+from ladle.seeding import sample_key
 
 if TYPE_CHECKING:
     from ladle._runtime.engine import WorkerEngine
@@ -39,17 +41,38 @@ class LoaderIterator(Iterator[Any]):
         self._postprocess: Callable[[Any], Any] | None = loader._postprocess()
         self._next_batch: Callable[[], Any]
         self._engine = engine
+        self._handed_out = 0  # batches (or errors) handed to the caller so far
+        plan = begin_pass(loader)
+        self._progress = progress = plan.progress
         if engine is not None:
-            engine.start(None if loader._is_iterable else loader._index_iter(), loader._pass_seed())
+            engine.start(plan.indices, plan.seed, plan.starts, progress)
             self._next_batch = engine.next_batch
         elif loader._is_iterable:
+            stream = iter(loader.dataset) if not plan.starts[0] else None
+            if stream is None:
+                stream = loader.dataset.iter_from(plan.starts[0])
             fetcher = IterableFetcher(
-                iter(loader.dataset), loader.batch_size, loader.drop_last, loader.collate_fn
+                stream,
+                loader.batch_size,
+                loader.drop_last,
+                loader.collate_fn,
+                sample_key(plan.seed, 1, 0),
+                plan.starts[0],
             )
-            self._next_batch = fetcher.fetch
+
+            def next_streamed() -> Any:
+                try:
+                    return fetcher.fetch()
+                finally:
+                    progress.stream_done(0, fetcher.position, 1)
+
+            self._next_batch = next_streamed
         else:
-            map_fetcher = MapFetcher(loader.dataset, loader._auto_collation, loader.collate_fn)
-            indices = loader._index_iter()
+            map_fetcher = MapFetcher(
+                loader.dataset, loader._auto_collation, loader.collate_fn, sample_key(plan.seed)
+            )
+            indices = plan.indices
+            assert indices is not None
             self._next_batch = lambda: map_fetcher.fetch(next(indices))
 
     def __iter__(self) -> LoaderIterator:
@@ -62,6 +85,7 @@ class LoaderIterator(Iterator[Any]):
             batch = self._next_batch()
         except StopIteration:
             self.state = IteratorState.EXHAUSTED
+            self._progress.finished = True
             self._release_workers()
             raise
         except LadleRuntimeFailure:
@@ -73,11 +97,20 @@ class LoaderIterator(Iterator[Any]):
                 self.state = IteratorState.CLOSED
                 self._next_batch = _exhausted
                 self._release_workers(broken=True)
+            else:  # the dataset or collate_fn raised: that batch is consumed, as in torch
+                self._consume()
             raise
+        self._consume()
         self.batches_yielded += 1
         if self._postprocess is not None:
             return self._postprocess(batch)
         return batch
+
+    def _consume(self) -> None:
+        engine = self._engine
+        handed_out = self._handed_out if engine is None or engine.in_order else engine.last_number
+        self._handed_out += 1
+        self._progress.consume(handed_out)
 
     def __len__(self) -> int:
         return len(self.loader)

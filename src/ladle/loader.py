@@ -19,11 +19,13 @@ from ladle.dataset import IterableDataset
 from ladle.interop import accelerator_available, converter, pin
 from ladle.iterator import LoaderIterator
 from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
-from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, keyed_rng
+from ladle.resume import load_state, save_state
+from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, pass_seed
 
 if TYPE_CHECKING:
     from ladle._runtime.engine import WorkerEngine
     from ladle._runtime.shm import SlabPool
+    from ladle.resume import Progress
 
 __all__ = ["DataLoader"]
 
@@ -76,8 +78,11 @@ class DataLoader(Iterable[Any]):
     and ``output``.
 
     ``seed`` fixes everything random: with it, epoch ``e``'s order is a pure function of
-    ``(seed, e)``. ``output`` converts batches: None keeps the samples' array types, ``"numpy"``,
-    ``"torch"`` and ``"jax"`` convert every numeric array.
+    ``(seed, e)``, and so is every draw from ``ladle.sample_rng()``, for any ``num_workers``.
+    Without it the loader picks a fresh seed (or, with ``generator=``, draws from that).
+    ``output`` converts batches: None keeps the samples' array types, ``"numpy"``, ``"torch"``
+    and ``"jax"`` convert every numeric array. ``state_dict()`` / ``load_state_dict()`` save and
+    restore the position in the stream, to the batch.
     """
 
     _initialized = False
@@ -228,13 +233,18 @@ class DataLoader(Iterable[Any]):
         self.pin_memory_device = pin_memory_device
         self.in_order = in_order
         self.seed = seed
+        # The seed the stream derives from: the one given, else a fresh one; None when a
+        # generator is drawn from instead (torch's behaviour). A loaded state may replace it.
+        self._seed: int | None = seed if seed is not None or generator is not None else fresh_seed()
         self.worker_type = worker_type
         self.output = output
         self._convert = convert
         self._is_iterable = is_iterable
         self._auto_collation = auto_collation
         self._pinning: bool | None = None  # decided at the first iteration
-        self._passes = 0  # iterators started so far: keys the workers' seeds
+        self._passes = 0  # passes started so far: the next pass's number
+        self._progress: Progress | None = None  # the latest pass's position
+        self._pending_state: dict[str, Any] | None = None  # loaded, for the next pass
         self._engine: WorkerEngine | None = None  # kept between passes with persistent_workers
         self._live: weakref.ref[LoaderIterator] | None = None
         self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next pass's slabs
@@ -293,14 +303,29 @@ class DataLoader(Iterable[Any]):
         self._live = weakref.ref(iterator)
         return iterator
 
-    def _pass_seed(self) -> int:
-        """The base seed of the workers for the pass starting now (torch's ``base_seed``)."""
-        passes, self._passes = self._passes, self._passes + 1
-        if self.seed is not None:
-            return int(keyed_rng(self.seed, passes, 1).integers(2**63))
-        if self.generator is not None:
-            return draw_seed(self.generator)
-        return fresh_seed()
+    def _pass_seed(self, pass_index: int) -> int:
+        """The seed of pass ``pass_index``: the workers' base seed (torch's ``base_seed``) and
+        the root of ``sample_rng()``."""
+        if self._seed is not None:
+            return pass_seed(self._seed, pass_index)
+        return draw_seed(self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the stream, as a small JSON-serialisable dict: the pass (epoch),
+        how many of its batches were consumed, and the start-of-pass state of the sampler.
+
+        Call it between batches or between epochs. A loader built with the same dataset and
+        arguments (any ``num_workers`` and ``worker_type`` for a map-style dataset) that loads
+        it with :meth:`load_state_dict` yields exactly the batches this one would have yielded
+        next, then the following epochs.
+        """
+        return save_state(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state`` (from :meth:`state_dict`): the next ``iter(loader)`` continues
+        that pass. Raises ValueError when the state was saved from a loader with another
+        dataset length, batch size, sampler or seed."""
+        load_state(self, state)
 
     def _release_engine(self, engine: WorkerEngine, broken: bool) -> None:
         """A pass is over: stop its workers unless they persist (and are not broken)."""

@@ -13,7 +13,15 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, keyed_rng
+from ladle.seeding import (
+    check_generator,
+    check_seed,
+    draw_seed,
+    fresh_seed,
+    generator_state,
+    keyed_rng,
+    restore_generator,
+)
 
 __all__ = [
     "BatchSampler",
@@ -82,9 +90,13 @@ class EpochSampler(Sampler[int]):
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration yield ``epoch`` from its start."""
-        self.epoch = check_seed(epoch, "epoch")
-        self._resume_offset = 0
+        """Make the next iteration yield ``epoch`` from its start, unless a resumed position
+        in that very epoch is pending (``load_state_dict``): a training loop that calls
+        ``set_epoch(e)`` at the top of each epoch then resumes mid-epoch unchanged."""
+        epoch = check_seed(epoch, "epoch")
+        if epoch != self.epoch:
+            self._resume_offset = 0
+        self.epoch = epoch
 
     def _begin(self) -> tuple[int, np.ndarray, int]:
         epoch, start = self.epoch, self._resume_offset
@@ -117,7 +129,7 @@ class EpochSampler(Sampler[int]):
             yield batch
         self._running = None
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         """``{"epoch", "offset"}``: the next index to yield is ``offset`` into ``epoch``."""
         if self._running is not None:
             epoch, offset = self._running
@@ -126,7 +138,7 @@ class EpochSampler(Sampler[int]):
             return {"epoch": epoch + 1 if self.advances else epoch, "offset": 0}
         return {"epoch": self.epoch, "offset": self._resume_offset}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration continue from ``state`` (from :meth:`state_dict`)."""
         epoch = check_seed(state["epoch"], "state['epoch']")
         offset = check_seed(state["offset"], "state['offset']")
@@ -174,6 +186,48 @@ class _SeededSampler(EpochSampler):
         if self._drawn is None or self._drawn[0] != epoch:
             self._drawn = (epoch, draw_seed(self.generator))
         return keyed_rng(self._drawn[1])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position, plus what the order depends on: ``seed`` (the one given or the fresh
+        one picked), or the generator's state and the seed already drawn for ``epoch``."""
+        state = super().state_dict()
+        if self.generator is None:
+            state["seed"] = self._base_seed
+            return state
+        if self._drawn is not None and self._drawn[0] == state["epoch"]:
+            state["drawn"] = self._drawn[1]
+        state["generator"] = generator_state(self.generator)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        name = type(self).__name__
+        if self.generator is None:
+            if "generator" in state:
+                raise ValueError(
+                    f"the state was saved from a {name} drawing from a generator, but this one "
+                    f"has none; build it with generator= as the saved one was"
+                )
+            if "seed" in state:
+                seed = check_seed(state["seed"], "state['seed']")
+                if self.seed is not None and seed != self.seed:
+                    raise ValueError(
+                        f"the state was saved from a {name} with seed={seed}, but this one has "
+                        f"seed={self.seed}; resume with seed={seed} (or seed=None to adopt it)"
+                    )
+                if seed != self._base_seed:
+                    self._base_seed = seed
+                    self._cache = None
+        else:
+            if "generator" not in state:
+                raise ValueError(
+                    f"the state was saved from a {name} without a generator, but this one has "
+                    f"generator=; drop it (the saved seed is adopted)"
+                )
+            restore_generator(self.generator, state["generator"])
+            drawn = state.get("drawn")
+            self._drawn = None if drawn is None else (int(state["epoch"]), check_seed(drawn))
+            self._cache = None
+        super().load_state_dict(state)
 
 
 class RandomSampler(_SeededSampler):
@@ -320,15 +374,17 @@ class BatchSampler(Sampler[list[int]]):
             return count // self.batch_size
         return (count + self.batch_size - 1) // self.batch_size
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return _sampler_state(self.sampler)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         _load_sampler_state(self.sampler, state)
 
 
-def _sampler_state(sampler: object) -> dict[str, int]:
+def _sampler_state(sampler: object) -> dict[str, Any]:
     state_dict = getattr(sampler, "state_dict", None)
+    if state_dict is None and isinstance(sampler, Sequence | np.ndarray):
+        return {}  # a fixed sequence: the same order every time
     if state_dict is None:
         raise TypeError(
             f"{type(sampler).__name__} cannot report its position: give it state_dict() and "
@@ -337,8 +393,10 @@ def _sampler_state(sampler: object) -> dict[str, int]:
     return state_dict()  # type: ignore[no-any-return]
 
 
-def _load_sampler_state(sampler: object, state: dict[str, int]) -> None:
+def _load_sampler_state(sampler: object, state: dict[str, Any]) -> None:
     load = getattr(sampler, "load_state_dict", None)
+    if load is None and isinstance(sampler, Sequence | np.ndarray):
+        return
     if load is None:
         raise TypeError(
             f"{type(sampler).__name__} cannot restore a position: give it load_state_dict(state)"

@@ -14,7 +14,15 @@ import numpy as np
 
 Allocator = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray | None]
 
-__all__ = ["WorkerInfo", "current_allocator", "get_worker_info", "set_allocator", "set_worker_info"]
+__all__ = [
+    "SampleSlot",
+    "WorkerInfo",
+    "current_allocator",
+    "get_worker_info",
+    "sample_slot",
+    "set_allocator",
+    "set_worker_info",
+]
 
 
 @dataclass(frozen=True)
@@ -48,3 +56,28 @@ def current_allocator() -> Allocator | None:
 
 def set_allocator(allocator: Allocator | None) -> None:
     _local.allocator = allocator
+
+
+class SampleSlot:
+    """The sample this thread is loading now, for ``sample_rng()``.
+
+    The fetcher sets ``key`` once per batch (the pass's sample key) and ``index`` before each
+    sample; ``seeded`` says whether ``generator`` already holds that sample's stream. One slot
+    and one generator per thread: a new sample reseeds the generator instead of building one.
+    """
+
+    __slots__ = ("generator", "index", "key", "seeded")
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int, int, int] | None = None
+        self.index: Any = None
+        self.seeded = False
+        self.generator: np.random.Generator | None = None
+
+
+def sample_slot() -> SampleSlot:
+    """This thread's :class:`SampleSlot`."""
+    slot: SampleSlot | None = getattr(_local, "sample", None)
+    if slot is None:
+        slot = _local.sample = SampleSlot()
+    return slot

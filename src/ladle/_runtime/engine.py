@@ -18,6 +18,7 @@ from ladle.errors import LoaderTimeoutError
 
 if TYPE_CHECKING:
     from ladle.loader import DataLoader
+    from ladle.resume import Progress
 
 __all__ = ["WorkerEngine"]
 
@@ -113,20 +114,32 @@ class WorkerEngine:
         self._next_worker = 0
         self._buffer: dict[int, Any] = {}
         self._next_seq = 0
+        self._progress: Progress | None = None
+        self.last_number = 0  # the last batch handed out, numbered from the pass's start
 
     # -- a pass ------------------------------------------------------------------------------
 
-    def start(self, indices: Iterator[Any] | None, seed: int) -> None:
-        """Begin a pass over ``indices`` (None for an iterable dataset's streams)."""
+    def start(
+        self,
+        indices: Iterator[Any] | None,
+        seed: int,
+        starts: list[int] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Begin a pass over ``indices`` (None for an iterable dataset's streams, which start
+        at ``starts``); consumed batches of a stream are reported to ``progress``."""
         for worker_id in range(self.num_workers):
-            self.pool.send(worker_id, StartEpoch(seed))
+            start = starts[worker_id] if starts is not None else 0
+            self.pool.send(worker_id, StartEpoch(seed, start))
+        self._progress = progress
         self._first_seq = self._next_seq = next(self._seq)
         self._seq = itertools.count(self._first_seq)
         self._indices = indices
         self._indices_done = False
         self._buffer.clear()
         self._active = set(range(self.num_workers))
-        self._next_worker = 0
+        # A resumed stream goes on with the worker whose turn came next when it was saved.
+        self._next_worker = progress.next_stream if progress is not None and indices is None else 0
         self._refill()
 
     def _next_task_indices(self) -> tuple[bool, Any]:
@@ -218,6 +231,11 @@ class WorkerEngine:
 
     def _handle(self, message: Any) -> Any:
         slabs = self.slabs
+        if not isinstance(message, Exhausted):
+            self.last_number = message.seq - self._first_seq
+            if self._indices is None and self._progress is not None:
+                position = message.position if isinstance(message, Batch) else None
+                self._progress.stream_done(message.worker_id, position, self.num_workers)
         if isinstance(message, Batch):
             if slabs is None or not message.slab_used:
                 if slabs is not None:

@@ -48,9 +48,11 @@ class WorkerSpec:
 @dataclass(frozen=True)
 class StartEpoch:
     """Begin a pass: the first one seeds the worker (torch's base seed) and runs its init;
-    every one restarts an iterable dataset's stream."""
+    every one restarts an iterable dataset's stream, at sample ``start`` of it when resumed.
+    ``seed`` is also the root of the pass's ``sample_rng()`` keys."""
 
     seed: int
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Batch:
     slab: SlabRef | None
     slab_used: bool
     bytes_needed: int
+    position: int | None = None  # iterable: samples the worker's stream delivered so far
 
 
 @dataclass(frozen=True)

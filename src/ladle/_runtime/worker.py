@@ -27,6 +27,7 @@ from ladle._runtime.messages import (
 )
 from ladle._runtime.shm import SlabWriter
 from ladle.fetch import IterableFetcher, MapFetcher
+from ladle.seeding import sample_key
 
 __all__ = ["Channel", "describe_indices", "process_main", "run_worker"]
 
@@ -68,6 +69,8 @@ class _Loop:
             self.writer = SlabWriter(spec.shm_dir, spec.inherited_slabs)
         self.dataset: Any = None
         self.fetch: Callable[[Any], Any] | None = None
+        self.map_fetcher: MapFetcher | None = None
+        self.stream: IterableFetcher | None = None  # an iterable dataset's, for this pass
         self.started = False
         # An error while starting (unpickling the dataset, worker_init_fn, iter(dataset)):
         # every task of the pass then fails with it, so it reaches the main process as the
@@ -87,12 +90,19 @@ class _Loop:
                 spec.worker_init_fn(spec.worker_id)
             self.started = True
         if spec.is_iterable:
+            start = message.start
+            samples = self.dataset.iter_from(start) if start else iter(self.dataset)
+            key = sample_key(message.seed, 1, spec.worker_id)
             stream = IterableFetcher(
-                iter(self.dataset), spec.batch_size, spec.drop_last, spec.collate_fn
+                samples, spec.batch_size, spec.drop_last, spec.collate_fn, key, start
             )
+            self.stream = stream
             self.fetch = lambda indices: stream.fetch()
-        elif self.fetch is None:
-            self.fetch = MapFetcher(self.dataset, spec.auto_collation, spec.collate_fn).fetch
+        else:
+            if self.map_fetcher is None:
+                self.map_fetcher = MapFetcher(self.dataset, spec.auto_collation, spec.collate_fn)
+                self.fetch = self.map_fetcher.fetch
+            self.map_fetcher.sample_key = sample_key(message.seed)
 
     def run_task(self, task: Task) -> Any:
         if self.start_error is not None:
@@ -117,10 +127,11 @@ class _Loop:
             return self.failure(task, error, traceback.format_exc())
         finally:
             set_allocator(None)
+        position = self.stream.position if self.stream is not None else None
         if writer is None:
-            return Batch(task.seq, self.spec.worker_id, batch, None, False, 0)
+            return Batch(task.seq, self.spec.worker_id, batch, None, False, 0, position)
         payload, used, needed = writer.encode(batch)
-        return Batch(task.seq, self.spec.worker_id, payload, task.slab, used, needed)
+        return Batch(task.seq, self.spec.worker_id, payload, task.slab, used, needed, position)
 
     def failure(self, task: Task, error: Exception, trace: str) -> Failure:
         where = describe_indices(task.indices, task.seq)
