@@ -23,6 +23,7 @@ CONTRACT = {
     "default_convert",
     "DataLoader",
     "get_worker_info",
+    "sample_rng",
 }
 EXTRAS = {
     "CollateError",
@@ -39,6 +40,7 @@ EXTRAS = {
     "WorkerInfo",
     "__version__",
     "register_collate",
+    "testing",
 }
 
 

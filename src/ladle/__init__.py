@@ -3,6 +3,7 @@
 torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by changing one import.
 """
 
+from ladle import testing
 from ladle._runtime.context import WorkerInfo, get_worker_info
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
@@ -36,6 +37,7 @@ from ladle.sampler import (
     SubsetRandomSampler,
     WeightedRandomSampler,
 )
+from ladle.seeding import sample_rng
 
 __version__ = "0.1.0"
 
@@ -73,4 +75,6 @@ __all__ = [
     "get_worker_info",
     "random_split",
     "register_collate",
+    "sample_rng",
+    "testing",
 ]

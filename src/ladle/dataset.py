@@ -50,7 +50,25 @@ class Dataset(Generic[T_co]):
 
 
 class IterableDataset(Dataset[T_co], Iterable[T_co]):
-    """An iterable-style dataset: ``__iter__`` yields the samples."""
+    """An iterable-style dataset: ``__iter__`` yields the samples.
+
+    **Resume protocol.** To let ``DataLoader.state_dict()`` save a position inside an epoch,
+    also define ``iter_from(position)``: the same stream as ``iter(self)``, from its sample
+    ``position`` (0-based) on, without reading the samples before it where the storage allows.
+    With workers, ``position`` counts the samples of the calling worker's own stream (the one
+    ``__iter__`` yields under that ``get_worker_info()``), so a stream split across workers
+    resumes with the same number of workers. Positions between epochs need no protocol::
+
+        class Lines(ladle.IterableDataset):
+            def __iter__(self):
+                return self.iter_from(0)
+
+            def iter_from(self, position):
+                with open(self.path) as lines:
+                    yield from itertools.islice(lines, position, None)
+
+    Inside ``__iter__``, ``ladle.sample_rng()`` is keyed by the position in the stream.
+    """
 
     def __iter__(self) -> Iterator[T_co]:
         raise NotImplementedError(

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from ladle.errors import LoaderTimeoutError, WorkerDiedError
 from ladle.fetch import IterableFetcher, MapFetcher
 from ladle.resume import begin_pass
-from ladle.seeding import sample_key
 
 if TYPE_CHECKING:
     from ladle._runtime.engine import WorkerEngine
@@ -45,7 +44,7 @@ class LoaderIterator(Iterator[Any]):
         plan = begin_pass(loader)
         self._progress = progress = plan.progress
         if engine is not None:
-            engine.start(plan.indices, plan.seed, plan.starts, progress)
+            engine.start(plan.indices, plan.seed, plan.starts, plan.keys, progress)
             self._next_batch = engine.next_batch
         elif loader._is_iterable:
             stream = iter(loader.dataset) if not plan.starts[0] else None
@@ -56,7 +55,7 @@ class LoaderIterator(Iterator[Any]):
                 loader.batch_size,
                 loader.drop_last,
                 loader.collate_fn,
-                sample_key(plan.seed, 1, 0),
+                plan.keys[0],
                 plan.starts[0],
             )
 
@@ -69,7 +68,7 @@ class LoaderIterator(Iterator[Any]):
             self._next_batch = next_streamed
         else:
             map_fetcher = MapFetcher(
-                loader.dataset, loader._auto_collation, loader.collate_fn, sample_key(plan.seed)
+                loader.dataset, loader._auto_collation, loader.collate_fn, plan.keys[0]
             )
             indices = plan.indices
             assert indices is not None

@@ -18,8 +18,8 @@ from ladle.collate import default_collate, default_convert
 from ladle.dataset import IterableDataset
 from ladle.interop import accelerator_available, converter, pin
 from ladle.iterator import LoaderIterator
-from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 from ladle.resume import load_state, save_state
+from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, pass_seed
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ladle.sampler import BatchSampler, EpochSampler
-from ladle.seeding import check_seed, generator_state, restore_generator
+from ladle.seeding import check_seed, generator_state, restore_generator, sample_key
 
 if TYPE_CHECKING:
     from ladle.loader import DataLoader
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT", "PassPlan", "Progress", "begin_pass", "load_state", "save_state"]
 
 FORMAT = "ladle.DataLoader/1"
+SampleKey = tuple[int, int, int, int]
 
 
 class _Renumbered(Iterator[Any]):
@@ -106,6 +107,7 @@ class PassPlan:
     seed: int
     indices: Iterator[Any] | None  # None for an iterable dataset
     starts: list[int]  # iterable: where each stream starts
+    keys: list[SampleKey]  # each stream's (or worker's) sample_rng() key
     progress: Progress
 
 
@@ -208,7 +210,13 @@ def begin_pass(loader: DataLoader) -> PassPlan:
     )
     seed = loader._pass_seed(pass_index)  # after the snapshot: it may draw from the generator
     indices: Iterator[Any] | None = None
-    if not loader._is_iterable:
+    if loader._is_iterable:
+        keys = [sample_key(seed, 1, stream) for stream in range(streams)]
+    else:
+        # The sampler's epoch keys the samples too: a loader built afresh for each epoch, with
+        # set_epoch() on its sampler, still draws new augmentations every epoch.
+        fast = _epoch_sampler_step(loader)
+        keys = [sample_key(seed, 0, fast[0].epoch if fast is not None else 0)] * streams
         indices = loader._index_iter()
         if to_iterate:
             indices = itertools.islice(indices, to_iterate, None)
@@ -217,31 +225,31 @@ def begin_pass(loader: DataLoader) -> PassPlan:
             progress._renumbered = renumbered
             indices = renumbered
     loader._progress = progress
-    return PassPlan(seed, indices, starts, progress)
+    return PassPlan(seed, indices, starts, keys, progress)
 
 
 def _check_values(loader: DataLoader) -> dict[str, Any]:
     """What must agree between the saved loader and the resuming one."""
     dataset = loader.dataset
-    try:
-        length: int | None = len(dataset)
-    except TypeError:
-        length = None
+    length = len(dataset) if hasattr(dataset, "__len__") else None
     sampler = None if loader._is_iterable else _index_sampler(loader)
     sampler_length = None
-    if sampler is not None:
-        try:
-            sampler_length = len(sampler)
-        except TypeError:
-            pass
+    if sampler is not None and hasattr(sampler, "__len__"):
+        sampler_length = len(sampler)
     return {
         "dataset_length": length,
         "batch_size": loader.batch_size,
         "drop_last": loader.drop_last,
-        "sampler": None if sampler is None else type(sampler).__name__,
+        "sampler": None if sampler is None else _describe(sampler),
         "sampler_length": sampler_length,
         "streams": _streams(loader) if loader._is_iterable else None,
     }
+
+
+def _describe(sampler: Any) -> str:
+    if isinstance(sampler, BatchSampler):
+        return f"BatchSampler({type(sampler.sampler).__name__})"
+    return type(sampler).__name__
 
 
 def save_state(loader: DataLoader) -> dict[str, Any]:
@@ -331,7 +339,7 @@ def load_state(loader: DataLoader, state: Any) -> None:
             check_seed(position, "state['streams'][i]")
         if any(positions):
             _require_iter_from(loader.dataset)
-    loader._pending_state = copy.deepcopy({key: state[key] for key in (*_KEYS, "seed")})
+    loader._pending_state = copy.deepcopy({key: state[key] for key in ("format", "seed", *_KEYS)})
     loader._progress = None
 
 

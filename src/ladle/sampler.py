@@ -388,7 +388,8 @@ def _sampler_state(sampler: object) -> dict[str, Any]:
     if state_dict is None:
         raise TypeError(
             f"{type(sampler).__name__} cannot report its position: give it state_dict() and "
-            f"load_state_dict(state), or use a ladle sampler"
+            f"load_state_dict(state) (returning {{}} if its order never changes), or use a "
+            f"ladle sampler"
         )
     return state_dict()  # type: ignore[no-any-return]
 

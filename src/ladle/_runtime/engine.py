@@ -123,14 +123,15 @@ class WorkerEngine:
         self,
         indices: Iterator[Any] | None,
         seed: int,
-        starts: list[int] | None = None,
+        starts: list[int],
+        keys: list[tuple[int, int, int, int]],
         progress: Progress | None = None,
     ) -> None:
         """Begin a pass over ``indices`` (None for an iterable dataset's streams, which start
-        at ``starts``); consumed batches of a stream are reported to ``progress``."""
+        at ``starts``), worker ``i`` keying sample_rng() by ``keys[i]``; consumed batches of a
+        stream are reported to ``progress``."""
         for worker_id in range(self.num_workers):
-            start = starts[worker_id] if starts is not None else 0
-            self.pool.send(worker_id, StartEpoch(seed, start))
+            self.pool.send(worker_id, StartEpoch(seed, starts[worker_id], keys[worker_id]))
         self._progress = progress
         self._first_seq = self._next_seq = next(self._seq)
         self._seq = itertools.count(self._first_seq)

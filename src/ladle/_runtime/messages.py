@@ -49,10 +49,11 @@ class WorkerSpec:
 class StartEpoch:
     """Begin a pass: the first one seeds the worker (torch's base seed) and runs its init;
     every one restarts an iterable dataset's stream, at sample ``start`` of it when resumed.
-    ``seed`` is also the root of the pass's ``sample_rng()`` keys."""
+    ``sample_key`` keys the pass's ``sample_rng()`` generators in this worker."""
 
     seed: int
-    start: int = 0
+    start: int
+    sample_key: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)

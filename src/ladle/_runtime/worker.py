@@ -27,7 +27,6 @@ from ladle._runtime.messages import (
 )
 from ladle._runtime.shm import SlabWriter
 from ladle.fetch import IterableFetcher, MapFetcher
-from ladle.seeding import sample_key
 
 __all__ = ["Channel", "describe_indices", "process_main", "run_worker"]
 
@@ -92,9 +91,8 @@ class _Loop:
         if spec.is_iterable:
             start = message.start
             samples = self.dataset.iter_from(start) if start else iter(self.dataset)
-            key = sample_key(message.seed, 1, spec.worker_id)
             stream = IterableFetcher(
-                samples, spec.batch_size, spec.drop_last, spec.collate_fn, key, start
+                samples, spec.batch_size, spec.drop_last, spec.collate_fn, message.sample_key, start
             )
             self.stream = stream
             self.fetch = lambda indices: stream.fetch()
@@ -102,7 +100,7 @@ class _Loop:
             if self.map_fetcher is None:
                 self.map_fetcher = MapFetcher(self.dataset, spec.auto_collation, spec.collate_fn)
                 self.fetch = self.map_fetcher.fetch
-            self.map_fetcher.sample_key = sample_key(message.seed)
+            self.map_fetcher.sample_key = message.sample_key
 
     def run_task(self, task: Task) -> Any:
         if self.start_error is not None:
