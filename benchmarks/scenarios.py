@@ -224,8 +224,39 @@ class LadleRows(RowsBody, ladle.Dataset[tuple[Any, int]]):
     """The plain Python dataset as a ladle.Dataset."""
 
 
-class LadleAugment(AugmentBody, ladle.Dataset[tuple[np.ndarray, int]]):
-    """Pad, random crop, flip, to float CHW, as a ladle.Dataset."""
+class LadleAugment(ladle.Dataset[tuple[np.ndarray, int]]):
+    """The augment scenario as a ladle user writes it: ``ladle.transforms``, whose random crop
+    and flip draw from ``ladle.sample_rng()`` (so the epoch is the same for any worker count).
+    The same work as ``AugmentBody``, the NumPy code torch runs. ``rng`` is for the serial
+    limit, which runs outside a loader, where no sample_rng() exists."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        pad_mode: str = "zero",
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        from ladle import transforms as T
+
+        self.images = images
+        self.labels = labels
+        mode = "constant" if pad_mode == "zero" else pad_mode
+        self.transform = T.Compose(
+            [
+                T.RandomCrop(images.shape[1], padding=AugmentBody.pad, padding_mode=mode),
+                T.RandomHorizontalFlip(),
+                T.ToCHW(),  # before ToFloat: the cast then writes CHW in one pass
+                T.ToFloat(),
+            ]
+        )
+        self.rng = rng
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.transform(self.images[i], rng=self.rng), int(self.labels[i])
 
 
 class LadleBigSamples(BigSampleBody, ladle.Dataset[tuple[np.ndarray, int]]):
@@ -364,9 +395,11 @@ def _worker_scenario(
     torch_args: tuple[Any, ...],
     batch_size: int,
     targets: list[Target],
+    limit_dataset: Any = None,
 ) -> Scenario:
     """ladle and torch, each with ``WORKERS`` default (fork) process workers, shuffling, plus
-    the serial loop scaled by the cores (limit)."""
+    the serial loop (over ``limit_dataset``, default ``ladle_dataset``) scaled by the cores."""
+    limit_dataset = ladle_dataset if limit_dataset is None else limit_dataset
     options = _worker_options(setup)
     contenders = [
         Contender(
@@ -397,7 +430,7 @@ def _worker_scenario(
         Contender(
             f"serial x{scale:g} (limit)",
             "limit",
-            lambda: GetitemLoop(ladle_dataset, batch_size),
+            lambda: GetitemLoop(limit_dataset, batch_size),
             f"the same __getitem__ calls serially, np.array per field, throughput x{scale:g} "
             f"(min of workers and cores)",
             scale=scale,
@@ -425,12 +458,14 @@ def augment(setup: Setup) -> Scenario:
         setup,
         "augment",
         f"{AUGMENT_IMAGES:,} x {AUGMENT_SIZE}x{AUGMENT_SIZE}x3 uint8 in memory, per sample "
-        f"NumPy pad-4 ({AUGMENT_PAD}) + random crop + random flip -> float32 CHW / 255",
+        f"pad-4 ({AUGMENT_PAD}) + random crop + random flip -> float32 CHW / 255: ladle "
+        f"through ladle.transforms and sample_rng(), torch through the same work in NumPy",
         LadleAugment(images, labels, AUGMENT_PAD),
         "TorchAugment",
         (images, labels, AUGMENT_PAD),
         AUGMENT_BATCH,
         [Target("ladle", "torch", 1.7)],
+        limit_dataset=LadleAugment(images, labels, AUGMENT_PAD, np.random.default_rng(0)),
     )
 
 

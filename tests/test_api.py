@@ -41,6 +41,7 @@ EXTRAS = {
     "__version__",
     "register_collate",
     "testing",
+    "transforms",
 }
 
 

@@ -50,10 +50,10 @@ def test_golden_first_batch() -> None:
     assert batch[0].tolist() == [4, 9, 8, 7]
     assert batch[1].tolist() == [493, 51, 121, 757]
     assert [value.hex() for value in batch[2].tolist()] == [
-        "0x1.c42f209cc0028p-3",
-        "0x1.8567f08d20556p-2",
-        "0x1.bb7035bd183fap-2",
-        "0x1.91feaf1cd3dfap-1",
+        "0x1.0494c38f01c1ep-2",
+        "0x1.cd23df3b186bcp-1",
+        "0x1.6cfa2f543546ep-1",
+        "0x1.05c31d62bac5cp-1",
     ]
 
 

@@ -3,7 +3,7 @@
 torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by changing one import.
 """
 
-from ladle import testing
+from ladle import testing, transforms
 from ladle._runtime.context import WorkerInfo, get_worker_info
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
@@ -77,4 +77,5 @@ __all__ = [
     "register_collate",
     "sample_rng",
     "testing",
+    "transforms",
 ]
