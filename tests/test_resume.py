@@ -442,7 +442,7 @@ def _saved(**kwargs: Any) -> dict[str, Any]:
         ({"drop_last": True}, r"drop_last=False, but this loader has drop_last=True"),
         (
             {"seed": None, "generator": np.random.default_rng(0)},
-            r"draws from generator=; drop generator=",
+            r"DataLoader without generator=, and this one differs",
         ),
     ],
 )
@@ -495,3 +495,15 @@ def test_a_custom_sampler_without_state_cannot_save() -> None:
     list(loader)
     with pytest.raises(TypeError, match=r"Mine cannot report its position"):
         loader.state_dict()
+
+
+def test_a_sampler_seeded_otherwise_is_refused_at_load() -> None:
+    def make(seed: int) -> ladle.DataLoader:
+        return ladle.DataLoader(
+            Draws(10), batch_size=2, sampler=ladle.RandomSampler(range(10), seed=seed)
+        )
+
+    saved = make(1)
+    next(iter(saved))
+    with pytest.raises(ValueError, match=r"RandomSampler with seed=1, but this one has seed=2"):
+        make(2).load_state_dict(saved.state_dict())

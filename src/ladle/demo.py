@@ -14,7 +14,7 @@ import numpy as np
 
 from ladle.dataset import Dataset, random_split
 from ladle.loader import DataLoader
-from ladle.seeding import keyed_rng
+from ladle.seeding import keyed_rng, sample_rng
 
 __all__ = ["Digits", "run_demo"]
 
@@ -64,14 +64,14 @@ class Digits(Dataset[tuple[np.ndarray, int]]):
 
 
 class RandomShift:
-    """Augmentation: roll the image by up to ``pixels`` in each direction."""
+    """Augmentation: roll the image by up to ``pixels`` in each direction, drawn from the
+    sample's own generator, so each epoch's shifts are fixed by the loader's seed."""
 
-    def __init__(self, pixels: int, seed: int) -> None:
+    def __init__(self, pixels: int) -> None:
         self.pixels = pixels
-        self.rng = np.random.default_rng(seed)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        dy, dx = self.rng.integers(-self.pixels, self.pixels + 1, size=2)
+        dy, dx = sample_rng().integers(-self.pixels, self.pixels + 1, size=2)
         return np.roll(image, (int(dy), int(dx)), axis=(0, 1))
 
 
@@ -147,7 +147,7 @@ def run_demo(
     """Train and print one line per epoch; returns the per-epoch figures."""
     digits = Digits(samples, seed=seed)
     train_split, test_split = random_split(digits, [0.85, 0.15], seed=seed)
-    augment = RandomShift(1, seed)
+    augment = RandomShift(1)
     train = TransformedSubset(train_split, lambda image: normalize(augment(image)))
     test = TransformedSubset(test_split, normalize)
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, seed=seed)

@@ -313,13 +313,14 @@ def load_state(loader: DataLoader, state: Any) -> None:
     if missing:
         raise ValueError(f"the saved loader state lacks {missing}; pass a whole state_dict()")
     saved, here = state["check"], _check_values(loader)
+    if not isinstance(saved, dict) or not isinstance(state["beyond"], list):
+        raise ValueError("the saved loader state is malformed; pass a whole state_dict()")
     for key, fix in _FIXES.items():
         if saved.get(key) != here[key]:
             raise ValueError(
                 f"the saved loader state does not fit this DataLoader: it was saved with "
                 f"{key}={saved.get(key)!r}, but this loader has {key}={here[key]!r}; {fix}"
             )
-    _adopt_seed(loader, state["seed"])
     if (state["generator"] is None) != (loader.generator is None):
         has = "with" if state["generator"] is not None else "without"
         raise ValueError(
@@ -328,6 +329,8 @@ def load_state(loader: DataLoader, state: Any) -> None:
         )
     check_seed(state["epoch"], "state['epoch']")
     check_seed(state["batches"], "state['batches']")
+    for number in state["beyond"]:
+        check_seed(number, "state['beyond'][i]")
     if loader._is_iterable:
         positions = state["streams"]
         if not isinstance(positions, list) or len(positions) != here["streams"]:
@@ -337,20 +340,29 @@ def load_state(loader: DataLoader, state: Any) -> None:
             )
         for position in positions:
             check_seed(position, "state['streams'][i]")
+        if not 0 <= check_seed(state["next_stream"], "state['next_stream']") < here["streams"]:
+            raise ValueError(
+                f"state['next_stream']={state['next_stream']} names no stream of "
+                f"{here['streams']}; pass the state_dict() of the same loader"
+            )
         if any(positions):
             _require_iter_from(loader.dataset)
+    seed = _saved_seed(loader, state["seed"])
+    if not loader._is_iterable:
+        # The sampler checks its own part (a seed of its own, a generator) now rather than at
+        # the next iter(); the next pass loads the state again, with the consumed batches.
+        _restore_sampler(loader, state["sampler"], 0)
+    if seed is not None:
+        loader._seed = seed
     loader._pending_state = copy.deepcopy({key: state[key] for key in ("format", "seed", *_KEYS)})
     loader._progress = None
 
 
-def _adopt_seed(loader: DataLoader, seed: Any) -> None:
+def _saved_seed(loader: DataLoader, seed: Any) -> int | None:
+    """The seed the loader adopts from a state, after checking it may; None when both loaders
+    draw from a generator (that both do, or neither, is checked before)."""
     if seed is None:
-        if loader._seed is not None:
-            raise ValueError(
-                "the saved loader state comes from a DataLoader with generator= and no seed, "
-                "but this one has a seed; build it with the same generator="
-            )
-        return
+        return None
     seed = check_seed(seed, "state['seed']")
     if loader.seed is not None and seed != loader.seed:
         raise ValueError(
@@ -358,12 +370,7 @@ def _adopt_seed(loader: DataLoader, seed: Any) -> None:
             f"seed={loader.seed}, so it would load another stream; build it with seed={seed} "
             f"(or seed=None, which adopts the saved seed)"
         )
-    if loader._seed is None:
-        raise ValueError(
-            "the saved loader state comes from a DataLoader with a seed, but this one draws "
-            "from generator=; drop generator= (the saved seed is adopted)"
-        )
-    loader._seed = seed
+    return seed  # type: ignore[no-any-return]
 
 
 _FIXES = {
