@@ -195,7 +195,7 @@ def test_iterable_stream_count_must_match() -> None:
 
 
 @settings(
-    max_examples=25,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
