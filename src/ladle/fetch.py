@@ -15,7 +15,7 @@ from ladle._runtime.context import sample_slot
 from ladle.collate import Collater, default_collate
 from ladle.gathered import GatheredBatch
 
-__all__ = ["IterableFetcher", "MapFetcher"]
+__all__ = ["IterableFetcher", "MapFetcher", "open_stream"]
 
 SampleKey = tuple[int, int, int, int]
 
@@ -63,7 +63,6 @@ class MapFetcher:
                     samples.append(dataset[index])
                 slot.index = None
                 return self.collate_fn(samples)
-            slot.index = None
             if isinstance(indices, np.ndarray) and not self._accepts_array:
                 indices = indices.tolist()
             gathered = self._getitems(indices)
@@ -73,6 +72,11 @@ class MapFetcher:
             return self.collate_fn(gathered)
         finally:
             slot.key = slot.index = None
+
+
+def open_stream(dataset: Any, start: int) -> Iterator[Any]:
+    """An iterable dataset's stream, from sample ``start`` on (the resume protocol)."""
+    return dataset.iter_from(start) if start else iter(dataset)
 
 
 class IterableFetcher:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ladle.errors import LoaderTimeoutError, WorkerDiedError
-from ladle.fetch import IterableFetcher, MapFetcher
+from ladle.fetch import IterableFetcher, MapFetcher, open_stream
 from ladle.resume import begin_pass
 
 if TYPE_CHECKING:
@@ -47,11 +47,8 @@ class LoaderIterator(Iterator[Any]):
             engine.start(plan.indices, plan.seed, plan.starts, plan.keys, progress)
             self._next_batch = engine.next_batch
         elif loader._is_iterable:
-            stream = iter(loader.dataset) if not plan.starts[0] else None
-            if stream is None:
-                stream = loader.dataset.iter_from(plan.starts[0])
             fetcher = IterableFetcher(
-                stream,
+                open_stream(loader.dataset, plan.starts[0]),
                 loader.batch_size,
                 loader.drop_last,
                 loader.collate_fn,

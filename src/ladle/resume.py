@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ladle.sampler import BatchSampler, EpochSampler
+from ladle.sampler import BatchSampler, EpochSampler, load_sampler_state, sampler_state
 from ladle.seeding import check_seed, generator_state, restore_generator, sample_key
 
 if TYPE_CHECKING:
@@ -119,19 +117,6 @@ def _index_sampler(loader: DataLoader) -> Any:
     return loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
 
 
-def _sampler_state(sampler: Any) -> dict[str, Any] | None:
-    if hasattr(sampler, "state_dict"):
-        state = sampler.state_dict()
-        return dict(state) if state is not None else None
-    if isinstance(sampler, Sequence | np.ndarray):
-        return None  # a fixed sequence: the same order every pass
-    raise TypeError(
-        f"the DataLoader's sampler {type(sampler).__name__} cannot report its position, so the "
-        f"loader cannot save one: give it state_dict() and load_state_dict(state) (returning "
-        f"{{}} if its order never changes), or use a ladle sampler"
-    )
-
-
 def _epoch_sampler_step(loader: DataLoader) -> tuple[EpochSampler, int] | None:
     """The EpochSampler under the index sampler and how many indices one batch takes, when
     skipping batches is offset arithmetic."""
@@ -145,12 +130,9 @@ def _epoch_sampler_step(loader: DataLoader) -> tuple[EpochSampler, int] | None:
     return None
 
 
-def _restore_sampler(loader: DataLoader, state: dict[str, Any] | None, skip: int) -> int:
+def _restore_sampler(loader: DataLoader, state: dict[str, Any], skip: int) -> int:
     """Put the index sampler at ``state`` plus ``skip`` batches; returns the batches still to
     skip by iterating (0 when offset arithmetic did it)."""
-    sampler = _index_sampler(loader)
-    if state is None:
-        return skip
     fast = _epoch_sampler_step(loader)
     if fast is not None and "offset" in state:
         epoch_sampler, step = fast
@@ -158,13 +140,7 @@ def _restore_sampler(loader: DataLoader, state: dict[str, Any] | None, skip: int
         moved["offset"] = int(state["offset"]) + skip * step
         epoch_sampler.load_state_dict(moved)
         return 0
-    load = getattr(sampler, "load_state_dict", None)
-    if load is None:
-        raise TypeError(
-            f"the DataLoader's sampler {type(sampler).__name__} cannot restore a position: "
-            f"give it load_state_dict(state)"
-        )
-    load(state)
+    load_sampler_state(_index_sampler(loader), state)
     return skip
 
 
@@ -177,21 +153,21 @@ def begin_pass(loader: DataLoader) -> PassPlan:
     unsaveable = None
     if pending is not None:
         loader._passes = pending["epoch"]
-        sampler_state = pending["sampler"]
+        start_state = pending["sampler"]
         generator = pending["generator"]
         if generator is not None:
             restore_generator(loader.generator, generator)
         skip, beyond = pending["batches"], set(pending["beyond"])
         to_iterate = 0
         if not loader._is_iterable:
-            to_iterate = _restore_sampler(loader, sampler_state, skip)
+            to_iterate = _restore_sampler(loader, start_state, skip)
         starts = list(pending["streams"]) if loader._is_iterable else [0] * streams
         next_stream = pending["next_stream"]
     else:
         try:
-            sampler_state = None if loader._is_iterable else _sampler_state(_index_sampler(loader))
+            start_state = None if loader._is_iterable else sampler_state(_index_sampler(loader))
         except TypeError as error:  # raised by state_dict() only: a pass needs no state
-            sampler_state, unsaveable = None, str(error)
+            start_state, unsaveable = None, str(error)
         generator = generator_state(loader.generator) if loader.generator is not None else None
         to_iterate = 0
         starts = [0] * streams
@@ -199,7 +175,7 @@ def begin_pass(loader: DataLoader) -> PassPlan:
     pass_index, loader._passes = loader._passes, loader._passes + 1
     progress = Progress(
         pass_index,
-        sampler_state,
+        start_state,
         unsaveable,
         generator,
         consumed=skip,
@@ -263,7 +239,7 @@ def save_state(loader: DataLoader) -> dict[str, Any]:
             "epoch": loader._passes,
             "batches": 0,
             "beyond": [],
-            "sampler": None if loader._is_iterable else _sampler_state(_index_sampler(loader)),
+            "sampler": None if loader._is_iterable else sampler_state(_index_sampler(loader)),
             "generator": (
                 generator_state(loader.generator) if loader.generator is not None else None
             ),
@@ -313,7 +289,11 @@ def load_state(loader: DataLoader, state: Any) -> None:
     if missing:
         raise ValueError(f"the saved loader state lacks {missing}; pass a whole state_dict()")
     saved, here = state["check"], _check_values(loader)
-    if not isinstance(saved, dict) or not isinstance(state["beyond"], list):
+    if loader._is_iterable:
+        sampler_ok = state["sampler"] is None
+    else:
+        sampler_ok = isinstance(state["sampler"], dict)
+    if not (sampler_ok and isinstance(saved, dict) and isinstance(state["beyond"], list)):
         raise ValueError("the saved loader state is malformed; pass a whole state_dict()")
     for key, fix in _FIXES.items():
         if saved.get(key) != here[key]:

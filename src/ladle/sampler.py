@@ -375,13 +375,14 @@ class BatchSampler(Sampler[list[int]]):
         return (count + self.batch_size - 1) // self.batch_size
 
     def state_dict(self) -> dict[str, Any]:
-        return _sampler_state(self.sampler)
+        return sampler_state(self.sampler)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        _load_sampler_state(self.sampler, state)
+        load_sampler_state(self.sampler, state)
 
 
-def _sampler_state(sampler: object) -> dict[str, Any]:
+def sampler_state(sampler: object) -> dict[str, Any]:
+    """``sampler.state_dict()``; ``{}`` for a fixed sequence (a list, an array)."""
     state_dict = getattr(sampler, "state_dict", None)
     if state_dict is None and isinstance(sampler, Sequence | np.ndarray):
         return {}  # a fixed sequence: the same order every time
@@ -394,7 +395,8 @@ def _sampler_state(sampler: object) -> dict[str, Any]:
     return state_dict()  # type: ignore[no-any-return]
 
 
-def _load_sampler_state(sampler: object, state: dict[str, Any]) -> None:
+def load_sampler_state(sampler: object, state: dict[str, Any]) -> None:
+    """``sampler.load_state_dict(state)``; nothing for a fixed sequence."""
     load = getattr(sampler, "load_state_dict", None)
     if load is None and isinstance(sampler, Sequence | np.ndarray):
         return

@@ -26,7 +26,7 @@ from ladle._runtime.messages import (
     WorkerSpec,
 )
 from ladle._runtime.shm import SlabWriter
-from ladle.fetch import IterableFetcher, MapFetcher
+from ladle.fetch import IterableFetcher, MapFetcher, open_stream
 
 __all__ = ["Channel", "describe_indices", "process_main", "run_worker"]
 
@@ -89,10 +89,13 @@ class _Loop:
                 spec.worker_init_fn(spec.worker_id)
             self.started = True
         if spec.is_iterable:
-            start = message.start
-            samples = self.dataset.iter_from(start) if start else iter(self.dataset)
             stream = IterableFetcher(
-                samples, spec.batch_size, spec.drop_last, spec.collate_fn, message.sample_key, start
+                open_stream(self.dataset, message.start),
+                spec.batch_size,
+                spec.drop_last,
+                spec.collate_fn,
+                message.sample_key,
+                message.start,
             )
             self.stream = stream
             self.fetch = lambda indices: stream.fetch()
