@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CollateError",
     "CollateSizeError",
+    "FormatError",
     "LadleError",
     "LoaderTimeoutError",
     "WorkerDiedError",
@@ -39,3 +40,16 @@ class WorkerDiedError(LadleError, RuntimeError):
 
 class LoaderTimeoutError(LadleError, RuntimeError):
     """No batch arrived within the loader's ``timeout``."""
+
+
+class FormatError(LadleError, ValueError):
+    """A file on disk is not what its format says: corrupted, truncated or of another version.
+
+    ``path`` is the file and ``record`` the record number within it (None when the damage is in
+    the file's header or index rather than in one record).
+    """
+
+    def __init__(self, message: str, path: str, record: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.record = record

@@ -20,7 +20,13 @@ __all__ = ["OUTPUTS", "converter", "require", "to_jax", "to_numpy", "to_torch"]
 
 OUTPUTS = (None, "numpy", "torch", "jax")
 
-_EXTRAS = {"torch": "torch", "jax": "jax", "PIL": "images", "tqdm": "progress"}
+_EXTRAS = {
+    "torch": "torch",
+    "jax": "jax",
+    "PIL": "images",
+    "tqdm": "progress",
+    "matplotlib": "plot",
+}
 
 
 def require(module: str, purpose: str) -> ModuleType:
