@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import operator
 import secrets
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "check_generator",
     "check_seed",
     "draw_seed",
+    "each_sample",
     "fresh_seed",
     "generator_state",
     "keyed_rng",
@@ -180,6 +182,22 @@ def _seed_slot(slot: SampleSlot, key: tuple[int, int, int, int]) -> np.random.Ge
     }
     slot.seeded = True
     return generator
+
+
+def each_sample(indices: Iterable[int]) -> Iterator[int]:
+    """Yield ``indices`` one by one with ``sample_rng()`` keyed to each in turn.
+
+    For a ``__getitems__`` that loads its batch sample by sample (through a per-sample
+    transform): the draws are then those of the loader's per-sample path.
+    """
+    slot = sample_slot()
+    previous = slot.index
+    try:
+        for index in indices:
+            slot.index, slot.seeded = index, False
+            yield index
+    finally:
+        slot.index, slot.seeded = previous, False
 
 
 def sample_rng(index: int | None = None) -> np.random.Generator:

@@ -1,0 +1,122 @@
+"""The index of a shard directory: which shard files, how many records each, and the schema.
+
+``index.json`` is written last, atomically, after every shard is in place: a directory without
+it is an interrupted or foreign write and never reads as a dataset. Its JSON carries its own
+crc32, so a damaged index raises FormatError instead of describing other data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ladle.errors import FormatError
+from ladle.formats.schema import Schema, SchemaError, is_count
+
+__all__ = ["INDEX_NAME", "INDEX_VERSION", "Index", "ShardEntry", "read_index", "write_index"]
+
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "ladle.shards"
+INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    file: str  # a plain file name inside the directory
+    records: int
+    bytes: int
+    header_crc: int
+
+
+@dataclass(frozen=True)
+class Index:
+    records: int
+    shards: tuple[ShardEntry, ...]
+    schema: Schema | None  # None for an empty dataset
+    metadata: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "records": self.records,
+            "schema": None if self.schema is None else self.schema.to_json(),
+            "shards": [
+                {"file": s.file, "records": s.records, "bytes": s.bytes, "header_crc": s.header_crc}
+                for s in self.shards
+            ],
+            "metadata": self.metadata,
+        }
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_index(directory: Path, index: Index) -> None:
+    """Write ``index.json`` atomically: a reader sees the old index, none, or this one."""
+    body = index.to_json()
+    text = json.dumps({"crc32": zlib.crc32(_canonical(body)), "index": body}, indent=1)
+    partial = directory / f".{INDEX_NAME}.partial"
+    partial.write_text(text + "\n", encoding="utf-8")
+    os.replace(partial, directory / INDEX_NAME)
+
+
+def read_index(path: Path) -> Index:
+    """Parse and validate ``path``; anything unexpected raises FormatError naming the file."""
+    name = str(path)
+
+    def fail(message: str) -> Any:
+        raise FormatError(f"{name}: {message}", name)
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        fail(
+            f"there is no {INDEX_NAME}: the directory is not a ladle shard directory, or "
+            f"writing it was interrupted; write it again with write_shards or `ladle pack`"
+        )
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        fail(f"it is not valid JSON ({error})")
+    if not isinstance(document, dict) or not isinstance(document.get("index"), dict):
+        fail("it is not a ladle shard index")
+    body = document["index"]
+    if document.get("crc32") != zlib.crc32(_canonical(body)):
+        fail("it fails its checksum: the index is corrupted")
+    if body.get("format") != INDEX_FORMAT:
+        fail(f"it is not a ladle shard index (format {body.get('format')!r})")
+    if body.get("version") != INDEX_VERSION:
+        fail(
+            f"it is shard index version {body.get('version')!r}, and this ladle reads version "
+            f"{INDEX_VERSION}: read it with the ladle that wrote it, or re-create it"
+        )
+    try:
+        schema = None if body.get("schema") is None else Schema.from_json(body["schema"])
+    except SchemaError as error:
+        fail(f"its schema is invalid: {error}")
+    metadata = body.get("metadata")
+    raw_shards = body.get("shards")
+    if not isinstance(metadata, dict) or not isinstance(raw_shards, list):
+        fail("it lacks its shard list or metadata")
+    shards = []
+    for raw in raw_shards:
+        if not isinstance(raw, dict):
+            fail("a shard entry is not a JSON object")
+        file = raw.get("file")
+        if not isinstance(file, str) or file in ("", ".", "..") or "/" in file or "\\" in file:
+            fail(f"a shard entry names {file!r}, which is not a file name in the directory")
+        if not all(is_count(raw.get(key), 2**63) for key in ("records", "bytes", "header_crc")):
+            fail(f"the entry of {file} has an invalid record count, size or checksum")
+        shards.append(ShardEntry(file, raw["records"], raw["bytes"], raw["header_crc"]))
+    records = body.get("records")
+    if not is_count(records) or records != sum(s.records for s in shards):
+        fail(f"its record count {records!r} is not the sum of its shards'")
+    if (schema is None) != (records == 0 and not shards):
+        fail("it has records but no schema, or a schema but no shards")
+    return Index(records, tuple(shards), schema, metadata)
