@@ -26,6 +26,13 @@ CONTRACT = {
     "sample_rng",
 }
 EXTRAS = {
+    "FormatError",
+    "ImageFolder",
+    "NpyDataset",
+    "ShardDataset",
+    "ShardStream",
+    "write_shards",
+    "formats",
     "CollateError",
     "CollateSizeError",
     "EpochSampler",

@@ -3,7 +3,7 @@
 torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by changing one import.
 """
 
-from ladle import testing, transforms
+from ladle import formats, testing, transforms
 from ladle._runtime.context import WorkerInfo, get_worker_info
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
@@ -20,10 +20,12 @@ from ladle.distributed import DistributedSampler
 from ladle.errors import (
     CollateError,
     CollateSizeError,
+    FormatError,
     LadleError,
     LoaderTimeoutError,
     WorkerDiedError,
 )
+from ladle.formats import ImageFolder, NpyDataset, ShardDataset, ShardStream, write_shards
 from ladle.gathered import GatheredBatch
 from ladle.iterator import IteratorState, LoaderIterator
 from ladle.loader import DataLoader
@@ -51,17 +53,22 @@ __all__ = [
     "Dataset",
     "DistributedSampler",
     "EpochSampler",
+    "FormatError",
     "GatheredBatch",
+    "ImageFolder",
     "IterableDataset",
     "IteratorState",
     "LadleError",
     "LoaderIterator",
     "LoaderTimeoutError",
+    "NpyDataset",
     "PadCollate",
     "PaddedBatch",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
+    "ShardDataset",
+    "ShardStream",
     "StackDataset",
     "Subset",
     "SubsetRandomSampler",
@@ -69,13 +76,15 @@ __all__ = [
     "WeightedRandomSampler",
     "WorkerDiedError",
     "WorkerInfo",
-    "__version__",
     "default_collate",
     "default_convert",
+    "formats",
     "get_worker_info",
     "random_split",
     "register_collate",
     "sample_rng",
     "testing",
     "transforms",
+    "write_shards",
+    "__version__",
 ]

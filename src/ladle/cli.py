@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ladle import bench
 
@@ -23,6 +25,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_arguments(
         commands.add_parser("bench", help="time ladle against torch.utils.data on a dataset")
     )
+    pack = commands.add_parser(
+        "pack", help="write an image folder or .npy arrays into checksummed shards"
+    )
+    pack.add_argument("src", help="an image folder (root/<class>/<image>), a .npy file or folder")
+    pack.add_argument("out", help="the shard directory to write")
+    pack.add_argument("--shard-mb", type=float, default=128, help="MiB of data per shard")
+    pack.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
+    pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    inspect = commands.add_parser(
+        "inspect", help="show a shard directory's records, fields and sizes; verify checksums"
+    )
+    inspect.add_argument("path", help="a shard directory, its index.json or one shard file")
+    inspect.add_argument("--no-verify", action="store_true", help="skip the checksum pass")
+    inspect.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -33,4 +49,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "bench":
         return bench.run(args)
+    if args.command == "pack":
+        return _pack(args)
+    if args.command == "inspect":
+        return _inspect(args)
     return 0
+
+
+def _error(command: str, error: BaseException) -> int:
+    print(f"ladle {command}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from ladle.formats.reader import ShardDataset
+    from ladle.formats.report import format_report
+    from ladle.formats.sources import pack
+
+    if not args.shard_mb > 0:
+        return _error("pack", ValueError(f"--shard-mb should be positive, got {args.shard_mb}"))
+    try:
+        out = pack(
+            args.src,
+            args.out,
+            shard_bytes=max(int(args.shard_mb * 2**20), 1),
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    except (OSError, ValueError) as error:
+        return _error("pack", error)
+    print(format_report(ShardDataset(out, verify=False)))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ladle.errors import FormatError
+    from ladle.formats.progress import Progress
+    from ladle.formats.reader import ShardDataset
+    from ladle.formats.report import format_report, verify_all
+
+    try:
+        dataset = ShardDataset(Path(args.path))
+    except (OSError, FormatError) as error:
+        return _error("inspect", error)
+    print(format_report(dataset))
+    if args.no_verify:
+        return 0
+    with Progress(len(dataset), "verifying", enabled=not args.quiet) as bar:
+        checked, errors = verify_all(dataset, bar.update)
+    if not errors:
+        print(f"checksums {checked:,} records OK")
+        return 0
+    print(f"checksums FAILED: {len(errors)}{'+' if len(errors) == 20 else ''} damaged records:")
+    for damaged in errors:
+        print(f"  {damaged}")
+    return 1

@@ -1,6 +1,20 @@
 """Data on disk: image folders, memory-mapped .npy arrays and ladle's packed shard format."""
 
+from ladle.formats.imagefolder import ImageFolder
+from ladle.formats.images import decode_image, load_image
+from ladle.formats.npy import NpyDataset
 from ladle.formats.reader import ShardDataset, ShardStream
+from ladle.formats.sources import open_dataset, pack
 from ladle.formats.writer import write_shards
 
-__all__ = ["ShardDataset", "ShardStream", "write_shards"]
+__all__ = [
+    "ImageFolder",
+    "NpyDataset",
+    "ShardDataset",
+    "ShardStream",
+    "decode_image",
+    "load_image",
+    "open_dataset",
+    "pack",
+    "write_shards",
+]
