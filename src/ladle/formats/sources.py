@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ladle._runtime.context import sample_slot
 from ladle.dataset import Dataset
 from ladle.formats.imagefolder import ImageFolder
 from ladle.formats.images import decode_image
@@ -22,7 +25,7 @@ from ladle.formats.reader import ShardDataset
 from ladle.formats.writer import DEFAULT_SHARD_BYTES, write_shards
 from ladle.transforms import RandomCrop
 
-__all__ = ["IMAGES", "DecodeCrop", "Source", "open_dataset", "pack", "source_of"]
+__all__ = ["IMAGES", "Crop", "DecodeCrop", "Source", "open_dataset", "pack", "source_of"]
 
 #: ``metadata["kind"]`` of shards packed from an image folder: samples are (encoded, label)
 IMAGES = "images"
@@ -65,22 +68,34 @@ def _npy_files(folder: Path) -> dict[str, str]:
     return {p.stem: str(p) for p in sorted(folder.iterdir()) if p.suffix == ".npy" and p.is_file()}
 
 
-class DecodeCrop:
-    """``(encoded image, label)`` to ``(HWC uint8 array cropped to size x size, label)``.
+class Crop:
+    """A random ``size`` x ``size`` crop of an HWC image, padding smaller images.
 
-    The crop is random (``ladle.sample_rng()``), padding images smaller than ``size``.
+    Inside a ladle loader it draws from ``ladle.sample_rng()``; anywhere else (indexing the
+    dataset, or torch's DataLoader in ``ladle bench``) from NumPy's global generator, which
+    torch reseeds in each of its workers.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._crop = RandomCrop(size, pad_if_needed=True)
 
-    def __call__(self, sample: tuple[Any, Any]) -> tuple[Any, Any]:
-        encoded, label = sample
-        return self._crop(decode_image(encoded)), label
+    def __call__(self, image: Any) -> Any:
+        rng = None
+        if sample_slot().key is None:  # not loading for a ladle loader
+            rng = np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+        return self._crop(image, rng=rng)
 
     def __repr__(self) -> str:
-        return f"DecodeCrop({self.size})"
+        return f"{type(self).__name__}({self.size})"
+
+
+class DecodeCrop(Crop):
+    """``(encoded image, label)`` to ``(HWC uint8 array cropped as Crop does, label)``."""
+
+    def __call__(self, sample: tuple[Any, Any]) -> tuple[Any, Any]:
+        encoded, label = sample
+        return super().__call__(decode_image(encoded)), label
 
 
 def open_dataset(path: str | os.PathLike[str], *, crop: int = 224) -> Dataset[Any]:
@@ -96,7 +111,7 @@ def open_dataset(path: str | os.PathLike[str], *, crop: int = 224) -> Dataset[An
         return NpyDataset(path)
     if source is Source.NPY_FOLDER:
         return NpyDataset(_npy_files(Path(path)))
-    return ImageFolder(path, transform=RandomCrop(crop, pad_if_needed=True))
+    return ImageFolder(path, transform=Crop(crop))
 
 
 class _EncodedImages(Dataset[tuple[bytes, int]]):
