@@ -304,3 +304,51 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_index_is_json_with_a_version(shards: Path) -> None:
     document = json.loads((shards / "index.json").read_text())
     assert document["index"]["version"] == 1 and document["index"]["format"] == "ladle.shards"
+
+
+KILLED_WRITER = """
+import sys, numpy as np, ladle
+def samples():
+    for i in range(100):
+        if i == 25:
+            open(sys.argv[2], "w").close()  # two shards are complete, the third is pending
+            sys.stdin.read()  # wait to be killed
+        yield np.full(50, i)
+ladle.write_shards(samples(), sys.argv[1], samples_per_shard=10)
+"""
+
+
+def test_a_killed_writer_leaves_no_shard_that_reads_as_valid(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    out, ready = tmp_path / "out", tmp_path / "ready"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(out), str(ready)], stdin=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdin is not None
+        child.stdin.close()
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.ladle", "shard-00001.ladle"]
+    with pytest.raises(FormatError, match=r"there is no index\.json"):
+        ShardDataset(out)
+    write_shards([1, 2, 3], out, overwrite=True)
+    assert list(ShardDataset(out)) == [1, 2, 3]
+
+
+def test_progress_without_tqdm_prints_a_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if it were not installed
+    write_shards(list(range(5)), tmp_path, progress=True)
+    assert capsys.readouterr().err.endswith(f"writing {tmp_path}: 5/5\n")

@@ -41,7 +41,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= 0.5:
             self._last = now
-            self._print("\r")
+            self._print("")
 
     def _print(self, end: str) -> None:
         of = f"/{self.total:,}" if self.total is not None else ""

@@ -101,6 +101,9 @@ def _prepare(directory: Path, overwrite: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     old = sorted(directory.glob("shard-*.ladle"))
     index = directory / INDEX_NAME
+    # left by a writer that was killed (SIGKILL gives it no chance to clean up)
+    for leftover in directory.glob(".*.partial"):
+        leftover.unlink(missing_ok=True)
     if not (old or index.exists()):
         return
     if not overwrite:
