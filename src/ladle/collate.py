@@ -85,7 +85,9 @@ class Collater:
 
     def __call__(self, batch: Sequence[Any]) -> Any:
         if isinstance(batch, GatheredBatch):
-            return batch.collate(self)
+            if len(batch) == 0:
+                raise IndexError("cannot collate an empty batch: the batch holds no samples")
+            return batch.collate(self.collate)
         if len(batch) == 0:
             # IndexError, as torch raises for an empty batch
             raise IndexError("cannot collate an empty batch: the batch holds no samples")

@@ -49,23 +49,28 @@ class GatheredBatch(Sequence[Any]):
     def __repr__(self) -> str:
         return f"GatheredBatch(length={self._length})"
 
-    def collate(self, collate_list: Callable[[Sequence[Any]], Any]) -> Any:
-        """The collated batch: stacked columns pass through, lists go to ``collate_list``.
+    def collate(
+        self,
+        collate_list: Callable[[Sequence[Any], tuple[Any, ...]], Any],
+        path: tuple[Any, ...] = (),
+    ) -> Any:
+        """The collated batch: stacked columns pass through, lists go to ``collate_list`` with
+        their path in the sample (``("image",)``), so its errors can name the field.
 
         Tuples of columns come back as lists, as torch's default_collate turns tuples into lists.
         """
 
-        def column(value: Any, transposed: bool = False) -> Any:
+        def column(value: Any, key: tuple[Any, ...], transposed: bool = False) -> Any:
             if isinstance(value, GatheredBatch):
-                return value.collate(collate_list)
+                return value.collate(collate_list, key)
             if isinstance(value, list):
                 # torch transposes tuple samples with zip, so their columns arrive as tuples
-                return collate_list(tuple(value) if transposed else value)
+                return collate_list(tuple(value) if transposed else value, key)
             return value
 
         columns = self.columns
         if isinstance(columns, tuple):
-            return [column(c, transposed=True) for c in columns]
+            return [column(c, (*path, i), transposed=True) for i, c in enumerate(columns)]
         if isinstance(columns, dict):
-            return {key: column(c) for key, c in columns.items()}
-        return column(columns)
+            return {key: column(c, (*path, key)) for key, c in columns.items()}
+        return column(columns, path)
