@@ -95,7 +95,7 @@ def test_inspect_reports_damaged_records(
     shard.write_bytes(bytes(data))
     assert main(["inspect", str(tmp_path), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert "checksums FAILED: 1 damaged records:" in out
+    assert "checksums FAILED: 1 of 10 records damaged:" in out
     assert "shard-00000.ladle, record 8: checksum mismatch" in out
     assert main(["inspect", str(tmp_path), "--no-verify"]) == 0
 

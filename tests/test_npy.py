@@ -236,3 +236,11 @@ def test_empty_batch_and_empty_file(tmp_path: Path, files: dict[str, Path]) -> N
     assert isinstance(batch, GatheredBatch) and batch.columns.shape == (0, 4, 3)
     empty = NpyDataset(save(tmp_path / "empty.npy", np.zeros((0, 2), np.float32)))
     assert len(empty) == 0 and list(ladle.DataLoader(empty, batch_size=2)) == []
+
+
+def test_a_truncated_npy_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((100, 10)))
+    path.write_bytes(path.read_bytes()[:-80])
+    with pytest.raises(FormatError, match=r"x\.npy: its header describes more data"):
+        NpyDataset(path)[0]

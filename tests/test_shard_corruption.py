@@ -270,3 +270,34 @@ def test_the_fuzzers_fed_at_least_ten_thousand_inputs() -> None:
     if set(FUZZED) != {"random", "mutated", "header", "index"}:
         pytest.skip("counts the inputs of the fuzz tests above: run the whole module")
     assert sum(FUZZED.values()) >= 10_000, FUZZED
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("slots", 0, "shape"), [2**20, 2**19]),  # a slot NumPy cannot build
+        (("slots", 0, "shape"), [0, 2**40]),
+        (("row_size",), 2**33),
+        (("schema", "fields", 1, "ndim"), 3),  # neighbouring bytes read as dims
+    ],
+)
+def test_layouts_numpy_cannot_represent_are_format_errors(
+    valid: bytes, path: tuple[Any, ...], value: Any
+) -> None:
+    header = layout(valid)
+    target: Any = header
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(FormatError):
+        read_everything(rewrite_header(valid, header), verify=False)
+
+
+def test_heap_dims_numpy_cannot_represent_are_format_errors(valid: bytes) -> None:
+    header = layout(valid)
+    slot = header["slots"][1]["offset"]  # "v": a varying int16 array, refs (start, length, dim)
+    data = bytearray(valid)
+    struct.pack_into("<QQQ", data, header["table_offset"] + slot, 0, 0, 2**63)
+    shard = ShardFile(bytes(data), "x.ladle")
+    with pytest.raises(FormatError, match=r"x\.ladle, record 0: field 'v' has shape"):
+        shard.record(0, verify=False)

@@ -222,12 +222,15 @@ def test_index_errors(shards: Path) -> None:
             [np.zeros(2, np.float32), np.zeros(2, np.float64)],
             "field 'value' of sample 1 is an array of dtype float64",
         ),
-        ([np.zeros(2), np.zeros((2, 2))], "with 2 dimensions, but sample 0's was <f8 with 1"),
+        ([np.zeros(2), np.zeros((2, 2))], "with 2 dimensions, but sample 0's was float64 with 1"),
         ([{"a": None}], "field 'a' of sample 0 is NoneType None; shards hold NumPy arrays"),
         ([{"a": [1, 2]}], "nested containers are not supported"),
         ([np.array(["x"])], "has dtype <U1; shards hold bool, integer, float and complex"),
         ([np.array([object()])], "has dtype object"),
         ([{"a": 2**64}], "is the int 18446744073709551616, outside int64"),
+        ([{"a": np.float32(1)}, {"a": np.float64(1)}], "is a NumPy float64 scalar, but sample"),
+        ([{"a": "x"}, {"a": "\ud800"}], "field 'a' of sample 1 is a str that UTF-8 cannot"),
+        ([np.zeros((1,) * 32)], "has 32 dimensions, more than the 31 a shard holds"),
         ([{1: 2}], "key 1; shard fields are named by strings"),
         ([()], "sample 0 is an empty tuple; it has no fields"),
     ],
@@ -337,11 +340,85 @@ def test_a_killed_writer_leaves_no_shard_that_reads_as_valid(tmp_path: Path) -> 
         child.wait()
         assert child.stdin is not None
         child.stdin.close()
-    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.ladle", "shard-00001.ladle"]
+    (staging,) = out.iterdir()  # the two complete shards wait aside, never in place
+    assert staging.name.startswith(".writing-") and len(list(staging.iterdir())) == 2
     with pytest.raises(FormatError, match=r"there is no index\.json"):
         ShardDataset(out)
-    write_shards([1, 2, 3], out, overwrite=True)
+    write_shards([1, 2, 3], out)  # removes the dead writer's staging directory
     assert list(ShardDataset(out)) == [1, 2, 3]
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "shard-00000.ladle"]
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(shards: Path) -> None:
+    with pytest.raises(SchemaError):
+        write_shards([{"a": 1}, {"a": "x"}], shards, overwrite=True, samples_per_shard=1)
+    assert [s["name"] for s in ShardDataset(shards)] == [f"sample-{i}" for i in range(40)]
+    assert not [p for p in shards.iterdir() if p.name.startswith(".")]
+
+
+def test_other_files_in_out_dir_are_left_alone(tmp_path: Path) -> None:
+    (tmp_path / ".notes.partial").write_text("mine")
+    (tmp_path / "README").write_text("mine")
+    write_shards([1], tmp_path)
+    write_shards([2], tmp_path, overwrite=True)
+    assert (tmp_path / ".notes.partial").read_text() == "mine" == (tmp_path / "README").read_text()
+
+
+def test_numpy_strings_are_stored_as_str_and_bytes(tmp_path: Path) -> None:
+    write_shards([{"s": np.str_("né"), "b": np.bytes_(b"x")}], tmp_path)
+    assert ShardDataset(tmp_path)[0] == {"s": "né", "b": b"x"}
+
+
+def test_metadata_must_survive_json(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="should come back from JSON unchanged"):
+        write_shards([1], tmp_path, metadata={"a": (1, 2)})
+
+
+def test_bad_indices_and_positions(shards: Path) -> None:
+    dataset = ShardDataset(shards)
+    with pytest.raises(TypeError, match="indices should be integers, but got an array of float64"):
+        dataset.__getitems__([1.5])
+    with pytest.raises(IndexError, match="out of range"):
+        dataset.__getitems__(np.array([2**63], dtype=np.uint64))
+    with pytest.raises(ValueError, match="position should be an int >= 0, but got -2"):
+        next(ShardStream(shards).iter_from(-2))
+    with pytest.raises(IndexError, match="record 16 is out of range for a shard of 16"):
+        dataset.check(0, 16)
+
+
+def test_a_replaced_single_shard_is_caught_after_pickling(shards: Path, tmp_path: Path) -> None:
+    single = ShardDataset(shards / "shard-00000.ladle")
+    blob = pickle.dumps(single)
+    write_shards(make_samples()[::-1], tmp_path / "other", samples_per_shard=16)
+    (tmp_path / "other/shard-00000.ladle").replace(shards / "shard-00000.ladle")
+    with pytest.raises(FormatError, match="differ from the index: the shard was replaced"):
+        pickle.loads(blob)[0]
+
+
+def test_an_index_naming_a_fifo_or_directory_does_not_hang(shards: Path) -> None:
+    import os
+
+    for make in (os.mkfifo, os.mkdir):
+        target = shards / "shard-00001.ladle"
+        target.rmdir() if target.is_dir() else target.unlink()
+        make(target)
+        with pytest.raises(
+            FormatError, match=r"shard-00001\.ladle: (it is not a regular file|cannot)"
+        ):
+            ShardDataset(shards)
+
+
+def test_large_arrays_go_to_the_heap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ladle.formats import shardfile
+
+    monkeypatch.setattr(shardfile, "MAX_FIXED_BYTES", 64)
+    samples = [{"small": np.zeros(4), "big": np.full(16, i)} for i in range(3)]
+    write_shards(samples, tmp_path)
+    dataset = ShardDataset(tmp_path)
+    shard = dataset._open()[0]
+    assert [slot.shape for slot in shard.slots] == [(4,), None]
+    for got, want in zip(dataset, samples, strict=True):
+        assert_same(got, want)
 
 
 def test_progress_without_tqdm_prints_a_line(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(command: str, error: BaseException) -> int:
-    print(f"ladle {command}: error: {error}", file=sys.stderr)
+    print(f"ladle {command}: error: {error}", file=sys.stderr)  # one line, no traceback
     return 2
 
 
@@ -66,7 +67,7 @@ def _pack(args: argparse.Namespace) -> int:
     from ladle.formats.report import format_report
     from ladle.formats.sources import pack
 
-    if not args.shard_mb > 0:
+    if not (math.isfinite(args.shard_mb) and args.shard_mb > 0):
         return _error("pack", ValueError(f"--shard-mb should be positive, got {args.shard_mb}"))
     try:
         out = pack(
@@ -96,11 +97,12 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.no_verify:
         return 0
     with Progress(len(dataset), "verifying", enabled=not args.quiet) as bar:
-        checked, errors = verify_all(dataset, bar.update)
-    if not errors:
+        checked, damaged, errors = verify_all(dataset, bar.update)
+    if not damaged:
         print(f"checksums {checked:,} records OK")
         return 0
-    print(f"checksums FAILED: {len(errors)}{'+' if len(errors) == 20 else ''} damaged records:")
-    for damaged in errors:
-        print(f"  {damaged}")
+    shown = f", the first {len(errors)}" if len(errors) < damaged else ""
+    print(f"checksums FAILED: {damaged:,} of {checked:,} records damaged{shown}:")
+    for failure in errors:
+        print(f"  {failure}")
     return 1

@@ -65,12 +65,14 @@ def find_classes(directory: str | os.PathLike[str]) -> tuple[list[str], dict[str
 
 def make_dataset(
     directory: str | os.PathLike[str],
-    class_to_idx: dict[str, int],
+    class_to_idx: dict[str, int] | None = None,
     extensions: Extensions | None = None,
     is_valid_file: Callable[[str], bool] | None = None,
     allow_empty: bool = False,
 ) -> list[tuple[str, int]]:
     """The ``(path, class index)`` samples under ``directory``, in torchvision's order.
+
+    ``class_to_idx=None`` finds the classes with :func:`find_classes`, as torchvision does.
 
     Classes in sorted order; within a class, ``os.walk`` (following symlinks) with directories
     sorted by path and files sorted by name. Exactly one of ``extensions`` and ``is_valid_file``
@@ -81,6 +83,8 @@ def make_dataset(
             f"pass exactly one of extensions= and is_valid_file=, but got "
             f"extensions={extensions!r} and is_valid_file={is_valid_file!r}"
         )
+    if class_to_idx is None:
+        class_to_idx = find_classes(directory)[1]
     if not class_to_idx:
         raise ValueError(
             "class_to_idx should have at least one class, but got an empty dict; nothing would "

@@ -32,12 +32,17 @@ Array = npt.NDArray[Any]
 
 # What Pillow raises for data it cannot decode: UnidentifiedImageError and truncated files are
 # OSErrors; some plugins raise SyntaxError or ValueError on malformed headers.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError)
 
 
 @functools.cache
 def _pil_image() -> ModuleType:
     return require("PIL.Image", "ladle.formats.decode_image")
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    """What Pillow raises for data it cannot decode; DecompressionBombError derives from
+    Exception alone."""
+    return (OSError, SyntaxError, ValueError, _pil_image().DecompressionBombError)
 
 
 def _to_array(source: Any, mode: str | None) -> Array:
@@ -76,7 +81,7 @@ def decode_image(data: bytes | bytearray | memoryview | Array, mode: str | None 
     buffer = io.BytesIO(np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data)
     try:
         return _to_array(buffer, mode)
-    except _DECODE_ERRORS as error:
+    except _decode_errors() as error:
         with buffer.getbuffer() as view:
             size, head = view.nbytes, bytes(view[:8])
         raise ValueError(
@@ -97,7 +102,7 @@ def load_image(path: str | os.PathLike[str], mode: str | None = "RGB") -> Array:
     with open(path, "rb") as file:
         try:
             return _to_array(file, mode)
-        except _DECODE_ERRORS as error:
+        except _decode_errors() as error:
             raise FormatError(
                 f"load_image could not decode {os.fspath(path)!r} as an image "
                 f"({type(error).__name__}: {error}); check that the file is a complete image "

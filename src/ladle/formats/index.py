@@ -109,7 +109,7 @@ def read_index(path: Path) -> Index:
         if not isinstance(raw, dict):
             fail("a shard entry is not a JSON object")
         file = raw.get("file")
-        if not isinstance(file, str) or file in ("", ".", "..") or "/" in file or "\\" in file:
+        if not isinstance(file, str) or file in ("", ".", "..") or any(c in file for c in "/\\\0"):
             fail(f"a shard entry names {file!r}, which is not a file name in the directory")
         if not all(is_count(raw.get(key), 2**63) for key in ("records", "bytes", "header_crc")):
             fail(f"the entry of {file} has an invalid record count, size or checksum")

@@ -66,7 +66,14 @@ def _map(path: str) -> Array:
     A plain ndarray rather than np.memmap: rows and gathers then have the type every collate
     path expects, and the view keeps the map open.
     """
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:  # e.g. "mmap length is greater than file size": truncated
+        raise FormatError(
+            f"{path}: its header describes more data than the file holds ({error}); the file is "
+            f"truncated or corrupted",
+            path,
+        ) from None
     view: Array = mapped.view(np.ndarray)
     return view
 

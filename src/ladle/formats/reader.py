@@ -11,6 +11,7 @@ import bisect
 import mmap
 import operator
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,22 @@ _PYTHON_SCALARS = (Kind.INT, Kind.FLOAT, Kind.BOOL)
 def open_shard(path: str | os.PathLike[str]) -> ShardFile:
     """Map one shard file read-only and validate its header."""
     name = os.fspath(path)
-    with open(name, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size == 0:
+    try:
+        # O_NONBLOCK: a FIFO named by a hostile index must not block the open
+        descriptor = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise FormatError(f"{name}: cannot open it as a shard ({error})", name) from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise FormatError(f"{name}: it is not a regular file, so not a ladle shard", name)
+        if status.st_size == 0:
             raise FormatError(f"{name}: the file is empty: it is not a ladle shard", name)
-        buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        buffer = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(descriptor)
     return ShardFile(buffer, name)
 
 
@@ -78,10 +90,9 @@ class ShardDataset(Dataset[Any]):
 
     def _open(self) -> list[ShardFile]:
         if self._shards is None:
-            if self._index.shards and self._index.shards[0].file == "" and self.path.is_file():
-                shards = [open_shard(self.path)]
-            else:
-                shards = [_open_entry(self.directory, e, self._index) for e in self._index.shards]
+            shards = [
+                _open_entry(self.directory, e, self._index, self.path) for e in self._index.shards
+            ]
             self._shards = shards
         return self._shards
 
@@ -144,7 +155,15 @@ class ShardDataset(Dataset[Any]):
         return index + n if index < 0 else index
 
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = np.asarray(indices)
+        if idx.size and idx.dtype.kind not in "iu":
+            raise TypeError(
+                f"ShardDataset indices should be integers, but got an array of {idx.dtype}"
+            )
+        if idx.size and idx.dtype.kind == "u" and idx.max() >= 2**63:
+            raise IndexError(f"index {idx.max()} is out of range for a ShardDataset of {len(self)}")
+        idx = idx.astype(np.int64)
+        idx = idx.reshape(-1)
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             bad = int(idx[(idx < -n) | (idx >= n)][0])
@@ -230,6 +249,8 @@ class ShardStream(IterableDataset[Any]):
 
     def iter_from(self, position: int) -> Iterator[Any]:
         """This worker's share of the records, from its ``position``-th on."""
+        if type(position) is not int or position < 0:
+            raise ValueError(f"position should be an int >= 0, but got {position!r}")
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         n = len(self.dataset)
@@ -255,8 +276,8 @@ def _load_index(path: Path) -> Index:
     return Index(shard.records, (entry,), shard.schema, {})
 
 
-def _open_entry(directory: Path, entry: ShardEntry, index: Index) -> ShardFile:
-    path = directory / entry.file
+def _open_entry(directory: Path, entry: ShardEntry, index: Index, own_path: Path) -> ShardFile:
+    path = directory / entry.file if entry.file else own_path  # "": a shard read on its own
     try:
         shard = open_shard(path)
     except FileNotFoundError:
@@ -265,15 +286,15 @@ def _open_entry(directory: Path, entry: ShardEntry, index: Index) -> ShardFile:
             f"directory, or write it again",
             str(path),
         ) from None
-    if (shard.records, shard.header_crc, len(shard._view)) != (
-        entry.records,
-        entry.header_crc,
-        entry.bytes,
-    ):
+    found = {"records": shard.records, "bytes": len(shard._view), "header crc": shard.header_crc}
+    wanted = {"records": entry.records, "bytes": entry.bytes, "header crc": entry.header_crc}
+    differ = [
+        f"{key} {found[key]} (expected {wanted[key]})" for key in found if found[key] != wanted[key]
+    ]
+    if differ:
         raise FormatError(
-            f"{path}: the file holds {shard.records} records in {len(shard._view)} bytes but the "
-            f"index says {entry.records} in {entry.bytes}, or its header differs: the shard was "
-            f"replaced or the index is stale; write the directory again",
+            f"{path}: its {', '.join(differ)} differ from the index: the shard was replaced or "
+            f"the index is stale; write the directory again",
             str(path),
         )
     if shard.schema != index.schema:

@@ -38,7 +38,7 @@ DTYPES = frozenset(
         "complex128",
     )
 )
-MAX_NDIM = 32
+MAX_NDIM = 31  # with the batch (or record) axis, NumPy 1.x's limit of 32
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -187,7 +187,9 @@ def infer_schema(sample: Any) -> Schema:
 def encode_value(value: Any, name: str, index: int) -> tuple[Kind, Any]:
     """The kind of one field value and the value ready to store (arrays little-endian)."""
     # NumPy scalars first (np.float64 is a float subclass), and bool before int (bool is one)
-    if isinstance(value, np.generic):
+    if isinstance(value, np.str_ | np.bytes_):
+        value = str(value) if isinstance(value, np.str_) else bytes(value)
+    elif isinstance(value, np.generic):
         return Kind.SCALAR, _stored_array(np.asarray(value), name, index)
     if isinstance(value, bool):
         return Kind.BOOL, value
@@ -203,9 +205,23 @@ def encode_value(value: Any, name: str, index: int) -> tuple[Kind, Any]:
     if isinstance(value, bytes | bytearray | memoryview):
         return Kind.BYTES, bytes(value)
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise SchemaError(
+                f"field {name!r} of sample {index} is a str that UTF-8 cannot encode ({error}); "
+                f"remove lone surrogates, or store the data as bytes"
+            ) from None
         return Kind.STR, value
     if isinstance(value, np.ndarray) or _is_tensor(value):
-        return Kind.ARRAY, _stored_array(_as_array(value), name, index)
+        try:
+            array = _as_array(value)
+        except (TypeError, RuntimeError) as error:  # e.g. bfloat16, which NumPy lacks
+            raise SchemaError(
+                f"field {name!r} of sample {index} cannot become a NumPy array ({error}); "
+                f"cast it to a NumPy dtype first (e.g. float32)"
+            ) from None
+        return Kind.ARRAY, _stored_array(array, name, index)
     raise SchemaError(
         f"field {name!r} of sample {index} is {_describe(value)}; shards hold NumPy arrays and "
         f"scalars, int, float, bool, bytes and str (nested containers are not supported: "
@@ -221,7 +237,10 @@ def _stored_array(array: np.ndarray, name: str, index: int) -> np.ndarray:
             f"integer, float and complex arrays only (convert strings to bytes or str fields)"
         )
     if array.ndim > MAX_NDIM:
-        raise SchemaError(f"field {name!r} of sample {index} has {array.ndim} dimensions")
+        raise SchemaError(
+            f"field {name!r} of sample {index} has {array.ndim} dimensions, more than the "
+            f"{MAX_NDIM} a shard holds; reshape it"
+        )
     return np.asarray(array, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
 
 

@@ -53,8 +53,11 @@ FORMAT_VERSION = 1
 _PREAMBLE = struct.Struct("<8sIIII")
 _ALIGN = 64
 _PAYLOAD_ALIGN = 16
-_FIX = "fix"  # slot holds the value itself
-_REF = "ref"  # slot holds (heap offset, byte length, dims...)
+# NumPy builds a row dtype only below 2 GiB: bigger arrays go to the heap, and a reader refuses
+# rows or fixed slots beyond these before asking NumPy for them
+MAX_FIXED_BYTES = 2**28
+MAX_ROW_BYTES = 2**30
+_DIM_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,19 @@ def encode_shard(schema: Schema, records: Sequence[list[Any]], out: BinaryIO) ->
     """
     count = len(records)
     shapes: list[tuple[int, ...] | None] = []
+    fixed_bytes = 0
     for position, field in enumerate(schema.fields):
         shape: tuple[int, ...] | None = None
         if field.kind is Kind.ARRAY:
-            first = records[0][position].shape if count else ()
-            if all(record[position].shape == first for record in records):
-                shape = first
+            first = records[0][position] if count else None
+            size = 0 if first is None else first.nbytes
+            if (
+                first is not None
+                and size < MAX_FIXED_BYTES
+                and fixed_bytes + size < MAX_ROW_BYTES
+                and all(record[position].shape == first.shape for record in records)
+            ):
+                shape, fixed_bytes = first.shape, fixed_bytes + size
         shapes.append(shape)
     names, formats, offsets, slots = ["crc"], [np.dtype("<u4")], [0], []
     end, row_align = 4, 4
@@ -244,7 +254,7 @@ class ShardFile:
         if not isinstance(raw_slots, list) or len(raw_slots) != len(self.schema.fields):
             self._fail("its header does not give one slot per field")
         if not (
-            row_size >= 4
+            4 <= row_size < _DIM_LIMIT
             and table_offset >= header_end
             and table_offset + records * row_size <= heap_offset
             and heap_offset + heap_size + len(END) == size
@@ -273,10 +283,13 @@ class ShardFile:
             for field, slot in zip(self.schema.fields, self.slots, strict=True)
         ]
         offsets = [0] + [slot.offset for slot in self.slots]
-        row_dtype = np.dtype(
-            {"names": names, "formats": formats, "offsets": offsets, "itemsize": row_size}
-        )
-        table = np.frombuffer(self._buffer, row_dtype, count=records, offset=table_offset)
+        try:
+            row_dtype = np.dtype(
+                {"names": names, "formats": formats, "offsets": offsets, "itemsize": row_size}
+            )
+            table = np.frombuffer(self._buffer, row_dtype, count=records, offset=table_offset)
+        except (ValueError, TypeError, OverflowError) as error:
+            self._fail(f"its record layout is invalid ({error})")
         self.columns = [table[name] for name in names[1:]]
         self._crcs = table["crc"]
         self._refs = [
@@ -290,7 +303,13 @@ class ShardFile:
             self._fail(f"the slot of field {field.name!r} is invalid")
         shape = raw.get("shape")
         if shape is not None:
-            if field.kind is not Kind.ARRAY or not is_shape(shape, field.ndim or 0, 2**40):
+            if (
+                field.kind is not Kind.ARRAY
+                or not is_shape(shape, field.ndim or 0, _DIM_LIMIT)
+                or any(n >= _DIM_LIMIT for n in shape)
+                or math.prod(max(n, 1) for n in shape) * np.dtype(field.dtype).itemsize
+                >= _DIM_LIMIT
+            ):
                 self._fail(f"the slot of field {field.name!r} has an invalid shape {shape!r}")
             shape = tuple(shape)
         slot = Slot(raw["offset"], shape)
@@ -313,6 +332,8 @@ class ShardFile:
 
     def check(self, record: int) -> None:
         """Raise FormatError unless ``record``'s checksum matches."""
+        if not 0 <= record < self.records:
+            raise IndexError(f"record {record} is out of range for a shard of {self.records}")
         row = self._table_offset + record * self.row_size
         crc = zlib.crc32(self._view[row + 4 : row + self.row_size])
         for position in self._ref_positions:
@@ -365,11 +386,17 @@ class ShardFile:
                 self._fail(f"field {field.name!r} is not valid UTF-8", record)
         dtype = np.dtype(field.dtype)
         shape = tuple(int(n) for n in refs[2:])
-        if math.prod(shape) * dtype.itemsize != length:
+        if (
+            math.prod(shape) * dtype.itemsize != length
+            or math.prod(max(n, 1) for n in shape) >= _DIM_LIMIT**2
+        ):
             self._fail(
                 f"field {field.name!r} has shape {shape} but {length} bytes of {dtype}", record
             )
-        return np.frombuffer(self._buffer, dtype, math.prod(shape), start).reshape(shape)
+        try:
+            return np.frombuffer(self._buffer, dtype, math.prod(shape), start).reshape(shape)
+        except ValueError as error:  # a shape NumPy cannot represent, such as (0, 2**62)
+            self._fail(f"field {field.name!r} has the invalid shape {shape} ({error})", record)
 
     def record(self, record: int, verify: bool) -> list[Any]:
         if verify:

@@ -1,17 +1,23 @@
 """``write_shards``: any dataset of dict or tuple samples into checksummed shard files.
 
-Each shard is written under a temporary name and renamed into place when complete; the index
-goes last. If the write fails or is interrupted (Ctrl-C included), every file it made is removed,
-so a directory never holds a half-written shard or an index that reads as valid.
+Shards are written into a staging directory inside ``out_dir`` and moved into place only when
+all of them are complete; the index goes last. If the write fails or is interrupted (Ctrl-C
+included), the staging directory is removed and whatever the directory held before is left as
+it was; a writer killed outright leaves its staging directory, which the next write removes.
+A directory never holds a half-written shard, or an index that reads as valid over wrong data.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ladle.formats.index import INDEX_NAME, Index, ShardEntry, write_index
 from ladle.formats.progress import Progress
@@ -21,6 +27,7 @@ from ladle.formats.shardfile import encode_shard
 __all__ = ["DEFAULT_SHARD_BYTES", "write_shards"]
 
 DEFAULT_SHARD_BYTES = 128 * 2**20
+_STAGING = ".writing-"
 _SLOT_OVERHEAD = 16  # bytes a field costs besides its payload, for sizing shards
 
 
@@ -60,61 +67,74 @@ def write_shards(
         )
     meta = dict(metadata or {})
     try:
-        json.dumps(meta)
+        same = json.loads(json.dumps(meta)) == meta
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"metadata should be JSON-serialisable (str keys; str, number, bool, None, list and "
             f"dict values), but {error}"
         ) from None
+    if not same:
+        raise ValueError(
+            f"metadata should come back from JSON unchanged (str keys, lists rather than "
+            f"tuples), but {meta!r} does not; convert it first"
+        )
     directory = Path(out_dir)
-    _prepare(directory, overwrite)
+    old = _existing(directory, overwrite)
     total = len(dataset) if _is_map_style(dataset) else None
-    written: list[Path] = []
-    partial: Path | None = None
+    # shards are written aside, and replace what the directory held only once all are complete
+    staging = directory / f"{_STAGING}{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         entries: list[ShardEntry] = []
         schema: Schema | None = None
         with Progress(total, f"writing {directory}", progress) as bar:
             for schema, records in _batches(dataset, shard_bytes, samples_per_shard, bar):
-                final = directory / shard_name(len(entries))
-                partial = directory / f".{final.name}.partial"
-                with open(partial, "wb") as out:
+                name = shard_name(len(entries))
+                with open(staging / name, "wb") as out:
                     header_crc = encode_shard(schema, records, out)
                     size = out.tell()
-                os.replace(partial, final)
-                written.append(final)
-                partial = None
-                entries.append(ShardEntry(final.name, len(records), size, header_crc))
+                entries.append(ShardEntry(name, len(records), size, header_crc))
         index = Index(sum(e.records for e in entries), tuple(entries), schema, meta)
+        # the old index goes first: from then on the old shards no longer read as a dataset
+        (directory / INDEX_NAME).unlink(missing_ok=True)
+        for path in old:
+            path.unlink(missing_ok=True)
+        for entry in entries:
+            os.replace(staging / entry.file, directory / entry.file)
         write_index(directory, index)
     except BaseException:
-        for path in [*written, partial, directory / f".{INDEX_NAME}.partial"]:
-            if path is not None:
-                path.unlink(missing_ok=True)
+        (directory / f".{INDEX_NAME}.partial").unlink(missing_ok=True)
         raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
-def _prepare(directory: Path, overwrite: bool) -> None:
+def _existing(directory: Path, overwrite: bool) -> list[Path]:
+    """The shard files ``directory`` holds now, to be replaced; refuses them unless overwrite."""
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"out_dir {directory} is a file; pass a directory to write into")
     directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob(f"{_STAGING}*"):
+        if not _alive(leftover.name[len(_STAGING) :].split("-")[0]):
+            shutil.rmtree(leftover, ignore_errors=True)  # a writer that was killed
     old = sorted(directory.glob("shard-*.ladle"))
-    index = directory / INDEX_NAME
-    # left by a writer that was killed (SIGKILL gives it no chance to clean up)
-    for leftover in directory.glob(".*.partial"):
-        leftover.unlink(missing_ok=True)
-    if not (old or index.exists()):
-        return
-    if not overwrite:
+    if (old or (directory / INDEX_NAME).exists()) and not overwrite:
         raise FileExistsError(
             f"out_dir {directory} already holds ladle shards; pass overwrite=True (ladle pack "
             f"--overwrite) to replace them, or choose another directory"
         )
-    # the index goes first: from then on the old shards no longer read as a dataset
-    index.unlink(missing_ok=True)
-    for path in old:
-        path.unlink()
+    return old
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_map_style(dataset: Any) -> bool:
@@ -166,13 +186,16 @@ def _encode(schema: Schema, sample: Any, index: int) -> list[Any]:
                 f"field {field.name!r} of sample {index} is {kind.value}, but it was "
                 f"{field.kind.value} in sample 0; every sample's fields must have the same kinds"
             )
-        if kind in (Kind.ARRAY, Kind.SCALAR) and (
-            encoded.dtype.str != field.dtype or (kind is Kind.ARRAY and encoded.ndim != field.ndim)
-        ):
+        if kind is Kind.SCALAR and encoded.dtype.str != field.dtype:
+            raise SchemaError(
+                f"field {field.name!r} of sample {index} is a NumPy {encoded.dtype} scalar, but "
+                f"sample 0's was {np.dtype(field.dtype)}; cast every sample's field to one dtype"
+            )
+        if kind is Kind.ARRAY and (encoded.dtype.str != field.dtype or encoded.ndim != field.ndim):
             raise SchemaError(
                 f"field {field.name!r} of sample {index} is an array of dtype {encoded.dtype} "
-                f"with {encoded.ndim} dimensions, but sample 0's was {field.dtype} with "
-                f"{field.ndim}; cast every sample's field to one dtype and ndim"
+                f"with {encoded.ndim} dimensions, but sample 0's was {np.dtype(field.dtype)} "
+                f"with {field.ndim}; cast every sample's field to one dtype and ndim"
             )
         record.append(encoded)
     return record
