@@ -17,7 +17,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AugmentBody", "BigSampleBody", "JpegBody", "ObjectsBody", "RowsBody"]
+__all__ = [
+    "AugmentBody",
+    "BigSampleBody",
+    "JpegBody",
+    "JpegFilesBody",
+    "JpegRecordTransform",
+    "MappedRowsBody",
+    "ObjectsBody",
+    "RowsBody",
+    "decode_crop",
+]
 
 
 class RowsBody:
@@ -89,12 +99,31 @@ class BigSampleBody:
         return np.full(self.shape, i, np.float32), i
 
 
-class JpegBody:
-    """Encoded JPEG images held in memory: Pillow decode, random crop, HWC uint8 array.
+def decode_crop(source: Any, size: int) -> np.ndarray:
+    """The per-sample work of the JPEG scenarios: Pillow opens ``source`` (a file object or a
+    BytesIO), a random ``size`` x ``size`` window is drawn from the global ``np.random``, the
+    image is converted to RGB if it is not already, cropped (which decodes it whole, as
+    torchvision's RandomCrop of a PIL image does), and returned as an HWC uint8 array.
 
     ``np.asarray`` gives a read-only view of Pillow's pixel bytes (no copy); torch's collate
-    warns once per worker that it wraps a read-only array, which ``scenarios.jpeg`` silences.
+    warns once per worker that it wraps a read-only array, which the scenarios silence.
+    torchvision's ``pil_loader`` calls ``convert("RGB")`` unconditionally, which copies an RGB
+    image once more; here neither side pays for that copy.
     """
+    from PIL import Image
+
+    image = Image.open(source)
+    width, height = image.size
+    top = np.random.randint(0, height - size + 1)
+    left = np.random.randint(0, width - size + 1)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image)
+
+
+class JpegBody:
+    """Encoded JPEG images held in memory: :func:`decode_crop` of the bytes, and the label."""
 
     def __init__(self, blobs: list[bytes], labels: np.ndarray, crop: int = 224) -> None:
         self.blobs = blobs
@@ -105,17 +134,67 @@ class JpegBody:
         return len(self.blobs)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        from PIL import Image
+        return decode_crop(io.BytesIO(self.blobs[i]), self.crop), int(self.labels[i])
 
-        image = Image.open(io.BytesIO(self.blobs[i]))
-        width, height = image.size
-        size = self.crop
-        top = np.random.randint(0, height - size + 1)
-        left = np.random.randint(0, width - size + 1)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        image = image.crop((left, top, left + size, top + size))
-        return np.asarray(image), int(self.labels[i])
+
+class JpegFilesBody:
+    """An image folder as torchvision's ``ImageFolder`` with ``RandomCrop`` reads it: a path
+    and a label per sample; ``__getitem__`` opens the file and runs :func:`decode_crop` on it
+    (Pillow reads the file through the open file object as it decodes)."""
+
+    def __init__(self, paths: list[str], labels: list[int], crop: int = 224) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        with open(self.paths[i], "rb") as file:
+            return decode_crop(file, self.crop), int(self.labels[i])
+
+
+class JpegRecordTransform:
+    """The same work as a transform of ``(jpeg_bytes, label)`` samples, as a ShardDataset of
+    the image folder gives them: :func:`decode_crop` of the bytes, and the label."""
+
+    def __init__(self, crop: int = 224) -> None:
+        self.crop = crop
+
+    def __call__(self, sample: tuple[bytes, int]) -> tuple[np.ndarray, int]:
+        data, label = sample
+        return decode_crop(io.BytesIO(data), self.crop), int(label)
+
+
+class MappedRowsBody:
+    """Rows of a memory-mapped ``.npy`` file and labels from another, one sample at a time, as
+    a torch user reads a large array: ``np.load(mmap_mode="r")``, ``x[i]`` (a read-only view
+    of the map; collate copies it into the batch). Each process maps the files when it first
+    reads; pickling keeps only the paths."""
+
+    def __init__(self, x_path: str, y_path: str) -> None:
+        self.x_path = x_path
+        self.y_path = y_path
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+        self.length = int(np.load(x_path, mmap_mode="r").shape[0])
+
+    def _map(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.x is None or self.y is None:
+            self.x = np.load(self.x_path, mmap_mode="r").view(np.ndarray)
+            self.y = np.load(self.y_path, mmap_mode="r").view(np.ndarray)
+        return self.x, self.y
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        x, y = self._map()
+        return x[i], int(y[i])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"x": None, "y": None}
 
 
 class ObjectsBody:

@@ -1,7 +1,7 @@
 """Benchmark ladle against torch.utils.data side by side, in one process, and report ratios.
 
-    .venv/bin/python benchmarks/run.py                       # every scenario, ~90 s on 2 cores
-    .venv/bin/python benchmarks/run.py --quick               # smoke run, ~45 s
+    .venv/bin/python benchmarks/run.py                       # every scenario, ~3 min on 2 cores
+    .venv/bin/python benchmarks/run.py --quick               # smoke run, ~1 min
     .venv/bin/python benchmarks/run.py --scenario augment --json benchmarks/results/run.json
 
 Method, per scenario: every contender gets a short untimed warm-up pass on a throwaway loader,
@@ -15,10 +15,14 @@ rounds; ratios are of medians. Scenarios that measure start-up only (``startup``
 batch of fresh loaders, the contenders taking turns.
 
 Memory is the peak of the whole process tree (this process and every descendant, i.e. the
-workers) while a contender runs: a background thread sums VmRSS of the tree every 20 ms, and PSS
-(/proc/<pid>/smaps_rollup, which splits shared pages fairly between the processes mapping them)
-every 500 ms and whenever the RSS sum sets a new high (at most every 100 ms). "+run" is how far the
-tree's PSS rose above this process's PSS when the contender started.
+workers) while a contender runs, sampled by ``ladle._runtime.memory.MemorySampler`` in a
+background thread: RSS = RssAnon + RssShmem summed over the tree every 20 ms (a page shared by
+several processes counts in each), PSS = Pss_Anon + Pss_Shmem (/proc/<pid>/smaps_rollup, shared
+pages split between the processes that map them) as often as 5% of one core allows. File-backed
+pages (the page cache, memory-mapped data) count in neither. "+run" is how far the tree's PSS
+rose above the root's own PSS when the contender started. Isolated scenarios (``disk``) run
+each contender in a child process and sample that child's tree; "+run" is then above the
+child's own PSS just before it built its loader.
 
 Only the standard library is imported at module level: spawned workers re-import this file (as
 ``__mp_main__``), and a torch worker must not pay for importing ladle, nor a ladle worker torch.
@@ -33,9 +37,11 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scenarios import Scenario, Target
+    from scenarios import Contender, Scenario, Target
 
 MIB = 1024 * 1024
 
@@ -62,21 +68,6 @@ def _read(path: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-def _kib(blob: bytes | None, key: bytes) -> int | None:
-    """The value of line ``key`` (e.g. b"VmRSS") of a /proc status-like file, in KiB."""
-    if blob is None:
-        return None
-    start = blob.find(b"\n" + key + b":")
-    if start < 0:
-        return None
-    fields = blob[start + len(key) + 2 : blob.find(b"\n", start + 1)].split()
-    return int(fields[0]) if fields else None
-
-
-def _status_kib(field_name: str) -> int | None:
-    return _kib(_read("/proc/self/status"), field_name.encode())
 
 
 def _ru_maxrss_bytes() -> int:
@@ -112,118 +103,63 @@ def descendants(root: int) -> list[int]:
 class TreePeak:
     """Peak memory of the process tree over one stretch, in bytes."""
 
-    rss: int  # peak of the summed VmRSS (shared pages counted once per process)
-    pss: int | None  # peak of the summed PSS (shared pages split); None where unavailable
-    start: int  # this process's PSS (else RSS) when the stretch began
+    rss: int  # peak of the summed RssAnon + RssShmem (shared pages counted once per process)
+    pss: int | None  # peak of the summed Pss_Anon + Pss_Shmem (shared pages split); None: n/a
+    start: int  # the root process's own PSS (else RSS) when the stretch began
     processes: int  # most processes seen in the tree at once
 
 
 class TreeMemory:
-    """Samples the memory of this process and all its descendants in a background thread.
+    """Samples the memory of a process tree (this process and all its descendants, or
+    ``pid``'s) over stretches, with ``ladle._runtime.memory.MemorySampler``.
 
     ``start()`` begins a stretch, ``stop()`` ends it and returns its :class:`TreePeak`. Every
-    ``interval`` seconds the thread sums VmRSS over the tree (/proc/<pid>/status, cheap); it
-    looks for new descendants every ``scan_every`` samples (a walk over /proc/*/stat), and sums
-    PSS (/proc/<pid>/smaps_rollup, milliseconds for a large process) every ``pss_every``
-    samples, and sooner, at most every ``pss_gap`` samples, while the RSS sum keeps setting new
-    highs. That keeps the thread near 4% of one core. This process's own peak is also read
-    exactly from the kernel's high-water mark (VmHWM, reset through /proc/self/clear_refs), a
-    floor for the tree's RSS peak between samples.
+    ``interval`` seconds the sampler sums ``RssAnon + RssShmem`` over the tree (cheap); the
+    ``Pss_Anon + Pss_Shmem`` sums (smaps_rollup, ~3 ms for a process that imported torch) come
+    as often as they can while taking at most ``max_load`` of one core. File-backed pages (the
+    page cache, memory-mapped data) count in neither.
     """
 
-    def __init__(
-        self, interval: float = 0.02, scan_every: int = 5, pss_every: int = 25, pss_gap: int = 5
-    ) -> None:
+    def __init__(self, interval: float = 0.02, max_load: float = 0.05) -> None:
+        from ladle._runtime.memory import supported
+
         self.pid = os.getpid()
         self.interval = interval
-        self.scan_every = scan_every
-        self.pss_every = pss_every
-        self.pss_gap = pss_gap
-        self.available = _read(f"/proc/{self.pid}/status") is not None
-        self.has_pss = _kib(_read(f"/proc/{self.pid}/smaps_rollup"), b"Pss") is not None
-        self.hwm_resettable = self._reset_hwm() and _status_kib("VmHWM") is not None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._pids = [self.pid]
-        self._peak_rss = 0
-        self._peak_pss: int | None = None
-        self._processes = 0
+        self.max_load = max_load
+        self.available = supported("rss")
+        self.has_pss = supported("pss")
+        self.measure = "pss" if self.has_pss else "rss"
+        self._sampler: Any = None
         self._start = 0
 
-    @staticmethod
-    def _reset_hwm() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as clear_refs:
-                clear_refs.write("5")
-        except OSError:
-            return False
-        return True
+    def start(self, pid: int | None = None, start: int | None = None) -> None:
+        """Begin a stretch over ``pid``'s tree (default this process's); ``start`` is the
+        root's memory to report as the start, default its memory now."""
+        from ladle._runtime.memory import MemorySampler, process_memory
 
-    def _pss(self, pid: int) -> int | None:
-        return _kib(_read(f"/proc/{pid}/smaps_rollup"), b"Pss")
-
-    def _scan(self) -> None:
-        self._pids = [self.pid, *descendants(self.pid)]
-        self._processes = max(self._processes, len(self._pids))
-
-    def _sample_rss(self) -> bool:
-        """Sum the tree's RSS; True when it set a new high."""
-        rss = 1024 * sum(_kib(_read(f"/proc/{pid}/status"), b"VmRSS") or 0 for pid in self._pids)
-        if rss > self._peak_rss:
-            self._peak_rss = rss
-            return True
-        return False
-
-    def _sample_pss(self) -> None:
-        if self.has_pss:
-            pss = 1024 * sum(self._pss(pid) or 0 for pid in self._pids)
-            self._peak_pss = pss if self._peak_pss is None else max(self._peak_pss, pss)
-
-    def _run(self) -> None:
-        tick, last_pss = 0, -self.pss_every
-        while not self._stop.is_set():
-            if tick % self.scan_every == 0:
-                self._scan()
-            new_high = self._sample_rss()
-            since = tick - last_pss
-            if since >= self.pss_every or (new_high and since >= self.pss_gap):
-                self._sample_pss()
-                last_pss = tick
-            tick += 1
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        if self.hwm_resettable:
-            self._reset_hwm()
-        self._peak_rss, self._peak_pss, self._processes = 0, None, 0
-        own = self._pss(self.pid) if self.has_pss else None
-        self._start = own * 1024 if own is not None else self.current_rss()
+        root = self.pid if pid is None else pid
         if not self.available:
+            self._start = _ru_maxrss_bytes() if start is None else start
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
-        self._thread.start()
+        self._start = process_memory(root, self.measure) if start is None else start
+        self._sampler = MemorySampler(
+            root, self.interval, measure=self.measure, max_load=self.max_load
+        ).start()
 
-    def stop(self) -> TreePeak:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self._scan()
-            self._sample_rss()
-            self._sample_pss()
-        hwm = _status_kib("VmHWM") if self.hwm_resettable else None
-        own_peak = hwm * 1024 if hwm is not None else _ru_maxrss_bytes()
+    def stop(self, start: int | None = None) -> TreePeak:
+        """End the stretch; ``start`` replaces the start reading (a child's own, taken inside)."""
+        sampler, self._sampler = self._sampler, None
+        if start is not None:
+            self._start = start
+        if sampler is None:
+            return TreePeak(_ru_maxrss_bytes(), None, self._start, 1)
+        peak = sampler.stop()
         return TreePeak(
-            rss=max(self._peak_rss, own_peak),
-            pss=self._peak_pss,
+            rss=sampler.rss_peak or 0,
+            pss=peak if self.has_pss else None,
             start=self._start,
-            processes=max(self._processes, 1),
+            processes=max(sampler.max_processes, 1),
         )
-
-    def current_rss(self) -> int:
-        kib = _status_kib("VmRSS")
-        return kib * 1024 if kib is not None else _ru_maxrss_bytes()
 
 
 def leftovers() -> tuple[list[str], list[str]]:
@@ -247,6 +183,12 @@ class Settings:
     rounds: int
     warmup_batches: int
     first_batch_repeats: int
+    rounds_given: bool = False  # --rounds given: it overrides a scenario's own rounds
+
+    def rounds_for(self, scenario: Scenario) -> int:
+        if scenario.rounds is None or self.rounds_given:
+            return self.rounds
+        return min(scenario.rounds, self.rounds)
 
 
 DEFAULT = Settings(seconds=2.0, rounds=5, warmup_batches=40, first_batch_repeats=3)
@@ -275,16 +217,17 @@ class Result:
     vs_torch: float | None = None
     vs_limit: float | None = None
     first_batch_vs_torch: float | None = None
+    gb_per_s: float | None = None  # samples/s x bytes a sample / 1e9, where the scenario says
 
 
 @dataclass
 class Check:
     scenario: str
     contender: str
-    metric: str  # "throughput" or "first_batch"
-    reference: str  # "torch" or "limit"
+    metric: str  # "throughput", "first_batch" or "peak_memory"
+    reference: str  # "torch", "limit" or "absolute"
     reference_name: str | None
-    ratio: float | None
+    ratio: float | None  # peak_memory: the peak itself, in MiB
     bound: float
     passed: bool | None  # None: skipped (no reference measured)
 
@@ -365,28 +308,36 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
     """
     if not scenario.throughput:
         return measure_start(scenario, settings, memory)
+    if scenario.isolated:
+        return measure_isolated(scenario, settings, memory)
     contenders = scenario.contenders
     results = {
         c.name: Result(scenario.name, c.name, c.role, c.note, scale=c.scale) for c in contenders
     }
     loaders: dict[str, Iterable[Any]] = {}
     epochs: dict[str, int] = {}
-    round_seconds = settings.seconds / settings.rounds
+    rounds = settings.rounds_for(scenario)
+    round_seconds = settings.seconds / rounds
     warmup = scenario.warmup_batches or settings.warmup_batches
     fresh_per_round = scenario.persistent_workers
     for contender in contenders:
-        throwaway = contender.make()
+        make = _make(contender)
+        throwaway = make()
         warm_up(throwaway, warmup)
         dispose(throwaway)
         del throwaway
         result = results[contender.name]
-        runs = time_first_batch(contender.make, settings.first_batch_repeats)
+        runs = time_first_batch(make, settings.first_batch_repeats)
         result.first_batch_runs_ms = [1000 * t for t in runs]
         result.first_batch_ms = 1000 * statistics.median(runs)
-        loader = contender.make()
+        if scenario.epochs_per_round is not None:  # long epochs: no calibration
+            epochs[contender.name] = result.epochs_per_round = scenario.epochs_per_round
+            progress(f"  {contender.name}: warm")
+            continue
+        loader = make()
         if fresh_per_round:
             consume(loader)  # start the workers: the calibration is of a steady epoch
-        estimate = time_epoch(loader, scenario.samples_per_epoch)
+        estimate = time_epoch(loader, _samples_per_epoch(scenario, contender))
         if fresh_per_round:
             dispose(loader)
         else:
@@ -397,36 +348,128 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
         progress(f"  {contender.name}: warm, {estimate * 1000:.0f} ms/epoch")
 
     peaks: dict[str, list[TreePeak]] = {c.name: [] for c in contenders}
-    for round_index in range(settings.rounds):
+    for round_index in range(rounds):
         shift = round_index % len(contenders)
         for contender in (*contenders[shift:], *contenders[:shift]):
             count = epochs[contender.name]
             memory.start()  # before a fresh loader exists: "+run" is what the loader adds
-            if fresh_per_round:
-                loader = contender.make()
-                consume(loader)
+            if contender.name not in loaders:  # fresh every round (persistent, uncalibrated)
+                loader = _make(contender)()
+                if fresh_per_round:
+                    consume(loader)
             else:
                 loader = loaders[contender.name]
             start = time.perf_counter()
             samples = sum(consume(loader) for _ in range(count))
             elapsed = time.perf_counter() - start
             peaks[contender.name].append(memory.stop())
-            if fresh_per_round:
+            if contender.name not in loaders:
                 dispose(loader)
             del loader
-            expected = count * scenario.samples_per_epoch
+            expected = count * _samples_per_epoch(scenario, contender)
             if samples != expected:
                 raise RuntimeError(
                     f"{scenario.name}/{contender.name} yielded {samples} samples in {count} "
                     f"epochs, expected {expected}"
                 )
             results[contender.name].round_samples_per_s.append(contender.scale * samples / elapsed)
-        progress(f"  round {round_index + 1}/{settings.rounds} done")
+            if scenario.epochs_per_round is not None:
+                progress(f"    {contender.name}: {contender.scale * samples / elapsed:,.0f}/s")
+        progress(f"  round {round_index + 1}/{rounds} done")
+    for loader in loaders.values():
+        dispose(loader)
 
     for contender in contenders:
         result = results[contender.name]
         result.samples_per_s = statistics.median(result.round_samples_per_s)
         result.best_samples_per_s = max(result.round_samples_per_s)
+        _record_memory(result, peaks[contender.name])
+    return [results[c.name] for c in contenders]
+
+
+def _make(contender: Contender) -> Callable[[], Iterable[Any]]:
+    if contender.make is None:
+        raise TypeError(f"contender {contender.name!r} has no loader factory (isolated?)")
+    return contender.make
+
+
+def _samples_per_epoch(scenario: Scenario, contender: Contender) -> int:
+    if contender.samples_per_epoch is not None:
+        return contender.samples_per_epoch
+    return scenario.samples_per_epoch
+
+
+def run_child(command: Sequence[str], memory: TreeMemory) -> TreePeak:
+    """Run ``command`` to its end while sampling its process tree's memory. On an error here
+    (Ctrl-C) the child gets SIGINT first, so that its loader stops its workers and frees its
+    shared memory, and is killed if it has not ended within 5 s."""
+    process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL)
+    peak: TreePeak | None = None
+    try:
+        memory.start(process.pid, start=0)
+        code = process.wait()
+        peak = memory.stop()
+    finally:
+        if peak is None:
+            memory.stop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} failed with exit status {code}")
+    return peak
+
+
+def measure_isolated(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[Result]:
+    """Every contender in child processes of its own (``Contender.command``), one per round,
+    the order rotating: each child runs one epoch and reports its samples, seconds, first
+    batch and own memory before its loader; the child's whole tree is sampled from here."""
+    contenders = scenario.contenders
+    results = {
+        c.name: Result(scenario.name, c.name, c.role, c.note, scale=c.scale) for c in contenders
+    }
+    peaks: dict[str, list[TreePeak]] = {c.name: [] for c in contenders}
+    rounds = settings.rounds_for(scenario)
+    with tempfile.TemporaryDirectory(prefix="ladle-bench-") as folder:
+        for round_index in range(rounds):
+            shift = round_index % len(contenders)
+            for contender in (*contenders[shift:], *contenders[:shift]):
+                if contender.command is None:
+                    raise TypeError(f"contender {contender.name!r} has no command")
+                out = Path(folder) / f"{round_index}.json"
+                peak = run_child(contender.command(out), memory)
+                figures = json.loads(out.read_text())
+                expected = _samples_per_epoch(scenario, contender)
+                if figures["samples"] != expected:
+                    raise RuntimeError(
+                        f"{scenario.name}/{contender.name} yielded {figures['samples']} "
+                        f"samples, expected {expected}"
+                    )
+                baseline = figures.get("baseline_bytes")
+                peaks[contender.name].append(
+                    TreePeak(peak.rss, peak.pss, baseline or 0, peak.processes)
+                )
+                result = results[contender.name]
+                speed = contender.scale * figures["samples"] / figures["seconds"]
+                result.round_samples_per_s.append(speed)
+                result.first_batch_runs_ms.append(1000 * figures["first_batch_s"])
+                result.epochs_per_round = 1
+                pss = "-" if peak.pss is None else f"{peak.pss / MIB:,.0f} MiB"
+                progress(
+                    f"    {contender.name}: {speed:,.0f} samples/s, first batch "
+                    f"{1000 * figures['first_batch_s']:,.0f} ms, peak tree PSS {pss} "
+                    f"(RSS {peak.rss / MIB:,.0f} MiB, {peak.processes} procs)"
+                )
+            progress(f"  round {round_index + 1}/{rounds} done")
+    for contender in contenders:
+        result = results[contender.name]
+        result.samples_per_s = statistics.median(result.round_samples_per_s)
+        result.best_samples_per_s = max(result.round_samples_per_s)
+        result.first_batch_ms = statistics.median(result.first_batch_runs_ms)
         _record_memory(result, peaks[contender.name])
     return [results[c.name] for c in contenders]
 
@@ -438,13 +481,13 @@ def measure_start(scenario: Scenario, settings: Settings, memory: TreeMemory) ->
     results = {c.name: Result(scenario.name, c.name, c.role, c.note) for c in contenders}
     peaks: dict[str, list[TreePeak]] = {c.name: [] for c in contenders}
     for contender in contenders:
-        warm = first_batch_seconds(contender.make)
+        warm = first_batch_seconds(_make(contender))
         progress(f"  {contender.name}: warm, first batch {warm * 1000:.0f} ms")
     for turn in range(settings.first_batch_repeats):
         shift = turn % len(contenders)
         for contender in (*contenders[shift:], *contenders[:shift]):
             memory.start()
-            seconds = first_batch_seconds(contender.make)
+            seconds = first_batch_seconds(_make(contender))
             peaks[contender.name].append(memory.stop())
             results[contender.name].first_batch_runs_ms.append(1000 * seconds)
         progress(f"  turn {turn + 1}/{settings.first_batch_repeats} done")
@@ -481,6 +524,22 @@ def compare(results: Sequence[Result], targets: Sequence[Target]) -> list[Check]
     checks = []
     for target in targets:
         result = by_name[target.contender]
+        if target.metric == "peak_memory":  # an absolute bound, in MiB
+            peak = result.peak_tree_pss_mib
+            peak = result.peak_tree_rss_mib if peak is None else peak
+            checks.append(
+                Check(
+                    result.scenario,
+                    target.contender,
+                    target.metric,
+                    target.reference,
+                    None,
+                    peak,
+                    target.bound,
+                    None if not peak else peak <= target.bound,
+                )
+            )
+            continue
         ref = torch_ref if target.reference == "torch" else limit_ref
         ratio: float | None = None
         if ref is not None and target.metric == "throughput":
@@ -519,12 +578,12 @@ def _ratio(value: float | None) -> str:
 
 
 def _target_text(checks: Sequence[Check]) -> str:
-    return ", ".join(
-        f">={c.bound:g}x {c.reference}"
-        if c.metric == "throughput"
-        else f"1st batch <={c.bound:g}x {c.reference}"
-        for c in checks
-    )
+    texts = {
+        "throughput": ">={bound:g}x {reference}",
+        "first_batch": "1st batch <={bound:g}x {reference}",
+        "peak_memory": "peak PSS <={bound:,.0f} MiB",
+    }
+    return ", ".join(texts[c.metric].format(bound=c.bound, reference=c.reference) for c in checks)
 
 
 def _verdict(checks: Sequence[Check]) -> str:
@@ -606,6 +665,13 @@ def format_markdown(rows: Sequence[tuple[str, ...]]) -> str:
 def format_checks(checks: Sequence[Check]) -> str:
     lines = []
     for c in checks:
+        if c.metric == "peak_memory":
+            peak = "not measured" if c.ratio is None else f"{c.ratio:,.0f} MiB"
+            lines.append(
+                f"  {c.verdict}  {c.scenario}: {c.contender} peak tree memory = {peak}"
+                f"  (target <= {c.bound:,.0f} MiB)"
+            )
+            continue
         ref = c.reference_name or f"{c.reference} (not measured)"
         what, sign = ("", ">=") if c.metric == "throughput" else (" first batch", "<=")
         lines.append(
@@ -683,6 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds if args.rounds is not None else base.rounds,
         warmup_batches=base.warmup_batches,
         first_batch_repeats=base.first_batch_repeats,
+        rounds_given=args.rounds is not None,
     )
     names = [n for n in scenarios.SCENARIOS if args.scenario is None or n in args.scenario]
     wall_start = time.perf_counter()
@@ -690,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch is None:
         progress("torch is not installed: torch contenders are skipped, their checks SKIP")
     env = environment(torch)
-    setup = scenarios.Setup(torch, persistent_workers=args.persistent_workers)
+    setup = scenarios.Setup(torch, persistent_workers=args.persistent_workers, quick=args.quick)
     memory = TreeMemory()
 
     results: list[Result] = []
@@ -713,6 +780,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         scenario_results = measure(scenario, settings, memory)
         progress(f"  {scenario.name} took {time.perf_counter() - start:.1f} s")
+        if scenario.bytes_per_sample is not None:
+            for result in scenario_results:
+                if result.samples_per_s is not None:
+                    result.gb_per_s = result.samples_per_s * scenario.bytes_per_sample / 1e9
         checks += compare(scenario_results, scenario.targets)
         results += scenario_results
         described.append(
@@ -723,6 +794,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "batch_size": scenario.batch_size,
                 "num_workers": scenario.num_workers,
                 "throughput_measured": scenario.throughput,
+                "rounds": settings.rounds_for(scenario),
+                "isolated": scenario.isolated,
+                "bytes_per_sample": scenario.bytes_per_sample,
             }
         )
         del scenario
@@ -735,17 +809,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{env['cpu_count']} CPUs, torch threads {env['torch_threads']}"
     )
     workers = "persistent" if args.persistent_workers else "re-created every epoch (default)"
+    own_rounds = ", ".join(
+        f"{d['name']} {d['rounds']}" for d in described if d["rounds"] != settings.rounds
+    )
     print(
-        f"{settings.rounds} rounds, ~{settings.seconds:g} s timed per contender; samples/s is the "
-        f"median over rounds; vs torch/limit divide by the fastest torch/limit row; workers "
-        f"{workers}"
+        f"{settings.rounds} rounds{f' ({own_rounds})' if own_rounds else ''}, "
+        f"~{settings.seconds:g} s timed per contender; samples/s is the median over rounds; vs "
+        f"torch/limit divide by the fastest torch/limit row; workers {workers}"
     )
     if not memory.available:
         print("memory: /proc unavailable, so the peak is this process's alone, since its start")
     elif not memory.has_pss:
         print("memory: smaps_rollup unavailable, so no PSS; +run is RSS above the start")
+    else:
+        print(
+            "memory: PSS = Pss_Anon + Pss_Shmem (shared pages split between the processes "
+            "mapping them), RSS = RssAnon + RssShmem, each summed over the tree; file pages "
+            "(page cache, mapped data) in neither"
+        )
     print()
     print(format_table(rows))
+    throughputs = [r for r in results if r.gb_per_s is not None]
+    for name in dict.fromkeys(r.scenario for r in throughputs):
+        print(
+            f"{name}: "
+            + ", ".join(
+                f"{r.contender} {r.gb_per_s:.2f} GB/s" for r in throughputs if r.scenario == name
+            )
+        )
     print()
     print("checks")
     print(format_checks(checks))

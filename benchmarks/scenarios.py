@@ -1,9 +1,11 @@
 """What the benchmark measures: the data, the contenders of each scenario, and their targets.
 
 A contender is a factory for a fresh loader (anything iterable once per epoch, yielding batches
-whose first element is the batch's sample array). The harness in ``run.py`` decides how to time
-them; nothing here knows about clocks. The dataset bodies live in ``bodies.py``, their torch
-classes in ``torch_datasets.py`` (imported only when torch is installed).
+whose first element is the batch's sample array), or, in an isolated scenario (``disk``), the
+command line of a child process that runs one epoch and reports its figures. The harness in
+``run.py`` decides how to time them; nothing here knows about clocks. The dataset bodies live in
+``bodies.py``, their torch classes in ``torch_datasets.py`` (imported only when torch is
+installed), the data on disk and the isolated runs in ``disk.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-from bodies import AugmentBody, BigSampleBody, JpegBody, ObjectsBody, RowsBody
+from bodies import (
+    AugmentBody,
+    BigSampleBody,
+    JpegBody,
+    JpegRecordTransform,
+    ObjectsBody,
+    RowsBody,
+)
 
 import ladle
 
@@ -33,6 +42,11 @@ AUGMENT_IMAGES, AUGMENT_SIZE, AUGMENT_BATCH = 20_000, 32, 256
 AUGMENT_PAD = "zero"  # or "reflect": np.pad's border mirroring, 3x the per-sample work
 BIG_SAMPLES, BIG_SHAPE, BIG_BATCH = 2_048, (3, 224, 224), 32
 JPEG_IMAGES, JPEG_SIZE, JPEG_CROP, JPEG_QUALITY, JPEG_BATCH = 2_000, 256, 224, 90, 64
+# jpeg-files: the image folder's size is disk.JPEG_FILES (20,000; --quick 2,000); the serial
+# limit decodes this many batches a round rather than whole epochs
+JPEG_FILES_BATCH, JPEG_FILES_LIMIT_BATCHES = 64, 30
+# disk: disk.DISK_SAMPLES x 128 KiB (4 GiB; --quick 4,096, 512 MiB); ladle's tree must stay below
+DISK_BATCH, DISK_PEAK_MIB = 64, 1024
 # 700,000 records of (int, str, float) are 128 MiB of Python objects (tracemalloc, Python 3.11).
 STARTUP_RECORDS, STARTUP_BATCH = 700_000, 64
 
@@ -45,16 +59,18 @@ class Unavailable(Exception):
     """A scenario cannot run here (an optional package is missing); the message says why."""
 
 
-Metric = Literal["throughput", "first_batch"]
+Metric = Literal["throughput", "first_batch", "peak_memory"]
 
 
 @dataclass(frozen=True)
 class Setup:
-    """What every scenario is built with: torch (None when not installed), and whether the
-    worker scenarios keep their workers between epochs (``persistent_workers``, both sides)."""
+    """What every scenario is built with: torch (None when not installed), whether the
+    worker scenarios keep their workers between epochs (``persistent_workers``, both sides),
+    and whether this is a ``--quick`` run (the on-disk scenarios then use smaller data)."""
 
     torch: ModuleType | None
     persistent_workers: bool = False
+    quick: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,14 +80,19 @@ class Contender:
     ``make`` builds a fresh loader; iterating the loader once is one epoch. ``role`` says what the
     contender is compared as: ladle, the torch reference, or the physical limit. ``scale``
     multiplies the measured throughput: the limit of a worker scenario is the serial loop times
-    the cores the workers can use.
+    the cores the workers can use. ``samples_per_epoch`` overrides the scenario's for a
+    contender whose "epoch" is a fixed number of batches (a serial limit over a large data
+    set). In an isolated scenario ``make`` is None and ``command(out)`` is the command line of
+    a child process that runs one epoch and writes its figures to ``out`` as JSON.
     """
 
     name: str
     role: Role
-    make: Callable[[], Iterable[Any]]
+    make: Callable[[], Iterable[Any]] | None
     note: str = ""
     scale: float = 1.0
+    samples_per_epoch: int | None = None
+    command: Callable[[Path], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,12 +100,15 @@ class Target:
     """``contender``'s figure over the reference's must be within ``bound``.
 
     ``reference`` is a role: ``"torch"`` means the torch contender of the scenario (the fastest
-    one), ``"limit"`` the physical-limit contender. ``metric="throughput"``: samples/s ratio at
-    least ``bound``; ``metric="first_batch"``: time-to-first-batch ratio at most ``bound``.
+    one), ``"limit"`` the physical-limit contender; ``"absolute"`` compares with ``bound``
+    itself. ``metric="throughput"``: samples/s ratio at least ``bound``;
+    ``metric="first_batch"``: time-to-first-batch ratio at most ``bound``;
+    ``metric="peak_memory"`` (reference ``"absolute"``): the peak memory of the contender's
+    process tree (PSS, see ``run.py``) at most ``bound`` MiB.
     """
 
     contender: str
-    reference: Literal["torch", "limit"]
+    reference: Literal["torch", "limit", "absolute"]
     bound: float
     metric: Metric = "throughput"
 
@@ -101,6 +125,10 @@ class Scenario:
     persistent_workers: bool = False
     throughput: bool = True  # False: only time to first batch (and memory) is measured
     warmup_batches: int | None = None  # None: the harness's default
+    rounds: int | None = None  # None: the harness's (--rounds overrides either)
+    epochs_per_round: int | None = None  # set: no calibration epoch, this many epochs a round
+    isolated: bool = False  # every contender runs in child processes (Contender.command)
+    bytes_per_sample: int | None = None  # set: GB/s is reported too
 
 
 @dataclass(frozen=True)
@@ -206,15 +234,20 @@ class NumpyGather:
 
 class GetitemLoop:
     """The floor of the Python-dataset case: the same ``__getitem__`` calls, serially, then one
-    ``np.array`` per field (the fastest NumPy stack of a list of small arrays)."""
+    ``np.array`` per field (the fastest NumPy stack of a list of small arrays). With
+    ``batches`` an epoch stops after that many batches (of a fresh permutation)."""
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int = 0) -> None:
-        self.dataset, self.batch_size = dataset, batch_size
+    def __init__(
+        self, dataset: Any, batch_size: int, seed: int = 0, batches: int | None = None
+    ) -> None:
+        self.dataset, self.batch_size, self.batches = dataset, batch_size, batches
         self.rng = np.random.default_rng(seed)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         getitem, size = self.dataset.__getitem__, self.batch_size
         perm = self.rng.permutation(len(self.dataset))
+        if self.batches is not None:
+            perm = perm[: self.batches * size]
         for start in range(0, len(perm), size):
             xs, ys = zip(*[getitem(i) for i in perm[start : start + size].tolist()], strict=True)
             yield np.array(xs), np.array(ys)
@@ -485,10 +518,7 @@ def big_samples(setup: Setup) -> Scenario:
 
 
 def jpeg(setup: Setup) -> Scenario:
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        raise Unavailable("Pillow is not installed: pip install Pillow (make bench does)") from None
+    _need_pillow()
     blobs = make_jpegs()
     # torch's collate warns once per worker that np.asarray(image) is read-only; the forked
     # workers inherit this filter. The warning says writes would be undefined; none happen.
@@ -506,6 +536,171 @@ def jpeg(setup: Setup) -> Scenario:
         (blobs, labels, JPEG_CROP),
         JPEG_BATCH,
         [Target("ladle", "torch", 1.25)],
+    )
+
+
+def _say(message: str) -> None:
+    import disk
+
+    disk.say(message)
+
+
+def _need_pillow() -> None:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise Unavailable("Pillow is not installed: pip install Pillow (make bench does)") from None
+
+
+def jpeg_files(setup: Setup) -> Scenario:
+    """An image folder on disk: torch reads the files (open, decode, crop, as torchvision's
+    ImageFolder with RandomCrop), ladle the same bytes from shards through ShardDataset."""
+    _need_pillow()
+    import disk
+
+    from ladle.formats import ShardDataset
+
+    n = disk.JPEG_FILES_QUICK if setup.quick else disk.JPEG_FILES
+    files = disk.image_files(n)
+    read, seconds = disk.warm_page_cache([*files.paths, *disk.files_under(files.shards)])
+    _say(
+        f"  page cache warmed: read {read / 2**20:,.0f} MiB (the {n:,} files and the shards) "
+        f"in {seconds:.1f} s"
+    )
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    size, crop, options = JPEG_FILES_BATCH, JPEG_CROP, _worker_options(setup)
+    transform = JpegRecordTransform(crop)
+    shards = ShardDataset(files.shards, transform=transform)
+    contenders = [
+        Contender(
+            "ladle",
+            "ladle",
+            lambda: ladle.DataLoader(shards, batch_size=size, shuffle=True, **options),
+            f"ladle.DataLoader(ShardDataset(shards, transform=decode + crop)), {WORKERS} process "
+            f"workers (fork)",
+        )
+    ]
+    if setup.torch is not None:
+        from torch_datasets import TorchJpegFiles
+
+        tud = setup.torch.utils.data
+        folder = TorchJpegFiles(files.paths, files.labels, crop)
+        contenders.append(
+            Contender(
+                "torch",
+                "torch",
+                lambda: tud.DataLoader(folder, batch_size=size, shuffle=True, **options),
+                f"torch Dataset over the file paths: open, decode + crop per sample, "
+                f"{WORKERS} process workers (fork)",
+            )
+        )
+    scale, batches = limit_scale(WORKERS), JPEG_FILES_LIMIT_BATCHES
+    serial = ShardDataset(files.shards, transform=transform)
+    contenders.append(
+        Contender(
+            f"serial x{scale:g} (limit)",
+            "limit",
+            lambda: GetitemLoop(serial, size, batches=batches),
+            f"ladle's __getitem__ (shard record + decode + crop) serially for {batches} batches "
+            f"a round, np.array per field, throughput x{scale:g}",
+            scale=scale,
+            samples_per_epoch=batches * size,
+        )
+    )
+    mean_kib = files.file_bytes / n / 1024
+    return Scenario(
+        name="jpeg-files",
+        description=(
+            f"{n:,} {JPEG_SIZE}x{JPEG_SIZE} RGB JPEGs on disk ({mean_kib:.0f} KiB each, "
+            f"{files.file_bytes / 2**20:,.0f} MiB, page cache warm), torch from the image "
+            f"folder's files, ladle from shards ({files.shard_bytes / 2**20:,.0f} MiB); per "
+            f"sample Pillow decode + random crop {crop} + np.asarray -> HWC uint8; batch {size}, "
+            f"shuffle, num_workers={WORKERS}, {_epochs_note(setup)}; whole epochs, one a round "
+            f"(the limit: {batches} batches a round)"
+        ),
+        samples_per_epoch=n,
+        batch_size=size,
+        contenders=contenders,
+        targets=[Target("ladle", "torch", 1.3)],
+        num_workers=WORKERS,
+        persistent_workers=setup.persistent_workers,
+        warmup_batches=4,
+        rounds=3,
+        epochs_per_round=1,
+    )
+
+
+def disk_data(setup: Setup) -> Scenario:
+    """4 GiB of fixed-shape samples on disk, every contender in a fresh child process whose
+    whole tree's memory is sampled: one shuffled epoch per child."""
+    import disk
+
+    n = disk.DISK_SAMPLES_QUICK if setup.quick else disk.DISK_SAMPLES
+    data = disk.array_files(n)
+    total = n * data.sample_bytes
+    read, seconds = disk.warm_page_cache([data.x, data.y, *disk.files_under(data.shards)])
+    _say(
+        f"  page cache warmed: read {read / 2**30:,.2f} GiB (x.npy, y.npy and the shards) in "
+        f"{seconds:.1f} s"
+    )
+    size = DISK_BATCH
+
+    def command(kind: str) -> Callable[[Path], list[str]]:
+        return disk.child_command(kind, data, size, WORKERS)
+
+    contenders = [
+        Contender(
+            "ladle",
+            "ladle",
+            None,
+            f"ladle.DataLoader(ShardDataset(shards)): one gather per batch, checksums verified, "
+            f"{WORKERS} process workers",
+            command=command("ladle"),
+        ),
+        Contender(
+            "ladle verify=False",
+            "ladle",
+            None,
+            "the same without checking each record's crc32 (ShardDataset(shards, verify=False))",
+            command=command("ladle-noverify"),
+        ),
+        Contender(
+            "ladle NpyDataset",
+            "ladle",
+            None,
+            f"ladle.DataLoader(NpyDataset([x.npy, y.npy])): one gather per batch from the maps, "
+            f"{WORKERS} process workers",
+            command=command("ladle-npy"),
+        ),
+    ]
+    if setup.torch is not None:
+        contenders.append(
+            Contender(
+                "torch",
+                "torch",
+                None,
+                f"torch DataLoader over a per-sample Dataset: x[i] of np.load(x.npy, "
+                f"mmap_mode='r'), default_collate, {WORKERS} process workers",
+                command=command("torch"),
+            )
+        )
+    shape = "x".join(map(str, disk.DISK_SHAPE))
+    return Scenario(
+        name="disk",
+        description=(
+            f"{n:,} x {shape} uint8 (+ int64 label) on disk, {total / 2**30:,.2f} GiB, page "
+            f"cache warm; every contender in a fresh child process, one shuffled epoch each, "
+            f"batch {size}, num_workers={WORKERS}; memory: the child's whole tree"
+        ),
+        samples_per_epoch=n,
+        batch_size=size,
+        contenders=contenders,
+        targets=[Target("ladle", "absolute", DISK_PEAK_MIB, "peak_memory")],
+        num_workers=WORKERS,
+        rounds=3,
+        epochs_per_round=1,
+        isolated=True,
+        bytes_per_sample=data.sample_bytes,
     )
 
 
@@ -556,6 +751,8 @@ SCENARIOS: dict[str, Callable[[Setup], Scenario]] = {
     "big-samples": big_samples,
     "jpeg": jpeg,
     "startup": startup,
+    "jpeg-files": jpeg_files,
+    "disk": disk_data,
 }
 # The scenarios built on shared_data(): once none of them is left to run, the data can go.
 USES_SHARED_DATA = frozenset({"in-memory", "python-dataset"})

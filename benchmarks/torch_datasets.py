@@ -10,9 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch.utils.data
-from bodies import AugmentBody, BigSampleBody, JpegBody, ObjectsBody, RowsBody
+from bodies import (
+    AugmentBody,
+    BigSampleBody,
+    JpegBody,
+    JpegFilesBody,
+    MappedRowsBody,
+    ObjectsBody,
+    RowsBody,
+)
 
-__all__ = ["TorchAugment", "TorchBigSamples", "TorchJpeg", "TorchObjects", "TorchRows"]
+__all__ = [
+    "TorchAugment",
+    "TorchBigSamples",
+    "TorchJpeg",
+    "TorchJpegFiles",
+    "TorchMappedRows",
+    "TorchObjects",
+    "TorchRows",
+]
 
 Dataset: Any = torch.utils.data.Dataset
 
@@ -35,3 +51,11 @@ class TorchJpeg(JpegBody, Dataset):
 
 class TorchObjects(ObjectsBody, Dataset):
     """Many small Python objects, trivial __getitem__, as a torch Dataset."""
+
+
+class TorchJpegFiles(JpegFilesBody, Dataset):
+    """JPEG files read, decoded and cropped per sample, as torchvision's ImageFolder does."""
+
+
+class TorchMappedRows(MappedRowsBody, Dataset):
+    """Rows of a memory-mapped .npy file, one per sample, as a torch Dataset."""

@@ -17,14 +17,34 @@ import numpy as np
 import pytest
 
 from ladle import bench
-from ladle._runtime.memory import MemorySampler, descendants, supported, tree_memory
+from ladle._runtime.memory import (
+    MEASURES,
+    Measure,
+    MemorySampler,
+    descendants,
+    process_memory,
+    supported,
+    tree_memory,
+)
 from ladle.cli import main
 from ladle.dataset import Dataset
 from ladle.demo import Digits
 
 MIB = 1 << 20
 TORCH = importlib.util.find_spec("torch") is not None
-linux_only = pytest.mark.skipif(not supported(), reason="reads /proc/<pid>/status (Linux)")
+linux_only = pytest.mark.skipif(not supported("rss"), reason="reads /proc/<pid>/status (Linux)")
+measures = pytest.mark.parametrize(
+    "measure",
+    [
+        "rss",
+        pytest.param(
+            "pss",
+            marks=pytest.mark.skipif(
+                not supported("pss"), reason="needs Pss_Anon or Pss_File in smaps_rollup"
+            ),
+        ),
+    ],
+)
 
 # A process that holds memory on command. With argument 1 it first starts a copy of itself with
 # argument 0 that shares its stdin and stdout, and only waits for it: the memory is then held
@@ -45,6 +65,13 @@ for line in sys.stdin:
         with open(argument, "rb") as file:
             held = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         sum(held[i] for i in range(0, len(held), mmap.PAGESIZE))  # fault every page in
+    elif command == "fork":  # a child that inherits the heap and touches none of it
+        read_end, write_end = os.pipe()
+        if os.fork() == 0:
+            os.close(write_end)
+            os.read(read_end, 1)  # returns once the parent has exited and closed its end
+            os._exit(0)
+        os.close(read_end)
     print("ok", flush=True)
 """
 
@@ -110,33 +137,68 @@ def filesystem(path: Path) -> str:
 
 
 @linux_only
-def test_tree_memory_counts_anonymous_memory_of_descendants(tmp_path: Path) -> None:
+@measures
+def test_tree_memory_counts_anonymous_memory_of_descendants(
+    tmp_path: Path, measure: Measure
+) -> None:
     with allocator(tmp_path, depth=1) as held:
         assert held.leaf in descendants(held.pid)
-        before = tree_memory(held.pid)
+        before = tree_memory(held.pid, measure)
         held.send("alloc 64")
-        grown = tree_memory(held.pid) - before
+        grown = tree_memory(held.pid, measure) - before
+        leaf = process_memory(held.leaf, measure)
     assert 60 * MIB <= grown <= 80 * MIB, f"grew by {grown / MIB:.1f} MiB for 64 MiB"
+    assert leaf >= 60 * MIB, "the memory is the grandchild's"
 
 
 @linux_only
-def test_mapped_file_pages_do_not_count(tmp_path: Path) -> None:
+@measures
+def test_mapped_file_pages_do_not_count(tmp_path: Path, measure: Measure) -> None:
     if filesystem(tmp_path) == "tmpfs":
         pytest.skip("a file on tmpfs is shared memory, and counted as such")
     data = tmp_path / "data.bin"
     data.write_bytes(b"\x02" * (64 * MIB))
     with allocator(tmp_path) as held:
-        before, file_before = tree_memory(held.pid), status_kib(held.pid, "RssFile")
+        before, file_before = tree_memory(held.pid, measure), status_kib(held.pid, "RssFile")
         held.send(f"map {data}")
         file_pages = (status_kib(held.pid, "RssFile") - file_before) * 1024
-        grown = tree_memory(held.pid) - before
+        grown = tree_memory(held.pid, measure) - before
     assert file_pages >= 60 * MIB, "the mapped file should be resident, or the test means nothing"
-    assert grown < 8 * MIB, f"64 MiB of file pages counted as {grown / MIB:.1f} MiB private"
+    assert grown < 8 * MIB, f"64 MiB of file pages counted as {grown / MIB:.1f} MiB"
 
 
 @linux_only
-def test_sampler_keeps_a_peak_that_is_gone_by_the_end(tmp_path: Path) -> None:
-    with allocator(tmp_path) as held, MemorySampler(held.pid, interval=0.005) as sampler:
+def test_a_forked_childs_inherited_heap_counts_once_under_pss(tmp_path: Path) -> None:
+    if not supported("pss"):
+        pytest.skip("needs Pss_Anon or Pss_File in smaps_rollup")
+    with allocator(tmp_path) as held:
+        held.send("alloc 64")
+        before = {measure: tree_memory(held.pid, measure) for measure in MEASURES}
+        held.send("fork 0")
+        (child,) = descendants(held.pid)
+        grown = {measure: tree_memory(held.pid, measure) - before[measure] for measure in MEASURES}
+        child_pss = process_memory(child, "pss")
+    # RSS counts the 64 MiB the child shares, untouched, with its parent a second time; PSS
+    # splits those pages between the two, so the tree's sum stays where it was.
+    assert grown["rss"] >= 60 * MIB, f"rss grew by {grown['rss'] / MIB:.1f} MiB"
+    assert grown["pss"] < 8 * MIB, f"pss grew by {grown['pss'] / MIB:.1f} MiB for a fork"
+    assert child_pss >= 28 * MIB, "the child carries half of the shared pages"
+
+
+@linux_only
+def test_bad_measures_are_refused() -> None:
+    with pytest.raises(ValueError, match="measure='uss'"):
+        tree_memory(os.getpid(), "uss")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="measure='uss'"):
+        MemorySampler(os.getpid(), measure="uss")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_load=0"):
+        MemorySampler(os.getpid(), max_load=0)
+
+
+@linux_only
+@measures
+def test_sampler_keeps_a_peak_that_is_gone_by_the_end(tmp_path: Path, measure: Measure) -> None:
+    with allocator(tmp_path) as held, MemorySampler(held.pid, 0.005, measure=measure) as sampler:
         held.send("alloc 64")
         seen = len(sampler.samples)
         deadline = time.monotonic() + 10
@@ -149,6 +211,7 @@ def test_sampler_keeps_a_peak_that_is_gone_by_the_end(tmp_path: Path) -> None:
     assert sampler.peak - first >= 60 * MIB
     assert sampler.peak - last >= 50 * MIB, "the last reading should come after the free"
     assert sampler.max_processes == 1
+    assert sampler.rss_peak is not None and sampler.rss_peak >= sampler.peak - MIB
     assert sampler.stop() == sampler.peak  # idempotent
 
 
@@ -193,7 +256,7 @@ def test_run_bench_takes_a_dataset_object() -> None:
     assert (result.library, result.batches, result.samples) == ("ladle", 6, 96)
     assert result.seconds > 0 and result.samples_per_s == pytest.approx(96 / result.seconds)
     assert 0 < result.first_batch_s <= result.seconds
-    if supported():
+    if supported("rss"):
         assert result.peak_bytes is not None and result.baseline_bytes is not None
         assert result.peak_bytes >= result.baseline_bytes > 0
 

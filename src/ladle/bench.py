@@ -2,10 +2,11 @@
 
 Each library runs in a fresh child process (``python -m ladle.bench --child``) that builds the
 dataset, a loader with the same batch size, workers and shuffle, and times its epochs, while
-this process samples the private memory of the child's whole process tree (the child and its
-workers, see :mod:`ladle._runtime.memory`). A fresh process per library keeps one library's
-imports, heap and page faults out of the other's figures: the torch child pays for importing
-torch, the ladle child does not, as in a program that uses only one of them.
+this process samples the memory of the child's whole process tree (the child and its workers:
+proportional anonymous and shared memory, PSS, see :mod:`ladle._runtime.memory`). A fresh
+process per library keeps one library's imports, heap and page faults out of the other's
+figures: the torch child pays for importing torch, the ladle child does not, as in a program
+that uses only one of them.
 
 The torch side is what a torch user has: a per-sample dataset (``dataset[i]``; a
 ``__getitems__`` is hidden), ``default_collate``, tensors out. The ladle side is
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ladle._runtime.memory import MemorySampler, supported, tree_memory
+from ladle._runtime.memory import Measure, MemorySampler, supported, tree_memory
 from ladle.interop import require
 
 __all__ = [
@@ -55,6 +56,22 @@ WORKER_TYPES = ("process", "thread")
 DEMO_SAMPLES = 12_000
 MIB = 1 << 20
 _NOT_WRITABLE = "The given NumPy array is not writable"
+_MEASURE_TEXT = {"pss": "Pss_Anon + Pss_Shmem", "rss": "RssAnon + RssShmem"}
+_FOOTNOTE = {
+    "pss": "peak memory: proportional anonymous and shared memory (Pss_Anon + Pss_Shmem) summed "
+    "over each\n  library's own process tree: a page shared by a worker and its parent is split "
+    "between them,\n  file pages (the page cache, memory-mapped data) are left out",
+    "rss": "peak memory: anonymous and shared memory (RssAnon + RssShmem) summed over each "
+    "library's own\n  process tree, pages a forked worker shares with its parent counted once "
+    "per process",
+}
+
+
+def _memory_measure() -> Measure | None:
+    """PSS where the kernel gives it apart from file pages, else RSS, else None (no /proc)."""
+    if supported("pss"):
+        return "pss"
+    return "rss" if supported("rss") else None
 
 
 class BenchError(RuntimeError):
@@ -94,7 +111,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class Result:
-    """One library's run. Memory is private memory (RssAnon + RssShmem) of the child's tree."""
+    """One library's run. Memory is the child's tree's PSS (Pss_Anon + Pss_Shmem; RssAnon +
+    RssShmem where the kernel gives no PSS), file-backed pages left out."""
 
     library: str
     version: str
@@ -183,7 +201,8 @@ def measure(library: str, dataset: Any, settings: Settings) -> dict[str, Any]:
         )
     size = len(dataset)
     loader, version = _make_loader(library, dataset, settings)  # imports torch, starts nothing
-    baseline = tree_memory(os.getpid()) if supported() else None
+    memory = _memory_measure()
+    baseline = None if memory is None else tree_memory(os.getpid(), memory)
     samples = batches = 0
     seconds = 0.0
     first_batch: float | None = None
@@ -218,6 +237,8 @@ def measure(library: str, dataset: Any, settings: Settings) -> dict[str, Any]:
         "samples_per_s": samples / max(seconds, 1e-9),
         "first_batch_s": first_batch,
         "baseline_bytes": baseline,
+        # the child's own last reading: the parent's paced PSS readings may miss its end
+        "last_bytes": None if memory is None else tree_memory(os.getpid(), memory),
     }
 
 
@@ -278,7 +299,8 @@ def _run_child(library: str, dataset_file: Path, settings: Settings) -> Result:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
-        sampler = MemorySampler(process.pid).start() if supported() else None
+        memory = _memory_measure()
+        sampler = None if memory is None else MemorySampler(process.pid, measure=memory).start()
         try:
             process.wait()
         finally:
@@ -293,9 +315,16 @@ def _run_child(library: str, dataset_file: Path, settings: Settings) -> Result:
             f"the {library} run failed in its child process (exit code {process.returncode}): "
             f"{reason}"
         )
+    fields = outcome["result"]
+    # the child's readings bound the peak from below too (the sampler's are paced, see
+    # MemorySampler); None only where memory is not measured at all
+    readings = [fields["baseline_bytes"], fields.pop("last_bytes", None)]
+    if sampler is not None:
+        readings.append(sampler.peak)
+    known = [reading for reading in readings if reading is not None]
     return Result(
-        **outcome["result"],
-        peak_bytes=None if sampler is None else sampler.peak,
+        **fields,
+        peak_bytes=max(known) if sampler is not None and known else None,
         processes=0 if sampler is None else sampler.max_processes,
     )
 
@@ -422,7 +451,7 @@ def write_plot(path: str | os.PathLike[str], results: Sequence[Result], title: s
     bars = memory.bar(names, [(r.peak_bytes or 0) / MIB for r in results], color=colors)
     memory.bar_label(bars, fmt="{:,.0f}")
     memory.set_title("peak tree memory: lower is better")
-    memory.set_ylabel("MiB (RssAnon + RssShmem)")
+    memory.set_ylabel("MiB (" + _MEASURE_TEXT[_memory_measure() or "pss"] + ")")
     for axes in (speed, memory):
         axes.margins(y=0.12)  # room for the labels above the bars
     if title:
@@ -530,9 +559,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     if results and results[0].peak_bytes is not None:
         print(
-            "peak memory: private memory (RssAnon + RssShmem) summed over each library's own "
-            "process tree,\n  pages a forked worker shares with its parent counted once per "
-            "process; +loader: the rise\n  above the library's process before its loader started"
+            _FOOTNOTE.get(_memory_measure() or "pss", "")
+            + "; +loader: the rise\n  above the library's process before its loader started"
         )
     if args.json is not None:
         settings = {
