@@ -429,3 +429,11 @@ def test_progress_without_tqdm_prints_a_line(
     monkeypatch.setitem(sys.modules, "tqdm", None)  # as if it were not installed
     write_shards(list(range(5)), tmp_path, progress=True)
     assert capsys.readouterr().err.endswith(f"writing {tmp_path}: 5/5\n")
+
+
+def test_forked_workers_share_which_records_were_verified(shards: Path) -> None:
+    dataset = ShardDataset(shards, transform=lambda s: s["label"])
+    assert not any(shard._verified.any() for shard in dataset._open())
+    loader = ladle.DataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context="fork")
+    assert sum(len(batch) for batch in loader) == 40
+    assert all(shard._verified.all() for shard in dataset._open())  # set by the workers

@@ -60,9 +60,10 @@ class ShardDataset(Dataset[Any]):
     ``path`` is a shard directory (or its ``index.json``), or one shard file. Samples come back
     with the structure and types they were written with; arrays are read-only, zero-copy views
     of the mapped file (copy one to write into it). ``__getitems__`` gathers a whole batch with
-    one NumPy gather per field and shard. Every record read is checked against its checksum;
-    ``verify=False`` skips that for data already verified (``ladle inspect``), though offsets
-    and sizes are still checked, so a damaged file raises FormatError either way.
+    one NumPy gather per field and shard. Each record is checked against its checksum the first
+    time the dataset reads it (in any process forked from this one: workers share what was
+    checked); ``verify=False`` skips that for data already verified (``ladle inspect``), though
+    offsets and sizes are still checked, so a damaged file raises FormatError either way.
     ``transform`` is applied to each sample; it makes ``__getitems__`` return a list.
     """
 

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ladle._runtime.flags import shared_flags
 from ladle.errors import FormatError
 from ladle.formats.schema import (
     Field,
@@ -297,6 +298,8 @@ class ShardFile:
             for field, slot in zip(self.schema.fields, self.slots, strict=True)
         ]
         self._ref_positions = [i for i, ref in enumerate(self._refs) if ref]
+        # records whose checksum passed: a file is immutable, so one check a record suffices
+        self._verified = shared_flags(records)
 
     def _slot(self, field: Field, raw: Any, row_size: int) -> Slot:
         if not isinstance(raw, dict) or not is_count(raw.get("offset")):
@@ -334,6 +337,8 @@ class ShardFile:
         """Raise FormatError unless ``record``'s checksum matches."""
         if not 0 <= record < self.records:
             raise IndexError(f"record {record} is out of range for a shard of {self.records}")
+        if self._verified[record]:
+            return
         row = self._table_offset + record * self.row_size
         crc = zlib.crc32(self._view[row + 4 : row + self.row_size])
         for position in self._ref_positions:
@@ -346,9 +351,11 @@ class ShardFile:
                 f"corrupted; re-create the shards with write_shards or `ladle pack`",
                 record,
             )
+        self._verified[record] = 1
 
     def check_many(self, records: np.ndarray) -> None:
         """``check`` for each of ``records``; records without heap payloads in one pass."""
+        records = records[self._verified[records] == 0]
         if self._ref_positions:
             for record in records.tolist():
                 self.check(record)
@@ -359,6 +366,7 @@ class ShardFile:
         bad = np.flatnonzero(np.asarray(computed, dtype=np.uint32) != self._crcs[records])
         if bad.size:
             self.check(int(records[bad[0]]))  # raises, naming the record
+        self._verified[records] = 1
 
     def value(self, position: int, record: int) -> Any:
         """Field ``position`` of ``record``: arrays are read-only views of the file."""
