@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -402,7 +401,9 @@ def _samples_per_epoch(scenario: Scenario, contender: Contender) -> int:
 def run_child(command: Sequence[str], memory: TreeMemory) -> TreePeak:
     """Run ``command`` to its end while sampling its process tree's memory. On an error here
     (Ctrl-C) the child gets SIGINT first, so that its loader stops its workers and frees its
-    shared memory, and is killed if it has not ended within 5 s."""
+    shared memory, and is killed if it has not ended within 5 s (``stop_child``)."""
+    from ladle._runtime.children import stop_child
+
     process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL)
     peak: TreePeak | None = None
     try:
@@ -412,13 +413,7 @@ def run_child(command: Sequence[str], memory: TreeMemory) -> TreePeak:
     finally:
         if peak is None:
             memory.stop()
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_child(process)
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} failed with exit status {code}")
     return peak

@@ -182,7 +182,7 @@ def test_empty_dataset_round_trips(tmp_path: Path) -> None:
     write_shards([], tmp_path)
     dataset = ShardDataset(tmp_path)
     assert len(dataset) == 0 and list(ShardStream(tmp_path)) == [] and dataset.schema is None
-    with pytest.raises(IndexError, match=r"out of range for a ShardDataset of 0 samples"):
+    with pytest.raises(IndexError, match=r"index 0 is out of range for ShardDataset of size 0"):
         dataset[0]
 
 
@@ -201,7 +201,10 @@ def test_iterable_and_torch_inputs(tmp_path: Path) -> None:
 
 def test_index_errors(shards: Path) -> None:
     dataset = ShardDataset(shards)
-    with pytest.raises(IndexError, match=r"index 40 is out of range for a ShardDataset of 40"):
+    with pytest.raises(
+        IndexError,
+        match=r"index 40 is out of range for ShardDataset of size 40; valid indices are -40\.\.39",
+    ):
         dataset[40]
     with pytest.raises(IndexError, match=r"index -41 is out of range"):
         dataset.__getitems__([0, -41])

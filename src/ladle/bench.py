@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ladle._runtime.children import stop_child
 from ladle._runtime.memory import Measure, MemorySampler, supported, tree_memory
 from ladle.interop import require
 
@@ -264,19 +264,6 @@ def _child_main(job_path: str, result_path: str) -> int:
 # -- the parent: one child per library -------------------------------------------------------
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Reap the child. If it still runs (Ctrl-C here, an error), interrupt it first, as Ctrl-C
-    would, so that its loader stops its workers and frees its shared memory; kill it if it
-    does not end within a few seconds."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
-
-
 def _run_child(library: str, dataset_file: Path, settings: Settings) -> Result:
     folder = dataset_file.parent
     job, result_file, log_file = folder / "job.json", folder / "result.json", folder / "log.txt"
@@ -306,7 +293,7 @@ def _run_child(library: str, dataset_file: Path, settings: Settings) -> Result:
         finally:
             if sampler is not None:
                 sampler.stop()
-            _stop(process)
+            stop_child(process)
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
     if "result" not in outcome:
         lines = log_file.read_text(errors="replace").strip().splitlines()

@@ -229,8 +229,5 @@ class NpyDataset(Dataset[Any]):
         state["_arrays"] = None
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.files!r}, {self._length} rows)"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ladle._runtime.context import get_worker_info
-from ladle.dataset import Dataset, IterableDataset
+from ladle.dataset import Dataset, IterableDataset, _check_index, _first_out_of_range, _out_of_range
 from ladle.errors import FormatError
 from ladle.formats.index import INDEX_NAME, Index, ShardEntry, read_index
 from ladle.formats.schema import Kind, Schema, Structure
@@ -79,12 +79,12 @@ class ShardDataset(Dataset[Any]):
         self.path = Path(path)
         self.transform = transform
         self.verify = verify
-        self._index = _load_index(self.path)
+        self._index, self._shards = _load_index(self.path)
         self.directory = self.path if self.path.is_dir() else self.path.parent
         self._starts = [0]
         for entry in self._index.shards:
             self._starts.append(self._starts[-1] + entry.records)
-        self._shards: list[ShardFile] | None = None
+        self._start_array = np.asarray(self._starts)  # for the batch path's searchsorted
         self._open()
 
     # -- files ----------------------------------------------------------------------------------
@@ -101,9 +101,6 @@ class ShardDataset(Dataset[Any]):
         state = self.__dict__.copy()
         state["_shards"] = None  # maps are reopened by the process that unpickles
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -141,7 +138,7 @@ class ShardDataset(Dataset[Any]):
         return self._index.records
 
     def __getitem__(self, index: int) -> Any:
-        index = self._check_index(operator.index(index))
+        index = _check_index(operator.index(index), len(self), "ShardDataset")
         shard = bisect.bisect_right(self._starts, index) - 1
         values = self._open()[shard].record(index - self._starts[shard], self.verify)
         schema = self._index.schema
@@ -149,26 +146,18 @@ class ShardDataset(Dataset[Any]):
         sample = schema.join(values)
         return sample if self.transform is None else self.transform(sample)
 
-    def _check_index(self, index: int) -> int:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for a ShardDataset of {n} samples")
-        return index + n if index < 0 else index
-
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
         idx = np.asarray(indices)
         if idx.size and idx.dtype.kind not in "iu":
             raise TypeError(
                 f"ShardDataset indices should be integers, but got an array of {idx.dtype}"
             )
-        if idx.size and idx.dtype.kind == "u" and idx.max() >= 2**63:
-            raise IndexError(f"index {idx.max()} is out of range for a ShardDataset of {len(self)}")
-        idx = idx.astype(np.int64)
-        idx = idx.reshape(-1)
         n = len(self)
+        if idx.size and idx.dtype.kind == "u" and idx.max() >= 2**63:
+            raise _out_of_range(idx.max(), n, "ShardDataset")
+        idx = idx.astype(np.int64).reshape(-1)
         if idx.size and (idx.min() < -n or idx.max() >= n):
-            bad = int(idx[(idx < -n) | (idx >= n)][0])
-            raise IndexError(f"index {bad} is out of range for a ShardDataset of {n} samples")
+            raise _out_of_range(_first_out_of_range(idx, n), n, "ShardDataset")
         idx = np.where(idx < 0, idx + n, idx)
         schema = self._index.schema
         if self.transform is not None or schema is None or schema.structure is Structure.LIST:
@@ -182,7 +171,7 @@ class ShardDataset(Dataset[Any]):
 
     def _gather(self, idx: np.ndarray, schema: Schema) -> list[Any]:
         shards = self._open()
-        starts = np.asarray(self._starts)
+        starts = self._start_array
         owner = np.searchsorted(starts, idx, side="right") - 1
         first = int(owner[0]) if idx.size else 0
         parts: list[tuple[np.ndarray | None, list[Any]]]
@@ -261,11 +250,12 @@ class ShardStream(IterableDataset[Any]):
             yield dataset[index]
 
 
-def _load_index(path: Path) -> Index:
+def _load_index(path: Path) -> tuple[Index, list[ShardFile] | None]:
+    """The index at ``path``, and the shard already opened when ``path`` is a shard file."""
     if path.is_dir():
-        return read_index(path / INDEX_NAME)
+        return read_index(path / INDEX_NAME), None
     if path.name == INDEX_NAME:
-        return read_index(path)
+        return read_index(path), None
     if not path.exists():
         raise FileNotFoundError(
             f"path {path} does not exist; pass a shard directory written by write_shards or "
@@ -274,7 +264,7 @@ def _load_index(path: Path) -> Index:
     shard = open_shard(path)
     # one shard file read on its own: an index of one entry ("" marks the file itself)
     entry = ShardEntry("", shard.records, len(shard._view), shard.header_crc)
-    return Index(shard.records, (entry,), shard.schema, {})
+    return Index(shard.records, (entry,), shard.schema, {}), [shard]
 
 
 def _open_entry(directory: Path, entry: ShardEntry, index: Index, own_path: Path) -> ShardFile:
