@@ -105,7 +105,7 @@ def open_dataset(path: str | os.PathLike[str], *, crop: int = 224) -> Dataset[An
     if source is Source.SHARDS:
         shards = ShardDataset(path)
         if shards.metadata.get("kind") == IMAGES:
-            return ShardDataset(path, transform=DecodeCrop(crop))
+            shards.transform = DecodeCrop(crop)
         return shards
     if source is Source.NPY:
         return NpyDataset(path)
