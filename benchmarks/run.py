@@ -15,7 +15,7 @@ rounds; ratios are of medians. Scenarios that measure start-up only (``startup``
 batch of fresh loaders, the contenders taking turns.
 
 Memory is the peak of the whole process tree (this process and every descendant, i.e. the
-workers) while a contender runs, sampled by ``ladle._runtime.memory.MemorySampler`` in a
+workers) while a contender runs, sampled by ``ladle.bench.memory.MemorySampler`` in a
 background thread: RSS = RssAnon + RssShmem summed over the tree every 20 ms (a page shared by
 several processes counts in each), PSS = Pss_Anon + Pss_Shmem (/proc/<pid>/smaps_rollup, shared
 pages split between the processes that map them) as often as 5% of one core allows. File-backed
@@ -110,7 +110,7 @@ class TreePeak:
 
 class TreeMemory:
     """Samples the memory of a process tree (this process and all its descendants, or
-    ``pid``'s) over stretches, with ``ladle._runtime.memory.MemorySampler``.
+    ``pid``'s) over stretches, with ``ladle.bench.memory.MemorySampler``.
 
     ``start()`` begins a stretch, ``stop()`` ends it and returns its :class:`TreePeak`. Every
     ``interval`` seconds the sampler sums ``RssAnon + RssShmem`` over the tree (cheap); the
@@ -120,7 +120,7 @@ class TreeMemory:
     """
 
     def __init__(self, interval: float = 0.02, max_load: float = 0.05) -> None:
-        from ladle._runtime.memory import supported
+        from ladle.bench.memory import supported
 
         self.pid = os.getpid()
         self.interval = interval
@@ -134,7 +134,7 @@ class TreeMemory:
     def start(self, pid: int | None = None, start: int | None = None) -> None:
         """Begin a stretch over ``pid``'s tree (default this process's); ``start`` is the
         root's memory to report as the start, default its memory now."""
-        from ladle._runtime.memory import MemorySampler, process_memory
+        from ladle.bench.memory import MemorySampler, process_memory
 
         root = self.pid if pid is None else pid
         if not self.available:
@@ -402,7 +402,7 @@ def run_child(command: Sequence[str], memory: TreeMemory) -> TreePeak:
     """Run ``command`` to its end while sampling its process tree's memory. On an error here
     (Ctrl-C) the child gets SIGINT first, so that its loader stops its workers and frees its
     shared memory, and is killed if it has not ended within 5 s (``stop_child``)."""
-    from ladle._runtime.children import stop_child
+    from ladle.bench.children import stop_child
 
     process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL)
     peak: TreePeak | None = None

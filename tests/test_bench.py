@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ladle import bench
-from ladle._runtime.memory import (
+from ladle.bench.memory import (
     MEASURES,
     Measure,
     MemorySampler,

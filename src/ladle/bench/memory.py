@@ -43,6 +43,7 @@ __all__ = [
     "MemorySampler",
     "Sample",
     "descendants",
+    "preferred_measure",
     "private_memory",
     "process_memory",
     "supported",
@@ -116,6 +117,13 @@ def supported(measure: Measure = "pss") -> bool:
         return False
 
 
+def preferred_measure() -> Measure | None:
+    """PSS where the kernel gives it apart from file pages, else RSS, else None (no /proc)."""
+    if supported("pss"):
+        return "pss"
+    return "rss" if supported("rss") else None
+
+
 def _require_support(measure: Measure) -> None:
     if not supported(measure):
         source = (
@@ -125,7 +133,7 @@ def _require_support(measure: Measure) -> None:
         )
         raise NotImplementedError(
             f"memory measure {measure!r} reads {source}, which this platform "
-            f"(sys.platform={sys.platform!r}) lacks; check ladle._runtime.memory.supported("
+            f"(sys.platform={sys.platform!r}) lacks; check ladle.bench.memory.supported("
             f"{measure!r}) first and skip the measurement elsewhere"
             + (", or use measure='rss'" if measure == "pss" and supported("rss") else "")
         )
