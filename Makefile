@@ -23,6 +23,7 @@ demo: $(VENV)/.base
 lint: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	PYTHONPATH=src $(VENV)/bin/lint-imports --no-cache --no-logo
 
 typecheck: $(VENV)/.dev
 	$(PY) -m mypy
