@@ -39,6 +39,8 @@ EXTRAS = {
     "GatheredBatch",
     "IteratorState",
     "LadleError",
+    "LoaderBrokenError",
+    "LoaderClosedError",
     "LoaderIterator",
     "LoaderTimeoutError",
     "PadCollate",

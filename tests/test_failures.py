@@ -147,7 +147,7 @@ def test_interpreter_exit_with_a_live_iterator_leaves_nothing() -> None:
         loader = ladle.DataLoader(Pairs(400, (3, 64, 64)), batch_size=4, num_workers=2)
         iterator = iter(loader)
         held = next(iterator)
-        print(os.getpid(), *iterator._engine.pool.pids)
+        print(os.getpid(), *iterator.worker_pids)
         sys.exit(0)
         """
     )

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ladle
+from ladle.passplan import PassStart
 from ladle.resume import Progress
 from ladle.testing import assert_batches_equal, assert_resumes
 
@@ -382,7 +383,7 @@ def test_set_epoch_of_the_resumed_epoch_keeps_the_position() -> None:
 
 
 def test_out_of_order_consumption_is_recorded_exactly() -> None:
-    progress = Progress(0, None, None, None)
+    progress = Progress(PassStart(0, 0, 0, None, None, None), None, iterable=False)
     for number in (1, 0, 3, 4):
         progress.consume(number)
     assert (progress.consumed, progress.beyond) == (2, {3, 4})

@@ -93,10 +93,10 @@ def test_shuffled_seeded_passes_match_and_persistent_workers_are_reused(worker_t
 
     loader = DataLoader(Pairs(8), batch_size=2, num_workers=2, persistent_workers=True)
     first = iter(loader)
-    pids = list(first._engine.pool.pids)  # type: ignore[union-attr]
+    pids = list(first.worker_pids)  # type: ignore[union-attr]
     list(first)
     second = iter(loader)
-    assert second._engine.pool.pids == pids  # type: ignore[union-attr]
+    assert second.worker_pids == pids  # type: ignore[union-attr]
     list(second)
     loader.close()
 

@@ -22,6 +22,8 @@ from ladle.errors import (
     CollateSizeError,
     FormatError,
     LadleError,
+    LoaderBrokenError,
+    LoaderClosedError,
     LoaderTimeoutError,
     WorkerDiedError,
 )
@@ -59,6 +61,8 @@ __all__ = [
     "IterableDataset",
     "IteratorState",
     "LadleError",
+    "LoaderBrokenError",
+    "LoaderClosedError",
     "LoaderIterator",
     "LoaderTimeoutError",
     "NpyDataset",

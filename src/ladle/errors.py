@@ -11,6 +11,8 @@ __all__ = [
     "CollateSizeError",
     "FormatError",
     "LadleError",
+    "LoaderBrokenError",
+    "LoaderClosedError",
     "LoaderTimeoutError",
     "WorkerDiedError",
 ]
@@ -40,6 +42,16 @@ class WorkerDiedError(LadleError, RuntimeError):
 
 class LoaderTimeoutError(LadleError, RuntimeError):
     """No batch arrived within the loader's ``timeout``."""
+
+
+class LoaderBrokenError(LadleError, RuntimeError):
+    """A pass that something broke (a dead worker, a timeout) was asked for another batch; the
+    original error is its ``__cause__``. Start a new pass with ``iter(loader)``."""
+
+
+class LoaderClosedError(LadleError, RuntimeError):
+    """A pass that was closed for the user (a newer pass took over its persistent workers) was
+    asked for another batch."""
 
 
 class FormatError(LadleError, ValueError):

@@ -15,9 +15,42 @@ from ladle._runtime.context import sample_slot
 from ladle.collate import Collater, default_collate
 from ladle.gathered import GatheredBatch
 
-__all__ = ["IterableFetcher", "MapFetcher", "open_stream"]
+__all__ = ["FetchPlan", "IterableFetcher", "MapFetcher", "open_stream"]
 
 SampleKey = tuple[int, int, int, int]
+
+
+class FetchPlan:
+    """What every worker loads from (the ``BatchSource`` of ``_runtime``): the dataset, the
+    collate function and the batching rules. Pickled once for spawned workers."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        auto_collation: bool,
+        collate_fn: Callable[[Any], Any],
+        is_iterable: bool,
+        batch_size: int | None,
+        drop_last: bool,
+    ) -> None:
+        self.dataset = dataset
+        self.auto_collation = auto_collation
+        self.collate_fn = collate_fn
+        self.is_iterable = is_iterable
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+
+    def open(self, start: int, sample_key: SampleKey) -> MapFetcher | IterableFetcher:
+        if self.is_iterable:
+            return IterableFetcher(
+                open_stream(self.dataset, start),
+                self.batch_size,
+                self.drop_last,
+                self.collate_fn,
+                sample_key,
+                start,
+            )
+        return MapFetcher(self.dataset, self.auto_collation, self.collate_fn, sample_key)
 
 
 class MapFetcher:
@@ -43,6 +76,11 @@ class MapFetcher:
         # ladle's collaters take a GatheredBatch's columns as they are; any other collate_fn
         # gets the plain list of samples torch would give it.
         self._takes_gathered = collate_fn is default_collate or isinstance(collate_fn, Collater)
+
+    position = None  # a map-style dataset has no stream position
+
+    def __call__(self, indices: Any) -> Any:
+        return self.fetch(indices)
 
     def fetch(self, indices: Any) -> Any:
         slot = sample_slot()
@@ -101,6 +139,9 @@ class IterableFetcher:
         self.collate_fn = collate_fn
         self.sample_key = sample_key
         self.position = start
+
+    def __call__(self, indices: object = None) -> Any:
+        return self.fetch()
 
     def fetch(self) -> Any:
         """The next batch; raises StopIteration when the stream has no (full) batch left."""

@@ -1,132 +1,192 @@
-"""The loader's iterator: one pass over the data, as an explicit state machine."""
+"""The loader's iterator: one pass over the data, as an explicit state machine.
+
+Every ``next()`` consults the state: RUNNING loads the next batch; EXHAUSTED and CLOSED raise
+StopIteration; FAILED raises :class:`LoaderBrokenError` chained to what broke the pass; a pass
+closed because a newer one took over its persistent workers raises :class:`LoaderClosedError`.
+One iterator may be shared by threads: ``next()`` is serialised by a lock.
+"""
 
 from __future__ import annotations
 
 import enum
+import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from ladle.errors import LoaderTimeoutError, WorkerDiedError
-from ladle.fetch import IterableFetcher, MapFetcher, open_stream
-from ladle.resume import begin_pass
+from ladle._runtime.engine import Delivered, PassDispatch, Workers
+from ladle.errors import LoaderBrokenError, LoaderClosedError, LoaderTimeoutError, WorkerDiedError
+from ladle.passplan import PassStart, Renumbered
+from ladle.resume import Progress
 
-if TYPE_CHECKING:
-    from ladle._runtime.engine import WorkerEngine
-    from ladle.loader import DataLoader
+__all__ = ["IteratorState", "LoaderIterator", "PassSetup"]
 
 # Failures of the loading machinery itself, after which the pass cannot go on.
-LadleRuntimeFailure = (WorkerDiedError, LoaderTimeoutError)
-
-__all__ = ["IteratorState", "LoaderIterator"]
+_BREAKING = (WorkerDiedError, LoaderTimeoutError)
 
 
 class IteratorState(enum.Enum):
     RUNNING = "running"  # more batches may come
     EXHAUSTED = "exhausted"  # the pass ended normally
     FAILED = "failed"  # something broke it (a worker died); it yields nothing more
-    CLOSED = "closed"  # the user closed it
+    CLOSED = "closed"  # closed for the user: close(), Ctrl-C, or a newer pass took over
+
+
+@dataclass(frozen=True)
+class PassSetup:
+    """Everything one pass needs, handed over by the loader."""
+
+    start: PassStart
+    seed: int
+    indices: Iterator[Any] | None  # None for an iterable dataset's streams
+    keys: list[tuple[int, int, int, int]]
+    workers: Workers
+    streams: int
+    iterable: bool
+    postprocess: Callable[[Any], Any] | None
+    length: Callable[[], int]  # len(loader)
+    reported_length: Callable[[], int | None]  # an iterable's len(loader), once asked for
+    describe: str  # the dataset, for warnings
+    commit: Callable[[Progress], None]  # the pass has started for real
+    release: Callable[[Workers, bool], None]  # the pass is over (broken: the workers failed)
 
 
 class LoaderIterator(Iterator[Any]):
     """Yields one epoch of batches. An exception raised by the dataset or ``collate_fn`` for one
     batch propagates (from a worker: same type, worker traceback attached as a note) and the
     iterator moves on to the next batch, as torch's does. A dead worker or a timeout breaks it:
-    the workers are stopped and the state becomes FAILED."""
+    the workers are stopped, the state becomes FAILED, and later calls say so."""
 
-    def __init__(self, loader: DataLoader, engine: WorkerEngine | None = None) -> None:
-        self.loader = loader
+    def __init__(self, setup: PassSetup) -> None:
         self.state = IteratorState.RUNNING
         self.batches_yielded = 0
-        self._postprocess: Callable[[Any], Any] | None = loader._postprocess()
-        self._next_batch: Callable[[], Any]
-        self._engine = engine
-        self._handed_out = 0  # batches (or errors) handed to the caller so far
-        plan = begin_pass(loader)
-        self._progress = progress = plan.progress
-        if engine is not None:
-            engine.start(plan.indices, plan.seed, plan.starts, plan.keys, progress)
-            self._next_batch = engine.next_batch
-        elif loader._is_iterable:
-            fetcher = IterableFetcher(
-                open_stream(loader.dataset, plan.starts[0]),
-                loader.batch_size,
-                loader.drop_last,
-                loader.collate_fn,
-                plan.keys[0],
-                plan.starts[0],
-            )
-
-            def next_streamed() -> Any:
-                try:
-                    return fetcher.fetch()
-                finally:
-                    progress.stream_done(0, fetcher.position, 1)
-
-            self._next_batch = next_streamed
-        else:
-            map_fetcher = MapFetcher(
-                loader.dataset, loader._auto_collation, loader.collate_fn, plan.keys[0]
-            )
-            indices = plan.indices
-            assert indices is not None
-            self._next_batch = lambda: map_fetcher.fetch(next(indices))
+        self._setup = setup
+        self._lock = threading.Lock()
+        self._failure: BaseException | None = None
+        self._superseded = False
+        self._committed = False
+        self._warned_length = False
+        indices = setup.indices
+        self._progress = Progress(
+            setup.start, indices if isinstance(indices, Renumbered) else None, setup.iterable
+        )
+        starts = list(setup.start.streams) or [0] * setup.streams
+        first = setup.start.next_stream if setup.iterable else 0
+        self._workers: Workers | None = setup.workers
+        self._dispatch = PassDispatch(setup.workers, indices, setup.seed, starts, setup.keys, first)
+        # An abandoned pass (dropped, not closed) hands its workers back when it is collected.
+        self._finalizer = weakref.finalize(self, setup.release, setup.workers, False)
 
     def __iter__(self) -> LoaderIterator:
         return self
 
     def __next__(self) -> Any:
+        with self._lock:
+            return self._next()
+
+    def _next(self) -> Any:
         if self.state is not IteratorState.RUNNING:
-            raise StopIteration
+            self._raise_stopped()
         try:
-            batch = self._next_batch()
+            outcome = self._dispatch.next()
         except StopIteration:
             self.state = IteratorState.EXHAUSTED
             self._progress.finished = True
-            self._release_workers()
-            raise
-        except LadleRuntimeFailure:
-            self.state = IteratorState.FAILED
-            self._release_workers(broken=True)
+            self._commit()
+            self._release()
             raise
         except BaseException as error:
-            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
+            if self.state is IteratorState.CLOSED:  # closed from another thread meanwhile
+                self._raise_stopped()
+            if isinstance(error, Exception):  # broken: a dead worker, a timeout, a bug
+                self.state = IteratorState.FAILED
+                self._failure = error
+            else:  # KeyboardInterrupt, SystemExit
                 self.state = IteratorState.CLOSED
-                self._next_batch = _exhausted
-                self._release_workers(broken=True)
-            else:  # the dataset or collate_fn raised: that batch is consumed, as in torch
-                self._consume()
+            self._release(broken=True)
             raise
-        self._consume()
+        self._commit()
+        progress = self._progress
+        progress.consume(outcome.number)
+        if self._setup.iterable:
+            progress.stream_done(outcome.worker_id, outcome.position, self._setup.streams)
+        if not isinstance(outcome, Delivered):
+            # The dataset or collate_fn raised: that batch is consumed, as in torch.
+            raise outcome.error
         self.batches_yielded += 1
-        if self._postprocess is not None:
-            return self._postprocess(batch)
-        return batch
+        if self._setup.iterable and not self._warned_length:
+            self._check_length()
+        postprocess = self._setup.postprocess
+        return outcome.batch if postprocess is None else postprocess(outcome.batch)
 
-    def _consume(self) -> None:
-        engine = self._engine
-        handed_out = self._handed_out if engine is None or engine.in_order else engine.last_number
-        self._handed_out += 1
-        self._progress.consume(handed_out)
+    def _raise_stopped(self) -> None:
+        if self.state is IteratorState.FAILED:
+            failure = self._failure
+            raise LoaderBrokenError(
+                f"this DataLoader iterator was broken by an earlier error "
+                f"({type(failure).__name__}: {failure}) and yields nothing more; start a new "
+                f"pass with iter(loader)"
+            ) from failure
+        if self._superseded:
+            raise LoaderClosedError(
+                "this DataLoader iterator was closed because a newer iter(loader) took over "
+                "its persistent workers (persistent_workers=True runs one pass at a time); "
+                "finish or drop a pass before starting the next, or use "
+                "persistent_workers=False to run passes at once"
+            )
+        raise StopIteration
+
+    def _commit(self) -> None:
+        if not self._committed:
+            self._committed = True
+            self._setup.commit(self._progress)
+
+    def _check_length(self) -> None:
+        reported = self._setup.reported_length()
+        if reported is not None and self.batches_yielded > reported:
+            self._warned_length = True
+            warnings.warn(
+                f"Length of IterableDataset {self._setup.describe} was reported to be "
+                f"{reported} (when accessing len(dataloader)), but {self.batches_yielded} "
+                f"samples have been fetched; with workers, each worker must yield only its "
+                f"share of the stream (split it by ladle.get_worker_info() in __iter__)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _release(self, broken: bool = False) -> None:
+        """Hand the workers back (the loader stops them unless they persist and are sound)."""
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            self._finalizer.detach()
+            self._setup.release(workers, broken)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The pids of the pass's workers (this process's for thread and inline workers)."""
+        return list(self._setup.workers.pool.pids)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self._setup.length()
 
     def close(self) -> None:
         """Stop the pass; idempotent. Later ``next()`` calls raise StopIteration."""
         if self.state is IteratorState.RUNNING:
             self.state = IteratorState.CLOSED
-        self._next_batch = _exhausted
-        self._release_workers()
+        self._release()
 
-    def _release_workers(self, broken: bool = False) -> None:
-        """Stop the workers, unless the loader keeps them for the next pass."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            self.loader._release_engine(engine, broken)
+    def supersede(self) -> None:
+        """A newer pass takes over this one's persistent workers: waits for a ``next()`` in
+        progress in another thread, then closes the pass; later calls raise
+        LoaderClosedError."""
+        with self._lock:
+            if self.state is IteratorState.RUNNING:
+                self.state = IteratorState.CLOSED
+                self._superseded = True
+            self._workers = None
+            self._finalizer.detach()
 
     def __repr__(self) -> str:
         return f"<LoaderIterator {self.state.value}, {self.batches_yielded} batches yielded>"
-
-
-def _exhausted() -> Any:
-    raise StopIteration

@@ -1,76 +1,48 @@
-"""DataLoader: the validated configuration of a loading pipeline, and its entry point.
+"""DataLoader: a validated configuration of a loading pipeline, and its entry point.
 
-The constructor takes torch's arguments with torch's meaning and rejects the combinations torch
-rejects, with a message that names the argument and the fix. Iterating returns a
-:class:`~ladle.iterator.LoaderIterator`.
+The loader holds its configuration (``config.py``), its place in the stream (``stream.py``)
+and, with ``persistent_workers=True``, the workers kept between passes. Each ``iter(loader)``
+is a pass (:class:`~ladle.iterator.LoaderIterator`) that owns everything about its epoch; two
+passes of one loader share no mutable state, so they can run at once, in one thread or several.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from ladle.collate import default_collate, default_convert
-from ladle.dataset import IterableDataset
-from ladle.interop import accelerator_available, converter, pin
-from ladle.iterator import LoaderIterator
-from ladle.resume import load_state, save_state
-from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
-from ladle.seeding import check_generator, check_seed, draw_seed, fresh_seed, pass_seed
-
-if TYPE_CHECKING:
-    from ladle._runtime.engine import WorkerEngine
-    from ladle._runtime.shm import SlabPool
-    from ladle.resume import Progress
+from ladle._runtime.engine import EngineSpec, Workers
+from ladle._runtime.shm import SlabPool, shm_directory
+from ladle.config import FROZEN, SETTINGS, LoaderConfig, configure, reconfigure
+from ladle.fetch import FetchPlan
+from ladle.interop import accelerator_available, pin
+from ladle.iterator import LoaderIterator, PassSetup
+from ladle.passplan import index_batches, index_sampler, pass_keys
+from ladle.resume import Progress, check_state
+from ladle.sampler import Sampler, load_sampler_state
+from ladle.seeding import fresh_seed
+from ladle.stream import StreamPosition
 
 __all__ = ["DataLoader"]
 
-WORKER_TYPES = ("process", "thread")
-_FROZEN = frozenset(
-    {"batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers"}
-)
+
+def _default_context() -> Any:
+    """fork where it exists (Linux): workers start fast and never pickle the dataset."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
 
 
-def _check_count(value: object, name: str, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} should be an int, but got {name}={value!r}")
-    if value < 0:
-        raise ValueError(f"{name} option should be non-negative, but got {name}={value}; {fix}")
-    return value
-
-
-def _check_context(context: Any, num_workers: int, worker_type: str) -> Any:
-    if context is None:
-        return None
-    if num_workers == 0:
-        raise ValueError(
-            f"multiprocessing_context can only be used with multi-process loading "
-            f"(num_workers > 0), but got num_workers={num_workers}; drop the argument or raise "
-            f"num_workers"
-        )
-    if worker_type == "thread":
-        raise ValueError(
-            f"multiprocessing_context={context!r} has no meaning with worker_type='thread'; "
-            f"drop it, or use worker_type='process'"
-        )
-    if isinstance(context, str):
-        methods = multiprocessing.get_all_start_methods()
-        if context not in methods:
-            raise ValueError(
-                f"multiprocessing_context option should specify a valid start method in "
-                f"{methods!r}, but got multiprocessing_context={context!r}"
-            )
-        return multiprocessing.get_context(context)
-    if not isinstance(context, multiprocessing.context.BaseContext):
-        raise TypeError(
-            f"multiprocessing_context option should be a valid context object or a string "
-            f"naming the start method, but got multiprocessing_context={context!r}"
-        )
-    return context
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class DataLoader(Iterable[Any]):
@@ -83,9 +55,12 @@ class DataLoader(Iterable[Any]):
     ``output`` converts batches: None keeps the samples' array types, ``"numpy"``, ``"torch"``
     and ``"jax"`` convert every numeric array. ``state_dict()`` / ``load_state_dict()`` save and
     restore the position in the stream, to the batch.
+
+    Settings other than the batching ones (dataset, sampler, batch_size, ...) may be reassigned
+    (``loader.num_workers = 4``); each assignment is checked like the constructor's argument.
     """
 
-    _initialized = False
+    _config: LoaderConfig
 
     def __init__(
         self,
@@ -111,166 +86,129 @@ class DataLoader(Iterable[Any]):
         worker_type: str = "process",
         output: str | None = None,
     ) -> None:
-        num_workers = _check_count(
-            num_workers, "num_workers", "use num_workers=0 to load in the main process"
-        )
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(f"timeout should be a number of seconds, but got timeout={timeout!r}")
-        if timeout < 0:
-            raise ValueError(
-                f"timeout option should be a non-negative number of seconds, but got "
-                f"timeout={timeout!r}; use timeout=0 to wait forever"
-            )
-        if timeout > 0 and num_workers == 0:
-            raise ValueError(
-                f"timeout={timeout} applies to worker loading only, but num_workers=0; set "
-                f"num_workers > 0 or leave timeout=0"
-            )
-        if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError(
-                f"prefetch_factor option could only be specified in multiprocessing, but got "
-                f"prefetch_factor={prefetch_factor} with num_workers=0; set num_workers > 0 or "
-                f"prefetch_factor=None"
-            )
-        if num_workers > 0 and prefetch_factor is None:
-            prefetch_factor = 2
-        elif prefetch_factor is not None:
-            _check_count(prefetch_factor, "prefetch_factor", "use the default prefetch_factor=2")
-        if persistent_workers and num_workers == 0:
-            raise ValueError(
-                "persistent_workers option needs num_workers > 0; set num_workers > 0 or "
-                "persistent_workers=False"
-            )
-        if worker_type not in WORKER_TYPES:
-            raise ValueError(
-                f"worker_type should be 'process' or 'thread', but got worker_type={worker_type!r}"
-            )
-        context = _check_context(multiprocessing_context, num_workers, worker_type)
-        if seed is not None:
-            seed = check_seed(seed)
-            if generator is not None:
-                raise ValueError(
-                    "DataLoader takes seed or generator, not both; seed=<int> fixes the order "
-                    "of every epoch, so drop generator="
-                )
-        if generator is not None:
-            check_generator(generator)
-        convert = converter(output)
-        if pin_memory and output in ("numpy", "jax"):
-            raise ValueError(
-                f"pin_memory=True makes pinned torch tensors, which contradicts "
-                f"output={output!r}; use output='torch' (or None) or pin_memory=False"
-            )
-
-        is_iterable = isinstance(dataset, IterableDataset)
-        if is_iterable:
-            if shuffle not in (False, None):
-                raise ValueError(
-                    f"DataLoader with IterableDataset: expected unspecified shuffle option, but "
-                    f"got shuffle={shuffle!r}; an iterable dataset decides its own order, so "
-                    f"shuffle inside its __iter__ (or use a map-style Dataset)"
-                )
-            if sampler is not None:
-                raise ValueError(
-                    f"DataLoader with IterableDataset: expected unspecified sampler option, but "
-                    f"got sampler={sampler!r}; an iterable dataset yields its own samples"
-                )
-            if batch_sampler is not None:
-                raise ValueError(
-                    f"DataLoader with IterableDataset: expected unspecified batch_sampler "
-                    f"option, but got batch_sampler={batch_sampler!r}; use batch_size="
-                )
-        shuffle = bool(shuffle)
-        if sampler is not None and shuffle:
-            raise ValueError(
-                "sampler option is mutually exclusive with shuffle; pass shuffle=False and let "
-                "the sampler decide the order (e.g. RandomSampler)"
-            )
-        if batch_sampler is not None:
-            if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError(
-                    "batch_sampler option is mutually exclusive with batch_size, shuffle, "
-                    "sampler, and drop_last; the batch sampler alone decides the batches, so "
-                    "leave those at their defaults"
-                )
-            batch_size = None
-            drop_last = False
-        elif batch_size is None and drop_last:
-            raise ValueError(
-                "batch_size=None option disables auto-batching and is mutually exclusive with "
-                "drop_last; set a batch_size or drop_last=False"
-            )
-
-        if sampler is None and not is_iterable:
-            if shuffle:
-                sampler = RandomSampler(dataset, generator=generator, seed=seed)
-            else:
-                sampler = SequentialSampler(dataset)
-        if batch_size is not None and batch_sampler is None:
-            # BatchSampler validates batch_size and drop_last, with torch's messages.
-            checked = BatchSampler(sampler if sampler is not None else [], batch_size, drop_last)
-            if not is_iterable:
-                batch_sampler = checked
-
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.sampler = sampler
-        self.batch_sampler = batch_sampler
-        self.num_workers = num_workers
-        auto_collation = batch_sampler is not None or (is_iterable and batch_size is not None)
-        if collate_fn is None:
-            collate_fn = default_collate if auto_collation else default_convert
-        self.collate_fn = collate_fn
-        self.pin_memory = bool(pin_memory)
-        self.drop_last = drop_last
-        self.timeout = timeout
-        self.worker_init_fn = worker_init_fn
-        self.multiprocessing_context = context
-        self.generator = generator
-        self.prefetch_factor = prefetch_factor
-        self.persistent_workers = persistent_workers
-        self.pin_memory_device = pin_memory_device
-        self.in_order = in_order
-        self.seed = seed
+        arguments = dict(locals())
+        del arguments["self"]
+        config = configure(arguments)
+        settings = config.settings
+        object.__setattr__(self, "_config", config)
         # The seed the stream derives from: the one given, else a fresh one; None when a
         # generator is drawn from instead (torch's behaviour). A loaded state may replace it.
-        self._seed: int | None = seed if seed is not None or generator is not None else fresh_seed()
-        self.worker_type = worker_type
-        self.output = output
-        self._convert = convert
-        self._is_iterable = is_iterable
-        self._auto_collation = auto_collation
+        stream_seed = settings.seed
+        if stream_seed is None and settings.generator is None:
+            stream_seed = fresh_seed()
+        self._stream = StreamPosition(stream_seed)
         self._pinning: bool | None = None  # decided at the first iteration
-        self._passes = 0  # passes started so far: the next pass's number
-        self._progress: Progress | None = None  # the latest pass's position
-        self._pending_state: dict[str, Any] | None = None  # loaded, for the next pass
-        self._engine: WorkerEngine | None = None  # kept between passes with persistent_workers
-        self._live: weakref.ref[LoaderIterator] | None = None
-        self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next pass's slabs
-        self._slabs: SlabPool | None = None  # kept between passes of forked workers
-        self._initialized = True
+        self._persistent: Workers | None = None  # kept between passes
+        self._persistent_pass: weakref.ref[LoaderIterator] | None = None
+        self._passes: weakref.WeakSet[LoaderIterator] = weakref.WeakSet()
+        self._slabs: SlabPool | None = None  # forked workers' slabs, kept between passes
+        self._slabs_lent = False  # a pass's workers hold them now
+        self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next slabs
+        self._reported_length: int | None = None  # len(loader) of an iterable, once asked
+
+    # -- configuration -----------------------------------------------------------------------
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if self._initialized and name in _FROZEN:
-            raise ValueError(
-                f"{name} attribute should not be set after DataLoader is initialized; build a "
-                f"new DataLoader with {name}={value!r}"
-            )
-        super().__setattr__(name, value)
+        if name in FROZEN or name in SETTINGS:
+            config = reconfigure(self._config, name, value)
+            with self._stream.lock:
+                object.__setattr__(self, "_config", config)
+                self._drop_workers()  # they were made for the old settings
+            return
+        object.__setattr__(self, name, value)
 
-    def _index_iter(self) -> Iterator[Any]:
-        """Batches of indices (int64 arrays on the fast path), or single indices."""
-        if self.batch_sampler is None:
-            return iter(self.sampler)  # type: ignore[arg-type]
-        if isinstance(self.batch_sampler, BatchSampler):
-            return self.batch_sampler.iter_batches()
-        return iter(self.batch_sampler)
+    @property
+    def dataset(self) -> Any:
+        return self._config.sampling.dataset
+
+    @property
+    def batch_size(self) -> int | None:
+        return self._config.sampling.batch_size
+
+    @property
+    def shuffle(self) -> bool:
+        return self._config.sampling.shuffle
+
+    @property
+    def sampler(self) -> Any:
+        return self._config.sampling.sampler
+
+    @property
+    def batch_sampler(self) -> Any:
+        return self._config.sampling.batch_sampler
+
+    @property
+    def drop_last(self) -> bool:
+        return self._config.sampling.drop_last
+
+    @property
+    def persistent_workers(self) -> bool:
+        return self._config.sampling.persistent_workers
+
+    @property
+    def num_workers(self) -> int:
+        return self._config.settings.num_workers
+
+    @property
+    def collate_fn(self) -> Callable[[Any], Any]:
+        return self._config.settings.collate_fn
+
+    @property
+    def pin_memory(self) -> bool:
+        return self._config.settings.pin_memory
+
+    @property
+    def timeout(self) -> float:
+        return self._config.settings.timeout
+
+    @property
+    def worker_init_fn(self) -> Callable[[int], Any] | None:
+        return self._config.settings.worker_init_fn
+
+    @property
+    def multiprocessing_context(self) -> Any:
+        return self._config.settings.context
+
+    @property
+    def generator(self) -> Any:
+        return self._config.settings.generator
+
+    @property
+    def prefetch_factor(self) -> int | None:
+        return self._config.settings.prefetch_factor
+
+    @property
+    def pin_memory_device(self) -> str:
+        return self._config.settings.pin_memory_device
+
+    @property
+    def in_order(self) -> bool:
+        return self._config.settings.in_order
+
+    @property
+    def seed(self) -> int | None:
+        return self._config.settings.seed
+
+    @property
+    def worker_type(self) -> str:
+        return self._config.settings.worker_type
+
+    @property
+    def output(self) -> str | None:
+        return self._config.settings.output
+
+    @property
+    def _streams(self) -> int:
+        return max(self.num_workers, 1)
+
+    # -- passes ------------------------------------------------------------------------------
 
     def _postprocess(self) -> Callable[[Any], Any] | None:
         """What happens to each collated batch: the output conversion, then pinning."""
-        if not self.pin_memory:
-            return self._convert
+        settings = self._config.settings
+        convert = settings.convert
+        if not settings.pin_memory:
+            return convert
         if self._pinning is None:
             self._pinning = accelerator_available()
             if not self._pinning:
@@ -278,37 +216,133 @@ class DataLoader(Iterable[Any]):
                     "pin_memory=True, but no accelerator is available, so batches are not "
                     "pinned; set pin_memory=False to silence this",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         if not self._pinning:
-            return self._convert
-        convert = self._convert
+            return convert
         return pin if convert is None else (lambda batch: pin(convert(batch)))
 
-    def __iter__(self) -> LoaderIterator:
-        if self.num_workers == 0:
-            return LoaderIterator(self)
-        previous = self._live() if self._live is not None else None
-        if previous is not None:
-            previous.close()  # one pass at a time over the same workers, as in torch
-        if self._engine is None:
-            from ladle._runtime.engine import WorkerEngine
+    def _engine_spec(self) -> EngineSpec:
+        sampling, settings = self._config.sampling, self._config.settings
+        kind: Any = "inline" if settings.num_workers == 0 else settings.worker_type
+        return EngineSpec(
+            kind=kind,
+            num_workers=self._streams,
+            source=FetchPlan(
+                sampling.dataset,
+                sampling.auto_collation,
+                settings.collate_fn,
+                sampling.is_iterable,
+                sampling.batch_size,
+                sampling.drop_last,
+            ),
+            worker_init_fn=settings.worker_init_fn,
+            context=(settings.context or _default_context()) if kind == "process" else None,
+            prefetch_factor=settings.prefetch_factor or 1,
+            in_order=settings.in_order,
+            timeout=settings.timeout or None,
+        )
 
-            engine = WorkerEngine(self)
-            if self.persistent_workers:
-                self._engine = engine
-        else:
-            engine = self._engine
-        iterator = LoaderIterator(self, engine)
-        self._live = weakref.ref(iterator)
+    def _new_workers(self) -> Workers:
+        spec = self._engine_spec()
+        if spec.kind != "process":
+            return Workers(spec)
+        keep = spec.prefetch_factor + 2  # each worker's prefetched batches, plus two spare
+        with self._stream.lock:
+            borrow = spec.context.get_start_method() == "fork" and not self._slabs_lent
+            if borrow:
+                # Forked workers inherit the loader's slabs from pass to pass: the next pass
+                # writes into pages that exist already instead of faulting in new ones.
+                if self._slabs is None:
+                    self._slabs = SlabPool(shm_directory(), spec.num_workers, keep)
+                    weakref.finalize(self, self._slabs.close)
+                self._slabs_lent = True
+                slabs = self._slabs
+        if borrow:
+            try:
+                return Workers(spec, slabs, False, self._slabs_returned)
+            except BaseException:
+                self._slabs_returned(0)
+                raise
+        owned = SlabPool(shm_directory(), spec.num_workers, keep)
+        owned.need(self._slab_bytes)  # sized by earlier passes, so no batch is pickled
+        return Workers(spec, owned, True, self._learn_slab_bytes)
+
+    def _slabs_returned(self, largest: int) -> None:
+        self._slabs_lent = False
+        self._learn_slab_bytes(largest)
+
+    def _learn_slab_bytes(self, largest: int) -> None:
+        self._slab_bytes = max(self._slab_bytes, largest)
+
+    def _warn_excessive_workers(self) -> None:
+        settings = self._config.settings
+        cpus = _cpus()
+        if settings.worker_type == "process" and settings.num_workers > cpus:
+            warnings.warn(
+                f"This DataLoader will create {settings.num_workers} worker processes in "
+                f"total. Our suggested max number of worker in current system is {cpus}, "
+                f"which is smaller than what this DataLoader is going to create. Please be "
+                f"aware that excessive worker creation might get DataLoader running slow or "
+                f"even freeze, lower the worker number to avoid potential slowness/freeze if "
+                f"necessary.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def __iter__(self) -> LoaderIterator:
+        config = self._config
+        sampling, settings = config.sampling, config.settings
+        if settings.num_workers > 0:
+            self._warn_excessive_workers()
+        workers = None
+        if sampling.persistent_workers:
+            previous = self._persistent_pass() if self._persistent_pass is not None else None
+            if previous is not None:
+                previous.supersede()  # one pass at a time over the same workers
+            workers = self._persistent
+            if workers is None or workers.closed:
+                workers = self._persistent = self._new_workers()
+        start, seed = self._stream.start(sampling, settings.generator, self._streams)
+        if workers is None:
+            workers = self._new_workers()
+        setup = PassSetup(
+            start=start,
+            seed=seed,
+            indices=None if sampling.is_iterable else index_batches(sampling, start),
+            keys=pass_keys(sampling, start, seed, self._streams),
+            workers=workers,
+            streams=self._streams,
+            iterable=sampling.is_iterable,
+            postprocess=self._postprocess(),
+            length=self.__len__,
+            reported_length=lambda: self._reported_length,
+            describe=repr(sampling.dataset),
+            commit=self._commit,
+            release=self._release,
+        )
+        try:
+            iterator = LoaderIterator(setup)
+        except BaseException:
+            self._release(workers, True)
+            raise
+        if sampling.persistent_workers:
+            self._persistent_pass = weakref.ref(iterator)
+        self._passes.add(iterator)
         return iterator
 
-    def _pass_seed(self, pass_index: int) -> int:
-        """The seed of pass ``pass_index``: the workers' base seed (torch's ``base_seed``) and
-        the root of ``sample_rng()``."""
-        if self._seed is not None:
-            return pass_seed(self._seed, pass_index)
-        return draw_seed(self.generator)
+    def _commit(self, progress: Progress) -> None:
+        self._stream.commit(progress, self._config.sampling)
+
+    def _release(self, workers: Workers, broken: bool) -> None:
+        """A pass is over: stop its workers unless they persist (and are not broken)."""
+        if workers is self._persistent and not broken:
+            return
+        if workers is self._persistent:
+            self._persistent = None
+        workers.close(broken)
+
+    # -- position ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the stream, as a small JSON-serialisable dict: the pass (epoch),
@@ -319,60 +353,80 @@ class DataLoader(Iterable[Any]):
         it with :meth:`load_state_dict` yields exactly the batches this one would have yielded
         next, then the following epochs.
         """
-        return save_state(self)
+        settings = self._config.settings
+        return self._stream.state(self._config.sampling, settings.generator, self._streams)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state`` (from :meth:`state_dict`): the next ``iter(loader)`` continues
-        that pass. Raises ValueError when the state was saved from a loader with another
-        dataset length, batch size, sampler or seed."""
-        load_state(self, state)
+        that pass. Raises ValueError, naming the field, when the state was saved from a loader
+        with another dataset length, batch size, sampler or seed, or lies outside the epoch."""
+        sampling, settings = self._config.sampling, self._config.settings
+        checked, seed = check_state(
+            sampling, self._streams, settings.generator is not None, settings.seed, state
+        )
+        sampler = index_sampler(sampling)
+        if not sampling.is_iterable:
+            # The sampler checks its own part (a seed of its own, a generator) now rather than
+            # at the next iter(); a pass starts from the state again.
+            load_sampler_state(sampler, checked["sampler"])
+        self._stream.load(checked, seed)
 
-    def _release_engine(self, engine: WorkerEngine, broken: bool) -> None:
-        """A pass is over: stop its workers unless they persist (and are not broken)."""
-        self._slab_bytes = max(self._slab_bytes, engine.slab_bytes)
-        if engine is self._engine and not broken:
-            return
-        if engine is self._engine:
-            self._engine = None
-        engine.close(broken)
+    # -- lifecycle ---------------------------------------------------------------------------
 
-    def _new_slab_pool(self) -> SlabPool:
-        """Slabs for this loader's workers: each keeps its prefetched batches plus two spare."""
-        from ladle._runtime.shm import SlabPool, shm_directory
-
-        return SlabPool(shm_directory(), self.num_workers, keep=(self.prefetch_factor or 2) + 2)
-
-    def _slab_pool(self) -> SlabPool:
-        """The loader's shared-memory slabs, for forked workers (see SlabPool.end_pass)."""
-        if self._slabs is None:
-            self._slabs = self._new_slab_pool()
-            weakref.finalize(self, self._slabs.close)
-        return self._slabs
-
-    def close(self) -> None:
-        """Stop the workers and free the shared memory now, instead of when the loader is
-        garbage-collected."""
-        previous = self._live() if self._live is not None else None
+    def _drop_workers(self) -> None:
+        previous = self._persistent_pass() if self._persistent_pass is not None else None
         if previous is not None:
-            previous.close()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close()
-        if self._slabs is not None:
+            previous.supersede()
+        workers, self._persistent = self._persistent, None
+        if workers is not None:
+            workers.close()
+        if self._slabs is not None and not self._slabs_lent:
             self._slabs.close()
             self._slabs = None
 
+    def close(self) -> None:
+        """Stop every pass and the workers, and free the shared memory now, instead of when
+        the loader is garbage-collected. The loader can be iterated again afterwards."""
+        for iterator in list(self._passes):
+            iterator.close()
+        self._drop_workers()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The configuration and the position in the stream; no workers, no shared memory."""
+        try:
+            position: dict[str, Any] | None = self.state_dict()
+        except TypeError:  # a sampler that cannot report its position
+            position = None
+        return {"config": self._config, "seed": self._stream.seed, "position": position}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "_config", state["config"])
+        self._stream = StreamPosition(state["seed"])
+        self._pinning = None
+        self._persistent = None
+        self._persistent_pass = None
+        self._passes = weakref.WeakSet()
+        self._slabs = None
+        self._slabs_lent = False
+        self._slab_bytes = 0
+        self._reported_length = None
+        if state["position"] is not None:
+            self.load_state_dict(state["position"])
+
     def __len__(self) -> int:
-        if self._is_iterable:
-            length = len(self.dataset)
-            if self.batch_size is None:
-                return length
-            if self.drop_last:
-                return length // self.batch_size
-            return math.ceil(length / self.batch_size)
-        if self.batch_sampler is not None:
-            return len(self.batch_sampler)  # type: ignore[arg-type]
-        return len(self.sampler)  # type: ignore[arg-type]
+        sampling = self._config.sampling
+        if sampling.is_iterable:
+            length = len(sampling.dataset)
+            if sampling.batch_size is not None:
+                if sampling.drop_last:
+                    length = length // sampling.batch_size
+                else:
+                    length = math.ceil(length / sampling.batch_size)
+            self._reported_length = length
+            return length
+        if sampling.batch_sampler is not None:
+            return len(sampling.batch_sampler)
+        return len(sampling.sampler)
 
     def __repr__(self) -> str:
         return (

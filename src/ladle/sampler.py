@@ -98,45 +98,65 @@ class EpochSampler(Sampler[int]):
             self._resume_offset = 0
         self.epoch = epoch
 
-    def _begin(self) -> tuple[int, np.ndarray, int]:
+    def _begin(self) -> tuple[int, int]:
         epoch, start = self.epoch, self._resume_offset
         self._resume_offset = 0
         if self.advances:
             self.epoch = epoch + 1
-        order = self.epoch_order(epoch)
         self._running = (epoch, start)
-        return epoch, order, start
+        return epoch, start
 
-    def __iter__(self) -> Iterator[int]:
-        epoch, order, position = self._begin()
+    def indices_from(self, epoch: int, position: int) -> Iterator[int]:
+        """Epoch ``epoch`` from index ``position`` on, one int at a time. A pure function of
+        its arguments: the sampler's own position is not touched."""
+        order = self.epoch_order(epoch)
         while position < len(order):
             chunk = order[position : position + _CHUNK].tolist()
-            for index in chunk:
-                position += 1
-                self._running = (epoch, position)
-                yield index
-        self._running = None
+            position += len(chunk)
+            yield from chunk
 
-    def iter_batches(self, batch_size: int, drop_last: bool) -> Iterator[np.ndarray]:
-        """The rest of an epoch as int64 slices of ``batch_size`` (the loader's fast path)."""
-        epoch, order, position = self._begin()
+    def batches_from(
+        self, epoch: int, position: int, batch_size: int, drop_last: bool
+    ) -> Iterator[np.ndarray]:
+        """Epoch ``epoch`` from index ``position`` on, as int64 slices of ``batch_size`` (the
+        loader's fast path). A pure function of its arguments, like :meth:`indices_from`."""
+        order = self.epoch_order(epoch)
         total = len(order)
         end = position + (total - position) // batch_size * batch_size if drop_last else total
         while position < end:
-            batch = order[position : position + batch_size]
+            yield order[position : position + batch_size]
+            position += batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, position = self._begin()
+        for index in self.indices_from(epoch, position):
+            position += 1
+            self._running = (epoch, position)
+            yield index
+        self._running = None
+
+    def iter_batches(self, batch_size: int, drop_last: bool) -> Iterator[np.ndarray]:
+        """The rest of an epoch as int64 slices of ``batch_size``."""
+        epoch, position = self._begin()
+        for batch in self.batches_from(epoch, position, batch_size, drop_last):
             position += len(batch)
             self._running = (epoch, position)
             yield batch
         self._running = None
+
+    def state_at(self, epoch: int, offset: int) -> dict[str, Any]:
+        """The state of this sampler positioned at index ``offset`` of ``epoch``: what
+        :meth:`state_dict` returns there."""
+        return {"epoch": epoch, "offset": offset}
 
     def state_dict(self) -> dict[str, Any]:
         """``{"epoch", "offset"}``: the next index to yield is ``offset`` into ``epoch``."""
         if self._running is not None:
             epoch, offset = self._running
             if offset < len(self.epoch_order(epoch)):
-                return {"epoch": epoch, "offset": offset}
-            return {"epoch": epoch + 1 if self.advances else epoch, "offset": 0}
-        return {"epoch": self.epoch, "offset": self._resume_offset}
+                return self.state_at(epoch, offset)
+            return self.state_at(epoch + 1 if self.advances else epoch, 0)
+        return self.state_at(self.epoch, self._resume_offset)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration continue from ``state`` (from :meth:`state_dict`)."""
@@ -187,14 +207,14 @@ class _SeededSampler(EpochSampler):
             self._drawn = (epoch, draw_seed(self.generator))
         return keyed_rng(self._drawn[1])
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_at(self, epoch: int, offset: int) -> dict[str, Any]:
         """The position, plus what the order depends on: ``seed`` (the one given or the fresh
         one picked), or the generator's state and the seed already drawn for ``epoch``."""
-        state = super().state_dict()
+        state = super().state_at(epoch, offset)
         if self.generator is None:
             state["seed"] = self._base_seed
             return state
-        if self._drawn is not None and self._drawn[0] == state["epoch"]:
+        if self._drawn is not None and self._drawn[0] == epoch:
             state["drawn"] = self._drawn[1]
         state["generator"] = generator_state(self.generator)
         return state

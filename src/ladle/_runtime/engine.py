@@ -1,26 +1,83 @@
-"""The main process's side of parallel loading: dispatch tasks, reassemble batches in order,
-turn worker failures into exceptions, and shut everything down on every exit path."""
+"""The main process's side of loading: a set of workers (:class:`Workers`), and one pass over
+them (:class:`PassDispatch`) that dispatches tasks, reassembles batches in order and turns
+replies into outcomes. Every exit path stops the workers and returns the slabs they held.
+
+Ownership: ``Workers`` owns its pool and the slabs it lent; it is closed by whoever created it
+(a pass, or the loader for persistent workers), and by a finalizer if nobody did. A pass owns
+only its own bookkeeping, so an abandoned pass leaves nothing behind that a later one reads.
+"""
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import pickle
+import time
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from ladle._runtime.messages import Batch, Exhausted, Failure, StartEpoch, Task, WorkerSpec
-from ladle._runtime.pool import Pool, ProcessPool, ThreadPool
-from ladle._runtime.shm import SlabPool, shm_directory
+from ladle._runtime.messages import (
+    Batch,
+    BatchSource,
+    Cancelled,
+    Exhausted,
+    Failure,
+    Reply,
+    SampleKey,
+    SlabRef,
+    StartEpoch,
+    Task,
+    WorkerSpec,
+)
+from ladle._runtime.pool import InlinePool, Pool, ProcessPool, ThreadPool
+from ladle._runtime.shm import SlabPool
 from ladle.errors import LoaderTimeoutError
 
-if TYPE_CHECKING:
-    from ladle.loader import DataLoader
-    from ladle.resume import Progress
+__all__ = ["Delivered", "EngineSpec", "PassDispatch", "Raised", "Workers"]
 
-__all__ = ["WorkerEngine"]
+WorkerKind = Literal["inline", "thread", "process"]
+
+_GRACE_SECONDS = 0.3  # for workers to obey a Stop before they are killed
+_BROKEN_GRACE_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to run workers, decided by the layer above."""
+
+    kind: WorkerKind
+    num_workers: int
+    source: BatchSource
+    worker_init_fn: Callable[[int], object] | None
+    context: Any  # a multiprocessing context, for kind="process"
+    prefetch_factor: int
+    in_order: bool
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Task ``number`` of the pass gave this batch."""
+
+    batch: object
+    number: int
+    worker_id: int
+    position: int | None
+
+
+@dataclass(frozen=True)
+class Raised:
+    """Task ``number`` of the pass raised ``error`` (the dataset's or collate_fn's)."""
+
+    error: BaseException
+    number: int
+    worker_id: int
+    position: int | None
+
+
+Outcome = Delivered | Raised
 
 
 def _rebuild(failure: Failure) -> BaseException:
@@ -37,233 +94,265 @@ def _rebuild(failure: Failure) -> BaseException:
     )
 
 
-def _default_context() -> Any:
-    """fork where it exists (Linux): workers start fast and never pickle the dataset."""
-    if "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
-
-
-def _shutdown(pool: Pool, slabs: SlabPool | None, owned: bool, grace: list[float]) -> None:
+def _shutdown(
+    pool: Pool,
+    slabs: SlabPool | None,
+    owned: bool,
+    lent: dict[int, SlabRef],
+    grace: list[float],
+    on_close: Callable[[int], None] | None,
+) -> None:
     try:
         pool.close(grace[0])
     finally:
+        largest = 0
         if slabs is not None:
+            # The workers are gone, so nothing writes into the slabs they were lent any more.
+            for ref in lent.values():
+                slabs.give_back(ref)
+            lent.clear()
+            largest = slabs.largest
             if owned:
                 slabs.close()
             else:
                 slabs.end_pass()
+        if on_close is not None:
+            on_close(largest)
 
 
-class WorkerEngine:
-    """Workers for one loader: started once, then one pass after another (``start``)."""
+class Workers:
+    """A pool of workers and the slabs lent to them; one pass runs over it at a time."""
 
-    def __init__(self, loader: DataLoader) -> None:
-        num_workers = loader.num_workers
-        self.num_workers = num_workers
-        self.in_order = loader.in_order
-        self.timeout = loader.timeout if loader.timeout > 0 else None
-        self.depth = num_workers * (loader.prefetch_factor or 2)
-        threads = loader.worker_type == "thread"
-        context = None
-        if not threads:
-            context = loader.multiprocessing_context or _default_context()
-        forked = context is not None and context.get_start_method() == "fork"
-        pickled = context is not None and not forked
-        # With spawn or forkserver the dataset is pickled once here, not once per worker.
-        dataset = pickle.dumps(loader.dataset) if pickled else loader.dataset
-        # Forked workers inherit the loader's slabs from pass to pass; other workers get a pool
-        # of their own, sized from what earlier passes learned so that no batch is pickled.
-        self.slabs: SlabPool | None = loader._slab_pool() if forked else None
-        owned = self.slabs is None and not threads
-        if owned:
-            self.slabs = loader._new_slab_pool()
-            self.slabs.need(loader._slab_bytes)
-        inherited = self.slabs.mappings() if forked and self.slabs is not None else None
+    def __init__(
+        self,
+        spec: EngineSpec,
+        slabs: SlabPool | None = None,
+        owns_slabs: bool = False,
+        on_close: Callable[[int], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.num_workers = spec.num_workers
+        self.inline = spec.kind == "inline"
+        self.slabs = slabs
+        forked = spec.kind == "process" and spec.context.get_start_method() == "fork"
+        source: BatchSource | bytes = spec.source
+        if spec.kind == "process" and not forked:
+            source = pickle.dumps(spec.source)  # once here, not once per worker
+        inherited = slabs.mappings() if forked and slabs is not None else None
         specs = [
             WorkerSpec(
                 worker_id=i,
-                num_workers=num_workers,
-                dataset=dataset,
-                dataset_pickled=pickled,
-                collate_fn=loader.collate_fn,
-                auto_collation=loader._auto_collation,
-                is_iterable=loader._is_iterable,
-                batch_size=loader.batch_size,
-                drop_last=loader.drop_last,
-                worker_init_fn=loader.worker_init_fn,
-                shm_dir=None if threads else shm_directory(),
+                num_workers=spec.num_workers,
+                source=source,
+                worker_init_fn=spec.worker_init_fn,
+                shm_dir=slabs.directory if slabs is not None else None,
                 parent_pid=os.getpid(),
                 inherited_slabs=inherited,
+                inline=self.inline,
             )
-            for i in range(num_workers)
+            for i in range(spec.num_workers)
         ]
-        self.pool: ProcessPool | ThreadPool = (
-            ThreadPool(specs) if threads else ProcessPool(specs, context)
-        )
-        self._grace = [_GRACE_SECONDS]
-        self._finalizer = weakref.finalize(
-            self, _shutdown, self.pool, self.slabs, owned, self._grace
-        )
+        self.pool: Pool
+        if spec.kind == "inline":
+            self.pool = InlinePool(specs[0])
+        elif spec.kind == "thread":
+            self.pool = ThreadPool(specs)
+        else:
+            self.pool = ProcessPool(specs, spec.context)
+        self.load = [0] * spec.num_workers  # tasks sent and not answered yet, any pass
+        self._lent: dict[int, SlabRef] = {}  # seq -> the slab its task holds
         self._seq = itertools.count()
-        self._first_seq = 0
-        self._indices: Iterator[Any] | None = None
-        self._indices_done = True
-        self._outstanding: dict[int, int] = {}  # seq -> worker
-        self._active: set[int] = set()
-        self._next_worker = 0
-        self._buffer: dict[int, Any] = {}
-        self._next_seq = 0
-        self._progress: Progress | None = None
-        self.last_number = 0  # the last batch handed out, numbered from the pass's start
+        self._grace = [_GRACE_SECONDS]
+        self.current: PassDispatch | None = None
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self.pool, slabs, owns_slabs, self._lent, self._grace, on_close
+        )
 
-    # -- a pass ------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
 
-    def start(
+    def begin(
+        self, dispatch: PassDispatch, seed: int, starts: list[int], keys: list[SampleKey]
+    ) -> int:
+        """Make ``dispatch`` the running pass; returns its first sequence number. Replies to
+        earlier passes' tasks are dropped from now on."""
+        self.current = dispatch
+        first = next(self._seq)
+        self._seq = itertools.count(first)
+        for worker_id in range(self.num_workers):
+            self.pool.send(worker_id, StartEpoch(seed, starts[worker_id], keys[worker_id]))
+        return first
+
+    def send_task(self, worker_id: int, indices: object) -> int:
+        seq = next(self._seq)
+        slab = self.slabs.lend(worker_id) if self.slabs is not None else None
+        if slab is not None:
+            self._lent[seq] = slab
+        self.load[worker_id] += 1
+        self.pool.send(worker_id, Task(seq, indices, slab))
+        return seq
+
+    def receive(self, first_seq: int, timeout: float | None) -> Reply:
+        """The next reply to a task numbered ``first_seq`` or later; replies to older tasks
+        are settled on the way."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reply = self.pool.receive(wait)
+            if reply is None:
+                raise LoaderTimeoutError(
+                    f"DataLoader timed out after {timeout} seconds waiting for a batch from "
+                    f"its {self.num_workers} workers; raise timeout= or make samples faster "
+                    f"to load"
+                )
+            self.load[reply.worker_id] -= 1
+            self._lent.pop(reply.seq, None)
+            if isinstance(reply, Batch) and self.slabs is not None:
+                self.slabs.need(reply.bytes_needed)
+            if reply.seq >= first_seq and not isinstance(reply, Cancelled):
+                return reply
+            if self.slabs is not None:
+                self.slabs.give_back(reply.slab)
+
+    def close(self, broken: bool = False) -> None:
+        """Stop the workers and return their slabs; idempotent. ``broken``: something failed,
+        so workers still busy are killed at once instead of being given time to finish."""
+        if broken:
+            self._grace[0] = _BROKEN_GRACE_SECONDS
+        self.current = None
+        self._finalizer()
+
+
+class PassDispatch:
+    """One pass over ``workers``: ``next()`` gives the pass's outcomes in order (or as they
+    come, with ``in_order=False``) and raises StopIteration at its end."""
+
+    def __init__(
         self,
+        workers: Workers,
         indices: Iterator[Any] | None,
         seed: int,
         starts: list[int],
-        keys: list[tuple[int, int, int, int]],
-        progress: Progress | None = None,
+        keys: list[SampleKey],
+        first_worker: int = 0,
     ) -> None:
-        """Begin a pass over ``indices`` (None for an iterable dataset's streams, which start
-        at ``starts``), worker ``i`` keying sample_rng() by ``keys[i]``; consumed batches of a
-        stream are reported to ``progress``."""
-        for worker_id in range(self.num_workers):
-            self.pool.send(worker_id, StartEpoch(seed, starts[worker_id], keys[worker_id]))
-        self._progress = progress
-        self._first_seq = self._next_seq = next(self._seq)
-        self._seq = itertools.count(self._first_seq)
-        self._indices = indices
+        spec = workers.spec
+        self.workers = workers
+        self.in_order = spec.in_order
+        self.timeout = spec.timeout
+        self.per_worker = spec.prefetch_factor
+        self.depth = 1 if workers.inline else spec.num_workers * spec.prefetch_factor
+        self.eager = not workers.inline  # the inline pool runs a task as it is sent
+        self._indices = indices  # None: an iterable dataset's streams
         self._indices_done = False
-        self._buffer.clear()
-        self._active = set(range(self.num_workers))
-        # A resumed stream goes on with the worker whose turn came next when it was saved.
-        self._next_worker = progress.next_stream if progress is not None and indices is None else 0
-        self._refill()
+        self._active = list(range(spec.num_workers))  # workers whose stream has not ended
+        self._turn = first_worker  # round-robin position (a resumed stream goes on there)
+        self._outstanding: dict[int, int] = {}  # number -> worker
+        self._buffer: dict[int, Reply] = {}  # in order: replies ahead of the next number
+        self._next = 0  # in order: the number handed out next
+        self._first_seq = workers.begin(self, seed, starts, keys)
+        self._sent = 0
+        if self.eager:
+            self._refill()
 
-    def _next_task_indices(self) -> tuple[bool, Any]:
-        if self._indices is None:
-            return True, None  # iterable: "your next batch"
-        try:
-            return True, next(self._indices)
-        except StopIteration:
-            return False, None
+    def _pick_worker(self) -> int | None:
+        active = self._active
+        if self.in_order:
+            # Strict round-robin, as torch does: a stream sharded by worker id then comes
+            # back in a predictable order.
+            while True:
+                worker = self._turn % self.workers.num_workers
+                self._turn += 1
+                if worker in active:
+                    return worker
+        # Out of order: the least loaded worker with room, so one slow sample stalls only
+        # the worker loading it.
+        load = self.workers.load
+        worker = min(active, key=lambda w: load[w])
+        return worker if load[worker] < self.per_worker else None
 
     def _refill(self) -> None:
-        # Batches waiting in the reorder buffer count against the depth too, as in torch: a slow
-        # worker then cannot let the others run arbitrarily far ahead.
         while (
             not self._indices_done
-            and len(self._outstanding) + len(self._buffer) < self.depth
             and self._active
+            and len(self._outstanding) + len(self._buffer) < self.depth
         ):
-            # Strict round-robin over the active workers, as torch does: an iterable dataset
-            # sharded by worker id then comes back in a predictable order.
-            worker_id = self._next_active()
-            more, indices = self._next_task_indices()
-            if not more:
-                self._indices_done = True
+            worker = self._pick_worker()
+            if worker is None:
                 return
-            seq = next(self._seq)
-            slab = self.slabs.lend(worker_id) if self.slabs is not None else None
-            self._outstanding[seq] = worker_id
-            self.pool.send(worker_id, Task(seq, indices, slab))
+            if self._indices is None:
+                indices = None
+            else:
+                try:
+                    indices = next(self._indices)
+                except StopIteration:
+                    self._indices_done = True
+                    return
+            number = self.workers.send_task(worker, indices) - self._first_seq
+            self._outstanding[number] = worker
+            self._sent = number + 1
 
-    def _next_active(self) -> int:
+    def next(self) -> Outcome:
         while True:
-            worker_id = self._next_worker % self.num_workers
-            self._next_worker += 1
-            if worker_id in self._active:
-                return worker_id
-
-    def next_batch(self) -> Any:
-        """The next batch of the pass; StopIteration at its end."""
-        while True:
+            if self.workers.current is not self:
+                raise RuntimeError("this pass's workers were handed to a newer pass")
             if self.in_order:
-                if self._next_seq in self._buffer:
-                    message = self._buffer.pop(self._next_seq)
-                    self._next_seq += 1
-                    result = self._handle(message)
-                    if result is not _SKIP:
-                        return result
+                reply = self._buffer.pop(self._next, None)
+                if reply is not None:
+                    self._next += 1
+                    outcome = self._outcome(reply)
+                    if outcome is not None:
+                        return outcome
                     continue
-                if self._next_seq not in self._outstanding:
-                    if self._indices_done or not self._active:
-                        raise StopIteration
-                    # Not dispatched yet: either the depth is taken by tasks of an abandoned
-                    # pass (receive them below to free it) or the refill dispatches it now.
+                if self._next not in self._outstanding:
                     self._refill()
+                    if self._next not in self._outstanding:
+                        raise StopIteration
             elif not self._outstanding:
                 self._refill()
                 if not self._outstanding:
                     raise StopIteration
-            message = self._receive()
-            if message.seq < self._first_seq:  # from a pass abandoned earlier
-                self._settle(message)
-                if self.slabs is not None:
-                    self.slabs.give_back(message.slab)
-                continue
-            self._settle(message)
+            reply = self.workers.receive(self._first_seq, self.timeout)
+            number = reply.seq - self._first_seq
+            self._outstanding.pop(number, None)
+            if isinstance(reply, Exhausted) and reply.worker_id in self._active:
+                self._active.remove(reply.worker_id)
+            if self.eager:
+                self._refill()
             if self.in_order:
-                self._buffer[message.seq] = message
-            else:
-                result = self._handle(message)
-                if result is not _SKIP:
-                    return result
+                self._buffer[number] = reply
+                continue
+            outcome = self._outcome(reply)
+            if outcome is not None:
+                return outcome
 
-    def _receive(self) -> Any:
-        message = self.pool.receive(self.timeout)
-        if message is None:
-            raise LoaderTimeoutError(
-                f"DataLoader timed out after {self.timeout} seconds waiting for a batch from "
-                f"its {self.num_workers} workers; raise timeout= or make samples faster to load"
-            )
-        return message
-
-    def _settle(self, message: Any) -> None:
-        self._outstanding.pop(message.seq, None)
-        if isinstance(message, Exhausted) and message.worker_id in self._active:
-            self._active.discard(message.worker_id)
-        if isinstance(message, Batch) and self.slabs is not None:
-            self.slabs.need(message.bytes_needed)
-        self._refill()
-
-    def _handle(self, message: Any) -> Any:
-        slabs = self.slabs
-        if not isinstance(message, Exhausted):
-            self.last_number = message.seq - self._first_seq
-            if self._indices is None and self._progress is not None:
-                position = message.position if isinstance(message, Batch) else None
-                self._progress.stream_done(message.worker_id, position, self.num_workers)
-        if isinstance(message, Batch):
-            if slabs is None or not message.slab_used:
-                if slabs is not None:
-                    slabs.give_back(message.slab)
-                return message.payload
-            return slabs.views(message.slab, message.payload)  # type: ignore[arg-type]
+    def _outcome(self, reply: Reply) -> Outcome | None:
+        slabs = self.workers.slabs
+        number = reply.seq - self._first_seq
+        if isinstance(reply, Batch):
+            payload = reply.payload
+            if reply.pickled:
+                assert isinstance(payload, bytes)
+                try:
+                    payload = pickle.loads(payload)
+                except Exception as error:
+                    if slabs is not None:
+                        slabs.give_back(reply.slab)
+                    error.add_note(
+                        f"The batch of task {number} of this pass arrived from ladle worker "
+                        f"{reply.worker_id} but could not be unpickled in the main process; "
+                        f"the pass goes on with the next batch"
+                    )
+                    return Raised(error, number, reply.worker_id, reply.position)
+            if slabs is not None:
+                if reply.slab_used and reply.slab is not None:
+                    payload = slabs.views(reply.slab, payload)
+                else:
+                    slabs.give_back(reply.slab)
+            return Delivered(payload, number, reply.worker_id, reply.position)
         if slabs is not None:
-            slabs.give_back(message.slab)
-        if isinstance(message, Exhausted):
-            return _SKIP
-        raise _rebuild(message)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def slab_bytes(self) -> int:
-        """The largest batch seen so far, in bytes of slab (0 for thread workers)."""
-        return self.slabs.largest if self.slabs is not None else 0
-
-    def close(self, broken: bool = False) -> None:
-        """Stop the workers and unlink the slabs; idempotent. ``broken``: something failed, so
-        workers still busy are killed at once instead of being given time to finish."""
-        if broken:
-            self._grace[0] = _BROKEN_GRACE_SECONDS
-        self._finalizer()
-
-
-_SKIP = object()
-_GRACE_SECONDS = 2.0
-_BROKEN_GRACE_SECONDS = 0.1
+            slabs.give_back(reply.slab)
+        if isinstance(reply, Failure):
+            return Raised(_rebuild(reply), number, reply.worker_id, None)
+        return None  # Exhausted: that worker's stream has ended

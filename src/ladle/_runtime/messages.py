@@ -1,21 +1,65 @@
-"""The worker protocol: small frozen messages. Only metadata crosses; array bytes travel in
-shared-memory slabs (see shm.py) or, for small payloads, inside the pickled message."""
+"""The worker protocol: small frozen messages, typed end to end.
+
+The main process sends :data:`Command` s (``StartEpoch``, ``Task``, ``Stop``) and receives
+:data:`Reply` s (``Batch``, ``Failure``, ``Exhausted``, ``Cancelled``), one reply per task. Only
+metadata crosses: array bytes travel in shared-memory slabs (see shm.py); a process worker pickles
+the rest of a batch itself, so that a batch which cannot be pickled (or unpickled) is one batch's
+error instead of a dead worker or a dead pipe.
+"""
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 __all__ = [
     "Batch",
+    "BatchSource",
+    "Cancelled",
+    "Command",
     "Exhausted",
     "Failure",
+    "Fetch",
+    "Reply",
+    "SampleKey",
     "SlabRef",
     "StartEpoch",
     "Stop",
     "Task",
     "WorkerSpec",
 ]
+
+SampleKey = tuple[int, int, int, int]
+
+
+class Fetch(Protocol):
+    """Loads one task's batch: ``fetch(indices)``; raises StopIteration at a stream's end.
+    ``position`` counts the samples a stream has delivered (None for a map-style dataset)."""
+
+    @property
+    def position(self) -> int | None: ...
+
+    def __call__(self, indices: object) -> object: ...
+
+
+class BatchSource(Protocol):
+    """What a worker loads from, handed down by the layer above: the dataset, collate_fn and
+    batching rules behind one method."""
+
+    @property
+    def is_iterable(self) -> bool: ...
+
+    @property
+    def dataset(self) -> object:
+        """What ``get_worker_info().dataset`` shows in a worker."""
+        ...
+
+    def open(self, start: int, sample_key: SampleKey) -> Fetch:
+        """The fetch of a new pass: a stream from sample ``start`` on, or the map-style fetch
+        with the pass's ``sample_rng()`` key."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -32,46 +76,51 @@ class WorkerSpec:
 
     worker_id: int
     num_workers: int
-    dataset: Any  # the dataset itself (fork, threads) or its pickle, made once (spawn)
-    dataset_pickled: bool
-    collate_fn: Any
-    auto_collation: bool
-    is_iterable: bool
-    batch_size: int | None
-    drop_last: bool
-    worker_init_fn: Any
-    shm_dir: str | None  # None: no shared memory (thread workers share the address space)
+    source: BatchSource | bytes  # the source itself (fork, threads) or its pickle (spawn)
+    worker_init_fn: Callable[[int], object] | None
+    shm_dir: str | None  # None: no shared memory (threads share the address space)
     parent_pid: int
-    inherited_slabs: Any = None  # fork only: slab mappings the worker inherits from the main
+    inherited_slabs: Mapping[str, mmap.mmap] | None = None  # fork: mappings made before it
+    inline: bool = False  # the main process itself: no worker info, no init, no seeding
 
 
 @dataclass(frozen=True)
 class StartEpoch:
     """Begin a pass: the first one seeds the worker (torch's base seed) and runs its init;
-    every one restarts an iterable dataset's stream, at sample ``start`` of it when resumed.
+    every one restarts an iterable dataset's stream, at sample ``start`` when resumed.
     ``sample_key`` keys the pass's ``sample_rng()`` generators in this worker."""
 
     seed: int
     start: int
-    sample_key: tuple[int, int, int, int]
+    sample_key: SampleKey
 
 
 @dataclass(frozen=True)
 class Task:
-    """Load batch ``seq``: these indices (map-style) or the next batch of the stream."""
+    """Load batch ``seq``: these indices (map-style) or the next batch of the stream (None)."""
 
     seq: int
-    indices: Any
+    indices: object
     slab: SlabRef | None
 
 
 @dataclass(frozen=True)
+class Stop:
+    """Finish: the worker exits its loop, without running the tasks still queued."""
+
+
+Command = StartEpoch | Task | Stop
+
+
+@dataclass(frozen=True)
 class Batch:
-    """Batch ``seq`` is ready; arrays in ``payload`` may point into ``slab``."""
+    """Batch ``seq`` is ready. ``payload`` is the batch (threads), or its pickle when
+    ``pickled`` (processes); arrays in it may be descriptors into ``slab``."""
 
     seq: int
     worker_id: int
-    payload: Any
+    payload: object
+    pickled: bool
     slab: SlabRef | None
     slab_used: bool
     bytes_needed: int
@@ -80,11 +129,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Failure:
-    """Loading batch ``seq`` raised; ``error`` is the pickled exception, traceback attached."""
+    """Loading batch ``seq`` raised. ``error`` is the exception (threads), its pickle
+    (processes), or None when it could not be pickled; ``type_name`` and ``message`` describe
+    it either way."""
 
     seq: int
     worker_id: int
-    error: bytes | None
+    error: BaseException | bytes | None
     type_name: str
     message: str
     slab: SlabRef | None
@@ -100,5 +151,12 @@ class Exhausted:
 
 
 @dataclass(frozen=True)
-class Stop:
-    """Finish: the worker exits its loop."""
+class Cancelled:
+    """Task ``seq`` was not run: a new pass (or a stop) was already waiting behind it."""
+
+    seq: int
+    worker_id: int
+    slab: SlabRef | None
+
+
+Reply = Batch | Failure | Exhausted | Cancelled

@@ -20,6 +20,7 @@ import re
 import tempfile
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,7 +209,7 @@ class SlabWriter:
     """The worker's side: map lent slabs, collate into them, describe what is where."""
 
     def __init__(
-        self, directory: str, inherited: dict[str, mmap.mmap] | None = None, cache: int = 32
+        self, directory: str, inherited: Mapping[str, mmap.mmap] | None = None, cache: int = 32
     ) -> None:
         self.directory = directory
         self.inherited = inherited or {}  # mappings present in the main process at fork

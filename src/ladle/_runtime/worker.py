@@ -1,16 +1,16 @@
-"""The worker loop, shared by process and thread workers: receive a task, load, send the batch."""
+"""The worker loop, one implementation for inline, thread and process workers: receive a task,
+load its batch, send the reply."""
 
 from __future__ import annotations
 
+import collections
 import ctypes
-import dataclasses
 import os
 import pickle
 import random
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,32 +18,47 @@ import numpy as np
 from ladle._runtime.context import WorkerInfo, set_allocator, set_worker_info
 from ladle._runtime.messages import (
     Batch,
+    BatchSource,
+    Cancelled,
+    Command,
     Exhausted,
     Failure,
+    Fetch,
+    Reply,
     StartEpoch,
     Stop,
     Task,
     WorkerSpec,
 )
 from ladle._runtime.shm import SlabWriter
-from ladle.fetch import IterableFetcher, MapFetcher, open_stream
 
-__all__ = ["Channel", "describe_indices", "process_main", "run_worker"]
+__all__ = ["Channel", "Loop", "describe_indices", "process_main", "run_worker"]
 
 _PARENT_CHECK_SECONDS = 1.0
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
 class Channel(Protocol):
-    def send(self, message: Any) -> None: ...
+    def send(self, reply: Reply) -> None: ...
 
-    def recv(self) -> Any: ...
+    def recv(self) -> Command | None:
+        """The next command; None when the main process is gone."""
+        ...
+
+    def pending(self) -> list[Command]:
+        """The commands already waiting, without blocking."""
+        ...
 
 
-def describe_indices(indices: Any, seq: int) -> str:
+def describe_indices(indices: object, seq: int) -> str:
     if indices is None:
         return f"batch {seq} of the stream"
-    values = indices.tolist() if isinstance(indices, np.ndarray) else list(indices)
+    if isinstance(indices, np.ndarray):
+        values = indices.tolist()
+    elif isinstance(indices, list | tuple):
+        values = list(indices)
+    else:
+        return f"sample {indices!r}"
     if len(values) > 12:
         return f"samples {values[:12]}... ({len(values)} indices)"
     return f"samples {values}"
@@ -58,54 +73,55 @@ def _seed_globals(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-class _Loop:
-    def __init__(self, spec: WorkerSpec, channel: Channel, in_process: bool) -> None:
-        self.spec = spec
-        self.channel = channel
-        self.in_process = in_process
-        self.writer = None
-        if spec.shm_dir is not None:
-            self.writer = SlabWriter(spec.shm_dir, spec.inherited_slabs)
-        self.dataset: Any = None
-        self.fetch: Callable[[Any], Any] | None = None
-        self.map_fetcher: MapFetcher | None = None
-        self.stream: IterableFetcher | None = None  # an iterable dataset's, for this pass
-        self.started = False
+def _unpickled_source(spec: WorkerSpec) -> BatchSource:
+    if isinstance(spec.source, bytes):
+        source: BatchSource = pickle.loads(spec.source)
+        return source
+    return spec.source
+
+
+class Loop:
+    """One worker's state: its source, the current pass's fetch, its slab writer."""
+
+    def __init__(self, spec: WorkerSpec, pickles: bool) -> None:
+        self.worker_id = spec.worker_id
+        self.spec: WorkerSpec | None = spec  # dropped once started: it may hold a big pickle
+        self.pickles = pickles  # replies cross a process boundary
+        self.writer = SlabWriter(spec.shm_dir, spec.inherited_slabs) if spec.shm_dir else None
+        self.inline = spec.inline
+        self.source: BatchSource | None = None
+        self.fetch: Fetch | None = None
         # An error while starting (unpickling the dataset, worker_init_fn, iter(dataset)):
         # every task of the pass then fails with it, so it reaches the main process as the
         # first batch's error instead of killing a worker (or silently stopping a thread).
         self.start_error: tuple[Exception, str] | None = None
+        self.inbox: collections.deque[Command] = collections.deque()
 
     def start_epoch(self, message: StartEpoch) -> None:
+        self.start_error = None
+        try:
+            if self.source is None:
+                self._start(message.seed)
+            assert self.source is not None
+            self.fetch = self.source.open(message.start, message.sample_key)
+        except Exception as error:
+            self.start_error = (error, traceback.format_exc())
+
+    def _start(self, seed: int) -> None:
         spec = self.spec
-        if not self.started:
-            self.dataset = pickle.loads(spec.dataset) if spec.dataset_pickled else spec.dataset
-            self.spec = spec = dataclasses.replace(spec, dataset=None)  # free the pickle
-            seed = (message.seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
-            if self.in_process:  # threads share the main process's RNGs: leave them alone
+        assert spec is not None
+        self.spec = None
+        source = _unpickled_source(spec)
+        if not self.inline:
+            seed = (seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
+            if self.pickles:  # threads share the main process's RNGs: leave them alone
                 _seed_globals(seed)
-            set_worker_info(WorkerInfo(spec.worker_id, spec.num_workers, seed, self.dataset))
+            set_worker_info(WorkerInfo(spec.worker_id, spec.num_workers, seed, source.dataset))
             if spec.worker_init_fn is not None:
                 spec.worker_init_fn(spec.worker_id)
-            self.started = True
-        if spec.is_iterable:
-            stream = IterableFetcher(
-                open_stream(self.dataset, message.start),
-                spec.batch_size,
-                spec.drop_last,
-                spec.collate_fn,
-                message.sample_key,
-                message.start,
-            )
-            self.stream = stream
-            self.fetch = lambda indices: stream.fetch()
-        else:
-            if self.map_fetcher is None:
-                self.map_fetcher = MapFetcher(self.dataset, spec.auto_collation, spec.collate_fn)
-                self.fetch = self.map_fetcher.fetch
-            self.map_fetcher.sample_key = message.sample_key
+        self.source = source
 
-    def run_task(self, task: Task) -> Any:
+    def run_task(self, task: Task) -> Reply:
         if self.start_error is not None:
             error, trace = self.start_error
             # A fresh copy per task: the stored error must not collect notes, nor hold the
@@ -114,36 +130,49 @@ class _Loop:
                 copy = pickle.loads(pickle.dumps(error))
             except Exception:
                 copy = RuntimeError(f"{type(error).__qualname__}: {error}")
-            return self.failure(task, copy, trace)
+            return self.failure(task, copy, trace, "(the worker failed to start)")
         writer = self.writer
         if writer is not None:
             writer.begin(task.slab)
             set_allocator(writer.allocate)
+        fetch = self.fetch
+        assert fetch is not None, "a task arrived before StartEpoch"
         try:
-            assert self.fetch is not None, "a task arrived before StartEpoch"
-            batch = self.fetch(task.indices)
+            batch = fetch(task.indices)
         except StopIteration:
-            return Exhausted(task.seq, self.spec.worker_id, task.slab)
+            if task.indices is None:
+                return Exhausted(task.seq, self.worker_id, task.slab)
+            error = RuntimeError("StopIteration was raised while loading a map-style batch")
+            return self.failure(task, error, traceback.format_exc())
         except Exception as error:
             return self.failure(task, error, traceback.format_exc())
         finally:
-            set_allocator(None)
-        position = self.stream.position if self.stream is not None else None
-        if writer is None:
-            return Batch(task.seq, self.spec.worker_id, batch, None, False, 0, position)
-        payload, used, needed = writer.encode(batch)
-        return Batch(task.seq, self.spec.worker_id, payload, task.slab, used, needed, position)
+            if writer is not None:
+                set_allocator(None)
+        position = fetch.position
+        if not self.pickles:
+            return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position)
+        payload, used, needed = writer.encode(batch) if writer is not None else (batch, False, 0)
+        try:
+            blob = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            error.add_note(
+                f"The batch loaded, but it could not be pickled to cross to the main process "
+                f"({type(error).__name__}: {error}); return picklable values (arrays, numbers, "
+                f"str) from the dataset and collate_fn, or use worker_type='thread'"
+            )
+            return self.failure(task, error, traceback.format_exc())
+        return Batch(task.seq, self.worker_id, blob, True, task.slab, used, needed, position)
 
-    def failure(self, task: Task, error: Exception, trace: str) -> Failure:
+    def failure(self, task: Task, error: Exception, trace: str, why: str = "") -> Failure:
         where = describe_indices(task.indices, task.seq)
-        if self.start_error is not None:
-            where = f"{where} (the worker failed to start)"
-        error.add_note(
-            f"\nRaised in ladle worker {self.spec.worker_id} (pid {os.getpid()}) while loading "
-            f"{where}. Worker traceback:\n{trace}"
-        )
-        blob: Any = error
-        if self.in_process:
+        if not self.inline:
+            error.add_note(
+                f"\nRaised in ladle worker {self.worker_id} (pid {os.getpid()}) while loading "
+                f"{where}{' ' + why if why else ''}. Worker traceback:\n{trace}"
+            )
+        blob: BaseException | bytes | None = error
+        if self.pickles:
             try:
                 blob = pickle.dumps(error)
                 pickle.loads(blob)  # an exception that pickles but cannot be rebuilt
@@ -151,56 +180,93 @@ class _Loop:
                 blob = None
         return Failure(
             task.seq,
-            self.spec.worker_id,
+            self.worker_id,
             blob,
             type(error).__qualname__,
             "".join([str(error), *getattr(error, "__notes__", [])]),
             task.slab,
         )
 
-    def run(self) -> None:
+    def run(self, channel: Channel) -> None:
+        inbox = self.inbox
         while True:
-            message = self.channel.recv()
+            message = inbox.popleft() if inbox else channel.recv()
             if message is None or isinstance(message, Stop):
                 return
             if isinstance(message, StartEpoch):
-                try:
-                    self.start_error = None
-                    self.start_epoch(message)
-                except Exception as error:
-                    self.start_error = (error, traceback.format_exc())
-            elif isinstance(message, Task):
-                self.channel.send(self.run_task(message))
+                self.start_epoch(message)
+                continue
+            # Look at what waits behind this task first: a stop, or a new pass that makes the
+            # rest of this one moot, is then obeyed at once instead of after the queued work.
+            inbox.extend(channel.pending())
+            if any(isinstance(waiting, Stop) for waiting in inbox):
+                return
+            if any(isinstance(waiting, StartEpoch) for waiting in inbox):
+                channel.send(Cancelled(message.seq, self.worker_id, message.slab))
+                continue
+            channel.send(self.run_task(message))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if not self.inline:
+            set_worker_info(None)
 
 
-def run_worker(spec: WorkerSpec, channel: Channel, in_process: bool) -> None:
-    loop = _Loop(spec, channel, in_process)
+def run_worker(spec: WorkerSpec, channel: Channel, pickles: bool) -> None:
+    loop = Loop(spec, pickles)
     try:
-        loop.run()
+        loop.run(channel)
     finally:
-        if loop.writer is not None:
-            loop.writer.close()
-        set_worker_info(None)
+        loop.close()
 
 
 class _PipeChannel:
-    """A process worker's end of its pipe; gives up when the main process is gone."""
+    """A process worker's end of its pipe; gives up when the main process is gone. A pickled
+    batch travels as two frames, the reply and then its payload's bytes."""
 
     def __init__(self, connection: Any, parent_pid: int) -> None:
         self.connection = connection
         self.parent_pid = parent_pid
 
-    def send(self, message: Any) -> None:
-        self.connection.send(message)
+    def send(self, reply: Reply) -> None:
+        if isinstance(reply, Batch) and reply.pickled:
+            blob = reply.payload
+            assert isinstance(blob, bytes)
+            self.connection.send(
+                Batch(
+                    reply.seq,
+                    reply.worker_id,
+                    None,
+                    True,
+                    reply.slab,
+                    reply.slab_used,
+                    reply.bytes_needed,
+                    reply.position,
+                )
+            )
+            self.connection.send_bytes(blob)
+            return
+        self.connection.send(reply)
 
-    def recv(self) -> Any:
+    def recv(self) -> Command | None:
         while not self.connection.poll(_PARENT_CHECK_SECONDS):
             if os.getppid() != self.parent_pid:
                 return None
         try:
-            return self.connection.recv()
-        except EOFError:
+            message: Command = self.connection.recv()
+        except (EOFError, OSError):
             return None
+        return message
+
+    def pending(self) -> list[Command]:
+        waiting: list[Command] = []
+        try:
+            while self.connection.poll(0):
+                waiting.append(self.connection.recv())
+        except (EOFError, OSError):
+            waiting.append(Stop())
+        return waiting
 
 
 def _keep_freed_memory() -> None:
@@ -218,13 +284,23 @@ def _keep_freed_memory() -> None:
         pass  # not glibc: keep its defaults
 
 
+def _one_torch_thread() -> None:
+    """A forked child inherits torch's intra-op thread pool in a state it cannot use: the first
+    parallel op (a conv, a matmul) then deadlocks. torch's own workers run one intra-op thread
+    each, which also keeps N workers from oversubscribing the cores."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def process_main(spec: WorkerSpec, connection: Any) -> None:
     """Entry point of a worker process."""
     # Ctrl-C reaches the whole process group; the main process decides what happens.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _one_torch_thread()
     _keep_freed_memory()
     try:
-        run_worker(spec, _PipeChannel(connection, spec.parent_pid), in_process=True)
+        run_worker(spec, _PipeChannel(connection, spec.parent_pid), pickles=True)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the main process went away mid-send: nothing left to do
     finally:

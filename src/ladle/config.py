@@ -1,0 +1,326 @@
+"""A DataLoader's configuration: its arguments, validated once at construction and again on
+every assignment, held in frozen dataclasses.
+
+The arguments take torch's meaning, and the combinations torch rejects raise ``ValueError``
+with a message that names the argument and the fix. What decides the batches (dataset, sampler,
+batch sampler, batch size, drop_last) is fixed at construction, as in torch; the rest may be
+reassigned, and is checked again when it is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ladle.collate import default_collate, default_convert
+from ladle.dataset import IterableDataset
+from ladle.interop import converter
+from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from ladle.seeding import check_generator, check_seed
+from ladle.validation import check_bool, check_callable, check_choice, check_int, check_number
+
+__all__ = [
+    "FROZEN",
+    "SETTINGS",
+    "LoaderConfig",
+    "Sampling",
+    "Settings",
+    "configure",
+    "reconfigure",
+]
+
+WORKER_TYPES = ("process", "thread")
+#: Set at construction only: torch refuses to reassign these too.
+FROZEN = frozenset(
+    {"dataset", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
+    | {"persistent_workers"}
+)
+#: May be reassigned; the whole configuration is checked again when one is.
+SETTINGS = (
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "pin_memory_device",
+    "in_order",
+    "seed",
+    "worker_type",
+    "output",
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What decides the batches: fixed for the loader's life."""
+
+    dataset: Any
+    is_iterable: bool
+    shuffle: bool
+    sampler: Any
+    batch_sampler: Any
+    batch_size: int | None
+    drop_last: bool
+    auto_collation: bool
+    persistent_workers: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the batches are made; ``given`` holds the arguments as passed, for re-checking."""
+
+    given: Mapping[str, Any]
+    num_workers: int
+    collate_fn: Callable[[Any], Any]
+    pin_memory: bool
+    timeout: float
+    worker_init_fn: Callable[[int], Any] | None
+    context: Any  # a multiprocessing context, or None for the default
+    generator: Any
+    prefetch_factor: int | None  # None without workers; 2 when workers were given none
+    pin_memory_device: str
+    in_order: bool
+    seed: int | None
+    worker_type: str
+    output: str | None
+    convert: Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    sampling: Sampling
+    settings: Settings
+
+
+def _check_context(context: Any, num_workers: int, worker_type: str) -> Any:
+    if context is None:
+        return None
+    if num_workers == 0:
+        raise ValueError(
+            f"multiprocessing_context can only be used with multi-process loading "
+            f"(num_workers > 0), but got num_workers={num_workers}; drop the argument or raise "
+            f"num_workers"
+        )
+    if worker_type == "thread":
+        raise ValueError(
+            f"multiprocessing_context={context!r} has no meaning with worker_type='thread'; "
+            f"drop it, or use worker_type='process'"
+        )
+    if isinstance(context, str):
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(
+                f"multiprocessing_context option should specify a valid start method in "
+                f"{methods!r}, but got multiprocessing_context={context!r}"
+            )
+        return multiprocessing.get_context(context)
+    if not isinstance(context, multiprocessing.context.BaseContext):
+        raise TypeError(
+            f"multiprocessing_context option should be a valid context object or a string "
+            f"naming the start method, but got multiprocessing_context={context!r}"
+        )
+    return context
+
+
+def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
+    num_workers = check_int(
+        given["num_workers"],
+        "num_workers",
+        minimum=0,
+        fix="use num_workers=0 to load in the main process",
+    )
+    timeout = check_number(
+        given["timeout"],
+        "timeout",
+        minimum=0,
+        fix="give a non-negative number of seconds; timeout=0 waits forever",
+    )
+    if isinstance(given["timeout"], int):
+        timeout = given["timeout"]  # as given: messages say "after 1 seconds", as torch's do
+    if timeout > 0 and num_workers == 0:
+        raise ValueError(
+            f"timeout={timeout} applies to worker loading only, but num_workers=0; set "
+            f"num_workers > 0 or leave timeout=0"
+        )
+    prefetch_factor = given["prefetch_factor"]
+    if num_workers == 0 and prefetch_factor is not None:
+        raise ValueError(
+            f"prefetch_factor option could only be specified in multiprocessing, but got "
+            f"prefetch_factor={prefetch_factor!r} with num_workers=0; set num_workers > 0 or "
+            f"prefetch_factor=None"
+        )
+    if prefetch_factor is not None:
+        prefetch_factor = check_int(
+            prefetch_factor,
+            "prefetch_factor",
+            minimum=1,
+            fix="each worker keeps this many batches in flight; the default is 2",
+        )
+    elif num_workers > 0:
+        prefetch_factor = 2
+    if sampling.persistent_workers and num_workers == 0:
+        raise ValueError(
+            "persistent_workers option needs num_workers > 0; set num_workers > 0 or "
+            "persistent_workers=False"
+        )
+    worker_type = check_choice(
+        given["worker_type"], "worker_type", WORKER_TYPES, fix="processes are the default"
+    )
+    context = _check_context(given["multiprocessing_context"], num_workers, worker_type)
+    seed, generator = given["seed"], given["generator"]
+    if seed is not None:
+        seed = check_seed(seed)
+        if generator is not None:
+            raise ValueError(
+                "DataLoader takes seed or generator, not both; seed=<int> fixes the order "
+                "of every epoch, so drop generator="
+            )
+    if generator is not None:
+        check_generator(generator)
+    output = given["output"]
+    convert = converter(output)
+    pin_memory = check_bool(given["pin_memory"], "pin_memory")
+    if pin_memory and output in ("numpy", "jax"):
+        raise ValueError(
+            f"pin_memory=True makes pinned torch tensors, which contradicts "
+            f"output={output!r}; use output='torch' (or None) or pin_memory=False"
+        )
+    device = given["pin_memory_device"]
+    if not isinstance(device, str):
+        raise TypeError(
+            f"pin_memory_device should be a device name such as 'cuda', or '' for the "
+            f"default, but got pin_memory_device={device!r}"
+        )
+    collate_fn = check_callable(given["collate_fn"], "collate_fn", optional=True)
+    if collate_fn is None:
+        collate_fn = default_collate if sampling.auto_collation else default_convert
+    return Settings(
+        given=dict(given),
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=pin_memory,
+        timeout=timeout,
+        worker_init_fn=check_callable(given["worker_init_fn"], "worker_init_fn", optional=True),
+        context=context,
+        generator=generator,
+        prefetch_factor=prefetch_factor,
+        pin_memory_device=device,
+        in_order=check_bool(given["in_order"], "in_order"),
+        seed=seed,
+        worker_type=worker_type,
+        output=output,
+        convert=convert,
+    )
+
+
+def _sampling(
+    dataset: Any,
+    batch_size: int | None,
+    shuffle: bool | None,
+    sampler: Sampler[Any] | Iterable[Any] | None,
+    batch_sampler: Sampler[Any] | Iterable[Any] | None,
+    drop_last: bool,
+    persistent_workers: bool,
+    generator: Any,
+    seed: int | None,
+) -> Sampling:
+    is_iterable = isinstance(dataset, IterableDataset)
+    drop_last = check_bool(drop_last, "drop_last", type_error=ValueError)
+    persistent_workers = check_bool(persistent_workers, "persistent_workers")
+    if is_iterable:
+        if shuffle not in (False, None):
+            raise ValueError(
+                f"DataLoader with IterableDataset: expected unspecified shuffle option, but "
+                f"got shuffle={shuffle!r}; an iterable dataset decides its own order, so "
+                f"shuffle inside its __iter__ (or use a map-style Dataset)"
+            )
+        if sampler is not None:
+            raise ValueError(
+                f"DataLoader with IterableDataset: expected unspecified sampler option, but "
+                f"got sampler={sampler!r}; an iterable dataset yields its own samples"
+            )
+        if batch_sampler is not None:
+            raise ValueError(
+                f"DataLoader with IterableDataset: expected unspecified batch_sampler "
+                f"option, but got batch_sampler={batch_sampler!r}; use batch_size="
+            )
+    shuffle = bool(shuffle)
+    if sampler is not None and shuffle:
+        raise ValueError(
+            "sampler option is mutually exclusive with shuffle; pass shuffle=False and let "
+            "the sampler decide the order (e.g. RandomSampler)"
+        )
+    if batch_sampler is not None:
+        if batch_size != 1 or shuffle or sampler is not None or drop_last:
+            raise ValueError(
+                "batch_sampler option is mutually exclusive with batch_size, shuffle, "
+                "sampler, and drop_last; the batch sampler alone decides the batches, so "
+                "leave those at their defaults"
+            )
+        batch_size = None
+        drop_last = False
+    elif batch_size is None and drop_last:
+        raise ValueError(
+            "batch_size=None option disables auto-batching and is mutually exclusive with "
+            "drop_last; set a batch_size or drop_last=False"
+        )
+    if sampler is None and not is_iterable:
+        if shuffle:
+            sampler = RandomSampler(dataset, generator=generator, seed=seed)
+        else:
+            sampler = SequentialSampler(dataset)
+    if batch_size is not None and batch_sampler is None:
+        # BatchSampler validates batch_size and drop_last, with torch's messages.
+        checked = BatchSampler(sampler if sampler is not None else [], batch_size, drop_last)
+        batch_size = checked.batch_size
+        if not is_iterable:
+            batch_sampler = checked
+    return Sampling(
+        dataset=dataset,
+        is_iterable=is_iterable,
+        shuffle=shuffle,
+        sampler=sampler,
+        batch_sampler=batch_sampler,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        auto_collation=batch_sampler is not None or (is_iterable and batch_size is not None),
+        persistent_workers=persistent_workers,
+    )
+
+
+def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
+    """The configuration of a new DataLoader from its constructor's arguments."""
+    # The seed and generator are checked before they reach a sampler.
+    given = {name: arguments[name] for name in SETTINGS}
+    if given["seed"] is not None:
+        given["seed"] = check_seed(given["seed"])
+    if given["generator"] is not None:
+        check_generator(given["generator"])
+    sampling = _sampling(
+        arguments["dataset"],
+        arguments["batch_size"],
+        arguments["shuffle"],
+        arguments["sampler"],
+        arguments["batch_sampler"],
+        arguments["drop_last"],
+        arguments["persistent_workers"],
+        given["generator"] if given["seed"] is None else None,
+        given["seed"],
+    )
+    return LoaderConfig(sampling, _settings(given, sampling))
+
+
+def reconfigure(config: LoaderConfig, name: str, value: Any) -> LoaderConfig:
+    """``config`` with setting ``name`` reassigned, checked with the others."""
+    if name in FROZEN:
+        raise ValueError(
+            f"{name} attribute should not be set after DataLoader is initialized; build a "
+            f"new DataLoader with {name}={value!r}"
+        )
+    given = {**config.settings.given, name: value}
+    return LoaderConfig(config.sampling, _settings(given, config.sampling))

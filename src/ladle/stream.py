@@ -1,0 +1,93 @@
+"""A loader's place in its stream of passes: the next epoch, a loaded state waiting for the
+next pass, and the progress of the latest pass. Only this module writes them, under one lock.
+
+A pass counts from its first outcome on (a batch, an error, or its end): that is when it is
+*committed*. An ``iter(loader)`` thrown away before its first batch, as frameworks do to probe a
+loader, therefore changes nothing: not the epoch, not the sampler's epoch, not a loaded state
+waiting to be resumed, not what ``state_dict()`` says. A pass abandoned after it started
+(``break``) did consume its epoch: the next pass is the next epoch, and until then
+``state_dict()`` describes where the abandoned one stood.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from ladle.config import Sampling
+from ladle.passplan import PassStart, epoch_sampler, plan_start
+from ladle.resume import Progress, state_of
+from ladle.seeding import draw_seed, pass_seed
+
+__all__ = ["StreamPosition"]
+
+
+class StreamPosition:
+    def __init__(self, seed: int | None) -> None:
+        self.lock = threading.RLock()
+        self.seed = seed  # the stream's seed; None when each pass draws from a generator
+        self._next_epoch = 0
+        self._pending: dict[str, Any] | None = None  # loaded, for the next pass
+        self._latest: Progress | None = None  # the latest committed pass
+        self._started: PassStart | None = None  # the newest pass begun and not committed
+
+    def start(self, sampling: Sampling, generator: Any, streams: int) -> tuple[PassStart, int]:
+        """The next pass's start and its seed (the workers' base seed, sample_rng's root)."""
+        with self.lock:
+            start = plan_start(sampling, generator, self._next_epoch, streams, self._pending)
+            # After the start's snapshot: the draw moves the generator.
+            seed = draw_seed(generator) if self.seed is None else pass_seed(self.seed, start.epoch)
+            self._started = start
+            return start, seed
+
+    def commit(self, progress: Progress, sampling: Sampling) -> None:
+        """``progress``'s pass has started for real: the stream moves past its epoch."""
+        start = progress.start
+        with self.lock:
+            if start.resumes is not None:
+                if start.resumes is not self._pending:
+                    return  # a newer state was loaded since this pass began: that one counts
+                self._pending = None
+            self._next_epoch = max(self._next_epoch, start.epoch + 1)
+            self._latest = progress
+            if self._started is start:
+                self._started = None
+            fast = epoch_sampler(sampling)
+            if fast is not None and fast[0].advances and fast[0].epoch == start.sampler_epoch:
+                fast[0].set_epoch(start.sampler_epoch + 1)
+
+    def fields(self, sampling: Sampling, generator: Any, streams: int) -> dict[str, Any]:
+        """The position's fields: a loaded state still pending, else the latest pass while it
+        runs, else the start of the next pass. With a generator, a pass begun but not started
+        (an ``iter()`` not advanced yet) has drawn from it already, as torch's does: the state
+        is then that pass's start, from which it resumes."""
+        with self.lock:
+            if self._pending is not None:
+                return copy.deepcopy(self._pending)
+            latest = self._latest
+            if latest is not None and not latest.finished:
+                if latest.start.unsaveable is not None:
+                    raise TypeError(latest.start.unsaveable)
+                return latest.saved()
+            start = self._started
+            if start is None or generator is None:
+                start = plan_start(sampling, generator, self._next_epoch, streams, None)
+            if start.unsaveable is not None:
+                raise TypeError(start.unsaveable)
+            return Progress(start, None, sampling.is_iterable).saved()
+
+    def state(self, sampling: Sampling, generator: Any, streams: int) -> dict[str, Any]:
+        with self.lock:
+            fields = self.fields(sampling, generator, streams)
+            for key in ("format", "seed", "check"):
+                fields.pop(key, None)
+            return state_of(sampling, streams, self.seed, fields)
+
+    def load(self, state: dict[str, Any], seed: int | None) -> None:
+        """Resume from ``state`` (checked by the caller) at the next pass."""
+        with self.lock:
+            self._pending = state
+            self._latest = self._started = None
+            if seed is not None:
+                self.seed = seed
