@@ -89,3 +89,16 @@ def _session_helper(pid: str) -> bool:
     except OSError:
         return False
     return b"resource_tracker" in command or b"forkserver" in command
+
+
+class LockAt(ladle.Dataset[Any]):
+    """Integers, but sample ``at`` holds a lock, which cannot be pickled."""
+
+    def __init__(self, n: int, at: int) -> None:
+        self.n, self.at = n, at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        return threading.Lock() if i == self.at else i

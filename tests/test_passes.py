@@ -1,0 +1,224 @@
+"""Passes of one loader: independent of each other, of abandoned passes and of threads.
+
+Each case that starts worker processes runs in a subprocess with a hard time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from script_support import run_json
+
+import ladle
+from ladle.testing import assert_batches_equal
+
+WORKERS = [(0, "process"), (2, "thread"), (2, "process")]
+
+
+def _flat(batches: list[Any]) -> list[int]:
+    return [int(i) for batch in batches for i in np.asarray(batch).ravel()]
+
+
+def test_two_live_iterators_are_independent() -> None:
+    result = run_json(
+        """
+        import json, ladle
+        out = {}
+        for workers, kind in [(0, "process"), (2, "thread"), (2, "process")]:
+            loader = ladle.DataLoader(list(range(20)), batch_size=4, num_workers=workers,
+                                      worker_type=kind)
+            pairs = [(a.tolist(), b.tolist()) for a, b in zip(loader, loader)]
+            nested = [(a.tolist(), b.tolist()) for a in loader for b in loader]
+            out[f"{workers}-{kind}"] = [len(pairs), pairs == [(b, b) for b, _ in pairs],
+                                        len(nested)]
+        print(json.dumps(out))
+        """
+    )
+    assert result == {key: [5, True, 25] for key in ("0-process", "2-thread", "2-process")}
+
+
+def test_a_newer_pass_over_persistent_workers_closes_the_older_loudly() -> None:
+    result = run_json(
+        """
+        import json, ladle
+        loader = ladle.DataLoader(list(range(20)), batch_size=4, num_workers=2,
+                                  persistent_workers=True)
+        first = iter(loader)
+        head = next(first).tolist()
+        second = iter(loader)
+        try:
+            next(first)
+            error = None
+        except ladle.LoaderClosedError as caught:
+            error = str(caught)
+        print(json.dumps({"head": head, "error": error,
+                          "second": [b.tolist() for b in second],
+                          "again": [b.tolist() for b in loader]}))
+        """
+    )
+    whole = [list(range(i, i + 4)) for i in range(0, 20, 4)]
+    assert result["head"] == whole[0]
+    assert "persistent workers" in result["error"] and "persistent_workers=False" in result["error"]
+    assert result["second"] == whole
+    assert result["again"] == whole
+
+
+@pytest.mark.parametrize(("workers", "kind"), WORKERS)
+def test_a_thrown_away_iter_changes_nothing(workers: int, kind: str) -> None:
+    def make() -> ladle.DataLoader:
+        return ladle.DataLoader(
+            list(range(200)),
+            batch_size=16,
+            shuffle=True,
+            seed=0,
+            num_workers=workers,
+            worker_type=kind if workers else "process",
+        )
+
+    reference = make()
+    expected = [list(reference) for _ in range(2)]
+    loader = make()
+    iter(loader)  # what Lightning does before every fit
+    assert loader.state_dict() == reference_state(make)
+    iterator = iter(loader)
+    head = [next(iterator) for _ in range(3)]
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches"]) == (0, 3)
+    resumed = make()
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    rest = list(resumed)
+    assert_batches_equal(head + rest, expected[0])
+    assert sorted(_flat(head + rest)) == list(range(200))
+    assert_batches_equal(list(resumed), expected[1])
+    loader.close()
+
+
+def reference_state(make: Any) -> dict[str, Any]:
+    state: dict[str, Any] = make().state_dict()
+    return state
+
+
+def test_a_thrown_away_iter_keeps_a_loaded_state_pending() -> None:
+    def make() -> ladle.DataLoader:
+        return ladle.DataLoader(list(range(40)), batch_size=4, shuffle=True, seed=1)
+
+    loader = make()
+    iterator = iter(loader)
+    head = [next(iterator) for _ in range(4)]
+    state = loader.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    iter(resumed)  # a framework's probe
+    assert resumed.state_dict() == state
+    assert_batches_equal(head + list(resumed), list(make()))
+
+
+def test_a_broken_off_pass_counts_as_its_epoch() -> None:
+    loader = ladle.DataLoader(list(range(64)), batch_size=8, shuffle=True, seed=3)
+    firsts = []
+    for _ in range(3):
+        for batch in loader:
+            firsts.append(batch.tolist())
+            break
+    assert len({tuple(first) for first in firsts}) == 3, "each epoch its own shuffle"
+    assert loader.state_dict()["epoch"] == 2
+
+
+@pytest.mark.parametrize(("workers", "kind"), [(0, "process"), (2, "thread")])
+def test_set_epoch_around_abandoned_passes_gives_each_epoch_its_shuffle(
+    workers: int, kind: str
+) -> None:
+    sampler = ladle.RandomSampler(range(64), seed=5)
+    loader = ladle.DataLoader(
+        list(range(64)), batch_size=8, sampler=sampler, num_workers=workers, worker_type=kind
+    )
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)  # what Lightning and accelerate do
+        iter(loader)  # a probe, thrown away
+        epochs.append(_flat(list(loader)))
+    direct = ladle.RandomSampler(range(64), seed=5)
+    assert epochs == [direct.epoch_order(epoch).tolist() for epoch in range(3)]
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_two_threads_each_iterating_one_loader(kind: str) -> None:
+    result = run_json(
+        f"""
+        import json, threading, ladle
+        loader = ladle.DataLoader(list(range(48)), batch_size=4, num_workers=2,
+                                  worker_type={kind!r})
+        got, errors = {{}}, []
+        def run(name):
+            try:
+                got[name] = [b.tolist() for _ in range(3) for b in loader]
+            except BaseException as error:
+                errors.append(repr(error))
+        threads = [threading.Thread(target=run, args=(n,)) for n in "ab"]
+        for t in threads: t.start()
+        for t in threads: t.join(60)
+        print(json.dumps({{"alive": [t.is_alive() for t in threads], "errors": errors,
+                          "a": got.get("a"), "b": got.get("b")}}))
+        """
+    )
+    whole = [list(range(i, i + 4)) for i in range(0, 48, 4)] * 3
+    assert result == {"alive": [False, False], "errors": [], "a": whole, "b": whole}
+
+
+@pytest.mark.parametrize(("workers", "kind"), WORKERS)
+def test_one_iterator_shared_by_two_threads_hands_out_each_batch_once(
+    workers: int, kind: str
+) -> None:
+    result = run_json(
+        f"""
+        import json, threading, ladle
+        loader = ladle.DataLoader(list(range(400)), batch_size=2, num_workers={workers},
+                                  worker_type={kind!r})
+        iterator = iter(loader)
+        seen, errors = [], []
+        def run():
+            try:
+                for batch in iterator:
+                    seen.extend(batch.tolist())
+            except BaseException as error:
+                errors.append(repr(error))
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads: t.start()
+        for t in threads: t.join(60)
+        print(json.dumps({{"errors": errors, "seen": sorted(seen)}}))
+        """
+    )
+    assert result == {"errors": [], "seen": list(range(400))}
+
+
+def test_thread_workers_in_two_threads_at_once_in_process() -> None:
+    loader = ladle.DataLoader(list(range(40)), batch_size=5, num_workers=2, worker_type="thread")
+    results: dict[int, list[int]] = {}
+
+    def run(name: int) -> None:
+        results[name] = _flat(list(loader))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {n: list(range(40)) for n in range(3)}
+
+
+def test_a_loader_pickles_after_an_epoch_and_goes_on_where_it_stood() -> None:
+    loader = ladle.DataLoader(list(range(30)), batch_size=4, shuffle=True, seed=2, num_workers=0)
+    list(loader)
+    iterator = iter(loader)
+    next(iterator)
+    clone = pickle.loads(pickle.dumps(loader))
+    assert clone.state_dict() == loader.state_dict()
+    assert_batches_equal(list(clone), list(iterator))
+    threads = ladle.DataLoader(list(range(8)), batch_size=4, num_workers=2, worker_type="thread")
+    list(threads)
+    assert _flat(list(pickle.loads(pickle.dumps(threads)))) == list(range(8))
