@@ -6,13 +6,13 @@ indexed. The dataset is a few lists of strings, so it pickles cheaply for spawne
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, SupportsIndex
 
-from ladle.dataset import Dataset, _check_index
+from ladle.dataset import Dataset
 from ladle.formats.images import load_image
+from ladle.indexing import check_index
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -199,8 +199,7 @@ class ImageFolder(Dataset[tuple[Any, Any]]):
         return len(self.samples)
 
     def __getitem__(self, index: SupportsIndex) -> tuple[Any, Any]:
-        position = _check_index(operator.index(index), len(self.samples), "ImageFolder")
-        path, target = self.samples[position]
+        path, target = self.samples[check_index(index, len(self.samples), "ImageFolder")]
         image = self.loader(path)
         if self.transform is not None:
             image = self.transform(image)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import mmap
-import operator
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -19,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from ladle._runtime.context import get_worker_info
-from ladle.dataset import Dataset, IterableDataset, _check_index, _first_out_of_range, _out_of_range
+from ladle.dataset import Dataset, IterableDataset
 from ladle.errors import FormatError
 from ladle.formats.index import INDEX_NAME, Index, ShardEntry, read_index
 from ladle.formats.schema import Kind, Schema, Structure
 from ladle.formats.shardfile import ShardFile
 from ladle.gathered import GatheredBatch
+from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
 
 __all__ = ["ShardDataset", "ShardStream", "open_shard"]
@@ -138,7 +138,7 @@ class ShardDataset(Dataset[Any]):
         return self._index.records
 
     def __getitem__(self, index: int) -> Any:
-        index = _check_index(operator.index(index), len(self), "ShardDataset")
+        index = check_index(index, len(self), "ShardDataset")
         shard = bisect.bisect_right(self._starts, index) - 1
         values = self._open()[shard].record(index - self._starts[shard], self.verify)
         schema = self._index.schema
@@ -146,18 +146,12 @@ class ShardDataset(Dataset[Any]):
         sample = schema.join(values)
         return sample if self.transform is None else self.transform(sample)
 
+    @batched
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
-        idx = np.asarray(indices)
-        if idx.size and idx.dtype.kind not in "iu":
-            raise TypeError(
-                f"ShardDataset indices should be integers, but got an array of {idx.dtype}"
-            )
+        idx = as_index_array(indices, "ShardDataset")
         n = len(self)
-        if idx.size and idx.dtype.kind == "u" and idx.max() >= 2**63:
-            raise _out_of_range(idx.max(), n, "ShardDataset")
-        idx = idx.astype(np.int64).reshape(-1)
         if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise _out_of_range(_first_out_of_range(idx, n), n, "ShardDataset")
+            raise out_of_range(first_out_of_range(idx, n), n, "ShardDataset")
         idx = np.where(idx < 0, idx + n, idx)
         schema = self._index.schema
         if self.transform is not None or schema is None or schema.structure is Structure.LIST:
