@@ -22,7 +22,7 @@ from ladle.dataset import Dataset, IterableDataset
 from ladle.errors import FormatError
 from ladle.formats.index import INDEX_NAME, Index, ShardEntry, read_index
 from ladle.formats.schema import Kind, Schema, Structure
-from ladle.formats.shardfile import ShardFile
+from ladle.formats.shardread import ShardFile
 from ladle.gathered import GatheredBatch
 from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
