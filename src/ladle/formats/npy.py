@@ -18,6 +18,7 @@ from ladle.errors import FormatError
 from ladle.gathered import GatheredBatch
 from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
+from ladle.validation import check_callable, check_path
 
 __all__ = ["NpyDataset"]
 
@@ -122,7 +123,10 @@ class NpyDataset(Dataset[Any]):
                     f"NpyDataset {name} should be a path to a .npy file, but got "
                     f"{type(path).__name__} {path!r:.60}"
                 )
-        self._paths = tuple(os.path.abspath(os.fspath(path)) for _, path in named)
+        self._paths = tuple(
+            os.path.abspath(check_path(path, f"NpyDataset {name}", fix="name a .npy file"))
+            for name, path in named
+        )
         headers = [_read_header(path) for path in self._paths]
         self._shapes = tuple(shape for shape, _ in headers)
         self._dtypes = tuple(dtype for _, dtype in headers)
@@ -137,7 +141,7 @@ class NpyDataset(Dataset[Any]):
                 f"of equal length"
             )
         self._length = self._shapes[0][0]
-        self.transform = transform
+        self.transform = check_callable(transform, "transform", optional=True)
         self._arrays: list[Array] | None = [_map(path) for path in self._paths]
 
     def _pack(self, values: Sequence[Any]) -> Any:

@@ -26,8 +26,11 @@ from ladle.formats.shardread import ShardFile
 from ladle.gathered import GatheredBatch
 from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
+from ladle.validation import check_bool, check_callable, check_int, check_path
 
 __all__ = ["ShardDataset", "ShardStream", "open_shard"]
+
+_PATH_FIX = "pass a shard directory written by write_shards or `ladle pack`, or one of its files"
 
 _PYTHON_SCALARS = (Kind.INT, Kind.FLOAT, Kind.BOOL)
 
@@ -76,9 +79,9 @@ class ShardDataset(Dataset[Any]):
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
     ) -> None:
-        self.path = Path(path)
-        self.transform = transform
-        self.verify = verify
+        self.path = Path(check_path(path, "path", fix=_PATH_FIX))
+        self.transform = check_callable(transform, "transform", optional=True)
+        self.verify = check_bool(verify, "verify", fix="pass verify=False to skip checksums")
         self._index, self._shards = _load_index(self.path)
         self.directory = self.path if self.path.is_dir() else self.path.parent
         self._starts = [0]
@@ -123,7 +126,14 @@ class ShardDataset(Dataset[Any]):
 
     def check(self, shard: int, record: int) -> None:
         """Raise FormatError unless record ``record`` of shard ``shard`` passes its checksum."""
-        self._open()[shard].check(record)
+        shards = self._open()
+        shard, record = check_int(shard, "shard"), check_int(record, "record")
+        if not 0 <= shard < len(shards):
+            raise IndexError(
+                f"shard {shard} is out of range: the dataset has {len(shards)} shards, "
+                f"numbered from 0"
+            )
+        shards[shard].check(record)
 
     def stream(self) -> ShardStream:
         """A ShardStream over the same shards, with the same transform and verification."""
@@ -233,8 +243,7 @@ class ShardStream(IterableDataset[Any]):
 
     def iter_from(self, position: int) -> Iterator[Any]:
         """This worker's share of the records, from its ``position``-th on."""
-        if type(position) is not int or position < 0:
-            raise ValueError(f"position should be an int >= 0, but got {position!r}")
+        position = check_int(position, "position", minimum=0, fix="pass a sample count")
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         n = len(self.dataset)
