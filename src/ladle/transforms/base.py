@@ -75,13 +75,14 @@ def is_real(value: Any) -> bool:
 
 def size_pair(size: Any, name: str) -> tuple[int, int]:
     """torchvision's size rule: an int, or a sequence of one or two ints, as ``(h, w)``."""
+    given = size
     if is_int(size):
         size = (size, size)
-    elif isinstance(size, Sequence) and len(size) == 1:
+    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 1:
         size = (size[0], size[0])
     if not (isinstance(size, Sequence) and len(size) == 2 and all(map(is_int, size))):
         raise TypeError(
-            f"{name} should be an int or a (height, width) pair, but got {name}={size!r}; "
+            f"{name} should be an int or a (height, width) pair, but got {name}={given!r}; "
             f"pass e.g. {name}=224 or {name}=(224, 160)"
         )
     if size[0] < 1 or size[1] < 1:
