@@ -324,3 +324,37 @@ def test_float_and_bool_indices_are_refused_not_truncated() -> None:
         sub.indices = [0.5]  # type: ignore[list-item]
     assert sub[np.int64(0)] == (4,) and ds[np.int32(-1)] == (4,)
     np.testing.assert_array_equal(ds[np.array([True, False, False, False, True])][0], [0, 4])
+
+
+class Noisy(Dataset[float]):
+    """Each sample is a draw from ladle.sample_rng()."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> float:
+        return float(ladle.sample_rng().random()) + i
+
+
+class PerSample(Dataset[Any]):
+    """The same samples, through the loader's per-sample path (no __getitems__)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i]
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Subset(Noisy(), [3, 1, 4, 1, 5]), lambda: StackDataset(Noisy())]
+)
+def test_nested_per_sample_fetches_key_sample_rng_like_the_per_sample_path(make: Any) -> None:
+    def served(dataset: Any) -> list[Any]:
+        loader = ladle.DataLoader(dataset, batch_size=2, seed=0, collate_fn=list)
+        return [sample for batch in loader for sample in batch]
+
+    assert served(make()) == served(PerSample(make()))
