@@ -240,8 +240,8 @@ class Subset(Dataset[T_co]):
 
     @batched
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
-        keys = indices.tolist() if isinstance(indices, np.ndarray) else list(indices)
-        return fetch_nested(self.dataset, self._parent_indices(indices), keys, "Subset", "dataset")
+        parents = self._parent_indices(indices)
+        return fetch_nested(self.dataset, parents, indices, "Subset", "dataset")
 
 
 class ConcatDataset(Dataset[T_co]):
@@ -344,16 +344,15 @@ class StackDataset(Dataset[Any]):
         if idx.size and (idx.min() < -self._length or idx.max() >= self._length):
             bad = first_out_of_range(idx, self._length)
             raise out_of_range(bad, self._length, "StackDataset")
-        keys = idx.tolist()
         columns: Any
         if isinstance(self.datasets, dict):
             columns = {
-                key: _listed(fetch_nested(dataset, idx, keys, "StackDataset", key))
+                key: _listed(fetch_nested(dataset, idx, idx, "StackDataset", key))
                 for key, dataset in self.datasets.items()
             }
         else:
             columns = tuple(
-                _listed(fetch_nested(dataset, idx, keys, "StackDataset", where))
+                _listed(fetch_nested(dataset, idx, idx, "StackDataset", where))
                 for where, dataset in enumerate(self.datasets)
             )
         return GatheredBatch(columns, len(idx))

@@ -105,7 +105,7 @@ def getitems_per_sample(self: Any, indices: Sequence[int] | np.ndarray) -> list[
 
 
 def fetch_nested(
-    dataset: Any, indices: np.ndarray, keys: Sequence[int], owner: str, name: object
+    dataset: Any, indices: np.ndarray, keys: Sequence[int] | np.ndarray, owner: str, name: object
 ) -> Any:
     """The samples of ``dataset`` at ``indices``: one ``__getitems__`` call where it has one,
     else one ``dataset[i]`` each, with ``sample_rng()`` keyed by ``keys`` (the indices the
@@ -113,7 +113,8 @@ def fetch_nested(
     getitems = getattr(dataset, "__getitems__", None)
     if getitems is None:
         parents = indices.tolist()
-        return [dataset[parent] for parent, _ in zip(parents, each_sample(keys), strict=True)]
+        listed = keys.tolist() if isinstance(keys, np.ndarray) else keys
+        return [dataset[parent] for parent, _ in zip(parents, each_sample(listed), strict=True)]
     got = getitems(indices if getattr(dataset, "accepts_index_array", False) else indices.tolist())
     count = len(got) if hasattr(got, "__len__") else None
     if count != len(indices):
