@@ -1,6 +1,8 @@
 """Datasets, their combinators and random_split."""
 
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,3 +200,161 @@ def test_random_split_accepts_numpy_and_torch_generators() -> None:
     assert c[0].indices == d[0].indices
     with pytest.raises(TypeError, match="generator should be"):
         random_split(Squares(20), [10, 10], 42)
+
+
+# --- a nested __getitems__ that returns the wrong number of samples -------------------------
+
+
+class Short(Dataset[int]):
+    """A dataset whose __getitems__ drops (or repeats) the last sample."""
+
+    def __init__(self, n: int, extra: int) -> None:
+        self.n, self.extra = n, extra
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def __getitems__(self, indices: list[int]) -> list[int]:
+        got = list(indices)
+        return got[:-1] if self.extra < 0 else got + got[-1:] * self.extra
+
+
+@pytest.mark.parametrize(("extra", "got"), [(-1, 2), (1, 4)])
+def test_stack_dataset_refuses_a_nested_batch_of_the_wrong_size(extra: int, got: int) -> None:
+    for stack in (StackDataset(Squares(5), Short(5, extra)), StackDataset(a=Short(5, extra))):
+        with pytest.raises(ValueError, match=rf"Expected 3, got {got}: StackDataset asked"):
+            stack.__getitems__([0, 1, 2])
+    with pytest.raises(ValueError, match=rf"Expected 3, got {got}"):
+        list(ladle.DataLoader(StackDataset(Short(5, extra)), batch_size=3))
+
+
+def test_subset_refuses_a_parent_batch_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError, match=r"Expected 2, got 1: Subset asked dataset 'dataset'"):
+        Subset(Short(5, -1), [0, 1]).__getitems__([0, 1])
+
+
+# --- a subclass that overrides only __getitem__ ------------------------------------------
+
+
+def _subclass_overriding_getitem(base: type) -> type:
+    class Doubled(base):  # type: ignore[valid-type, misc]
+        def __getitem__(self, index: int) -> Any:
+            return ("mine", super().__getitem__(index))
+
+    return Doubled
+
+
+def _make(kind: str, tmp_path: Path) -> Any:
+    x = np.arange(6) * 10
+    if kind == "TensorDataset":
+        return _subclass_overriding_getitem(TensorDataset)(x)
+    if kind == "Subset":
+        return _subclass_overriding_getitem(Subset)(TensorDataset(x), [5, 4, 3, 2, 1, 0])
+    if kind == "StackDataset":
+        return _subclass_overriding_getitem(StackDataset)(TensorDataset(x))
+    if kind == "NpyDataset":
+        np.save(tmp_path / "x.npy", x)
+        return _subclass_overriding_getitem(ladle.NpyDataset)(tmp_path / "x.npy")
+    ladle.write_shards([{"x": v} for v in x.tolist()], tmp_path / "shards")
+    return _subclass_overriding_getitem(ladle.ShardDataset)(tmp_path / "shards")
+
+
+@pytest.mark.parametrize(
+    "kind", ["TensorDataset", "Subset", "StackDataset", "NpyDataset", "ShardDataset"]
+)
+def test_an_overridden_getitem_is_what_the_loader_serves(kind: str, tmp_path: Path) -> None:
+    dataset = _make(kind, tmp_path)
+    expected = [dataset[i] for i in range(len(dataset))]
+    assert all(sample[0] == "mine" for sample in expected)
+    assert dataset.__getitems__([1, 0]) == [expected[1], expected[0]]
+    assert dataset.__getitems__(np.array([2])) == [expected[2]]
+    served = [
+        s for batch in ladle.DataLoader(dataset, batch_size=4, collate_fn=list) for s in batch
+    ]
+    assert repr(served) == repr(expected)
+
+
+def test_a_subclass_with_its_own_getitems_keeps_it() -> None:
+    class Both(TensorDataset):
+        def __getitem__(self, index: Any) -> Any:
+            return "one"
+
+        def __getitems__(self, indices: Any) -> Any:
+            return ["batch"] * len(indices)
+
+    class Deeper(Both):
+        pass
+
+    assert Deeper(np.arange(3)).__getitems__([0, 1]) == ["batch", "batch"]
+
+    class Plain(TensorDataset):  # no override at all: the vectorised gather stays
+        pass
+
+    assert isinstance(Plain(np.arange(3)).__getitems__([0]), GatheredBatch)
+
+
+# --- indices are checked, never truncated --------------------------------------------------
+
+
+def test_float_and_bool_indices_are_refused_not_truncated() -> None:
+    ds = TensorDataset(np.arange(5))
+    with pytest.raises(
+        IndexError, match=r"TensorDataset index should be an int, but got index=1\.5"
+    ):
+        ds[1.5]  # type: ignore[index]
+    with pytest.raises(IndexError, match=r"index=True"):
+        ds[True]
+    with pytest.raises(TypeError, match=r"indices should be integers, but got an array of float64"):
+        ds.__getitems__([1.5])
+    with pytest.raises(TypeError, match=r"np\.flatnonzero\(mask\)"):
+        ds.__getitems__(np.array([True, False]))
+    with pytest.raises(TypeError, match=r"Subset indices should be integers.*indices=\[1\.5\]"):
+        Subset(ds, [1.5])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError, match=r"ConcatDataset index should be an int, but got index=1\.5"
+    ):
+        ConcatDataset([ds])[1.5]  # type: ignore[index]
+    with pytest.raises(TypeError, match=r"StackDataset index should be an int"):
+        StackDataset(ds)[0.0]  # type: ignore[index]
+    sub = Subset(ds, [4, 3])
+    with pytest.raises(TypeError, match=r"Subset indices should be integers"):
+        sub.indices = [0.5]  # type: ignore[list-item]
+    assert sub[np.int64(0)] == (4,) and ds[np.int32(-1)] == (4,)
+    np.testing.assert_array_equal(ds[np.array([True, False, False, False, True])][0], [0, 4])
+
+
+class Noisy(Dataset[float]):
+    """Each sample is a draw from ladle.sample_rng()."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> float:
+        return float(ladle.sample_rng().random()) + i
+
+
+class PerSample(Dataset[Any]):
+    """The same samples, through the loader's per-sample path (no __getitems__)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i]
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Subset(Noisy(), [3, 1, 4, 1, 5]), lambda: StackDataset(Noisy())]
+)
+def test_nested_per_sample_fetches_key_sample_rng_like_the_per_sample_path(make: Any) -> None:
+    def served(dataset: Any) -> list[Any]:
+        loader = ladle.DataLoader(dataset, batch_size=2, seed=0, collate_fn=list)
+        return [sample for batch in loader for sample in batch]
+
+    assert served(make()) == served(PerSample(make()))

@@ -95,7 +95,9 @@ def test_out_of_range_and_non_integer_indices(files: dict[str, Path]) -> None:
             ds[bad]
         with pytest.raises(IndexError, match=rf"index {bad} is out of range"):
             ds.__getitems__([0, bad, 1])
-    with pytest.raises(TypeError, match=r"integers, but got slice.*__getitems__"):
+    with pytest.raises(
+        TypeError, match=r"index should be an int, but got index=slice.*__getitems__"
+    ):
         ds[1:3]  # type: ignore[index]
     assert ds[np.int32(2)]["y"] == 20
 

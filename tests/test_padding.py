@@ -71,3 +71,38 @@ def test_bad_arguments_are_named() -> None:
         PadCollate(pad_value="0")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="pad_to_multiple_of"):
         PadCollate(pad_to_multiple_of=0)
+
+
+def test_pad_value_must_fit_the_field_dtype() -> None:
+    ints = [np.array([1, 2], np.int64), np.array([3], np.int64)]
+    for pad_value in (float("nan"), 1.5, float("inf")):
+        with pytest.raises(ValueError, match=r"pad_value=.* does not fit the dtype int64.*sample"):
+            PadCollate(pad_value=pad_value)(ints)
+    with pytest.raises(ValueError, match=r"pad_value=-1 does not fit the dtype uint8"):
+        PadCollate(pad_value=-1)([np.array([1, 2], np.uint8), np.array([3], np.uint8)])
+    floats = PadCollate(pad_value=float("nan"))([np.array([1.0, 2.0]), np.array([3.0])])
+    assert np.isnan(floats.data[1, 1])  # NaN padding is fine where the dtype holds it
+    assert PadCollate(pad_value=np.int64(-1), pad_to_multiple_of=np.int64(4))(
+        ints
+    ).data.tolist() == [
+        [1, 2, -1, -1],
+        [3, -1, -1, -1],
+    ]
+
+
+def test_pad_value_checked_for_torch_fields_too() -> None:
+    import torch
+
+    with pytest.raises(ValueError, match=r"pad_value=nan does not fit the dtype int64"):
+        PadCollate(pad_value=float("nan"))([torch.tensor([1, 2]), torch.tensor([3])])
+
+
+def test_keys_must_be_a_collection_of_names() -> None:
+    with pytest.raises(TypeError, match=r"keys should be a collection .* keys=5 \(int\)"):
+        PadCollate(keys=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"keys='ids' \(str\); pass e\.g\. keys=\{'ids'\}"):
+        PadCollate(keys="ids")
+    with pytest.raises(TypeError, match=r"hashable"):
+        PadCollate(keys=[["ids"]])
+    with pytest.raises(ValueError, match=r"keys should name at least one field"):
+        PadCollate(keys=[])

@@ -251,8 +251,8 @@ def test_samples_that_do_not_fit_are_refused(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"shard_bytes": 0}, "shard_bytes should be a positive int, but got 0"),
-        ({"samples_per_shard": -1}, "samples_per_shard should be a positive int or None"),
+        ({"shard_bytes": 0}, "shard_bytes should be an int >= 1, but got shard_bytes=0"),
+        ({"samples_per_shard": -1}, "samples_per_shard=-1; pass a positive int, or None"),
         ({"metadata": {"a": object()}}, "metadata should be JSON-serialisable"),
     ],
 )
@@ -383,7 +383,7 @@ def test_bad_indices_and_positions(shards: Path) -> None:
         dataset.__getitems__([1.5])
     with pytest.raises(IndexError, match="out of range"):
         dataset.__getitems__(np.array([2**63], dtype=np.uint64))
-    with pytest.raises(ValueError, match="position should be an int >= 0, but got -2"):
+    with pytest.raises(ValueError, match="position should be an int >= 0, but got position=-2"):
         next(ShardStream(shards).iter_from(-2))
     with pytest.raises(IndexError, match="record 16 is out of range for a shard of 16"):
         dataset.check(0, 16)

@@ -208,8 +208,12 @@ def test_normalize_broadcasts_one_value_and_takes_batches() -> None:
 def test_normalize_errors_name_the_argument_and_the_fix() -> None:
     with pytest.raises(TypeError, match=r"got an array of dtype=uint8 .*; apply ToFloat\(\) first"):
         Normalize(MEAN, STD)(picture((3, 4, 4)))
-    with pytest.raises(ValueError, match=r"std should have no zeros.*std=\(0\.5, 0\.0\)"):
+    with pytest.raises(ValueError, match=r"std\[1\] should be a number > 0, but got std\[1\]=0\.0"):
         Normalize((0.5, 0.5), (0.5, 0.0))
+    with pytest.raises(
+        ValueError, match=r"std should have no zeros.*std=\(1e-50,\) \(as float32\)"
+    ):
+        Normalize(0.5, 1e-50)  # zero once cast to float32
     with pytest.raises(
         ValueError, match=r"mean with 3 values .* shape \(2, 4, 4\) with 2 channels"
     ):
@@ -218,7 +222,9 @@ def test_normalize_errors_name_the_argument_and_the_fix() -> None:
         Normalize(0.5, STD, layout="HWC")(picture((3, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"shape \(4, 4\); apply ToCHW\(\) first"):
         Normalize(0.5, 0.5)(picture((4, 4), np.float32))
-    with pytest.raises(ValueError, match=r"layout should be 'CHW' or 'HWC', but got layout='chw'"):
+    with pytest.raises(
+        ValueError, match=r"layout should be one of 'CHW', 'HWC', but got layout='chw'"
+    ):
         Normalize(0.5, 0.5, layout="chw")
     with pytest.raises(TypeError, match=r"mean should be a number .* mean='a'"):
         Normalize("a", 0.5)  # type: ignore[arg-type]
@@ -257,8 +263,11 @@ def test_flip_draws_even_when_p_is_certain() -> None:
 
 
 def test_flip_rejects_probabilities_outside_zero_one() -> None:
-    for p in (-0.1, 1.5, "0.5", True):
-        with pytest.raises(ValueError, match=r"p should be a probability in \[0, 1\], but got p="):
+    for p in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"p should be a number.*, but got p="):
+            RandomHorizontalFlip(p=p)
+    for p in ("0.5", True, None):
+        with pytest.raises(TypeError, match=r"p should be a number, but got p="):
             RandomHorizontalFlip(p=p)  # type: ignore[arg-type]
 
 
@@ -399,7 +408,7 @@ def test_random_crop_errors_name_the_argument_and_the_fix() -> None:
         RandomCrop(4, pad_if_needed=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"fill=\(1, 2\) with 2 values .* 3 channel"):
         RandomCrop(4, padding=1, fill=(1, 2))(picture((4, 4, 3)), rng=np.random.default_rng())
-    with pytest.raises(ValueError, match=r"fill=300 does not fit the image's dtype uint8"):
+    with pytest.raises(ValueError, match=r"fill=300 does not fit the dtype uint8"):
         RandomCrop(4, padding=2, fill=300)(picture((2, 2)), rng=np.random.default_rng())
     with pytest.raises(TypeError, match=r"RandomCrop takes a NumPy image .* got list"):
         RandomCrop(1)([[1]], rng=np.random.default_rng())  # type: ignore[arg-type]
@@ -530,7 +539,7 @@ def test_compose_and_lambda_errors() -> None:
         Compose([ToFloat(), 3])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"wrap a single transform in a list: Compose"):
         Compose(ToFloat())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"fn should be callable, but got fn='x'"):
+    with pytest.raises(TypeError, match=r"fn should be a callable, but got fn='x'"):
         Lambda("x")  # type: ignore[arg-type]
     np.testing.assert_array_equal(Lambda(np.fliplr)(np.eye(2)), [[0, 1], [1, 0]])
 
@@ -641,3 +650,24 @@ def test_a_seeded_loader_gives_the_same_augmentations() -> None:
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b, strict=True)
     assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_fill_must_fit_the_image_dtype() -> None:
+    rng = np.random.default_rng(0)
+    for fill in (float("nan"), 1.5, -1, (0, 256, 0)):
+        with pytest.raises(ValueError, match=r"fill=.* does not fit the dtype uint8"):
+            RandomCrop(4, padding=2, fill=fill)(picture((2, 2, 3)), rng=rng)
+    crop = RandomCrop(4, padding=2, fill=float("nan"))
+    assert np.isnan(crop(picture((2, 2), np.float32), rng=rng)).sum() == 12  # floats hold NaN
+    with pytest.raises(ValueError, match=r"fill=nan does not fit the dtype uint8"):
+        crop(picture((2, 2)), rng=rng)  # checked for each new dtype, not once per shape
+    assert RandomCrop(4, padding=2, fill=7.0)(picture((2, 2)), rng=rng).dtype == np.uint8
+
+
+def test_transforms_pickle_under_their_public_names() -> None:
+    import pickle
+
+    for transform in (RandomCrop(3, padding=1), Normalize(0.5, 0.25), Compose([ToCHW()])):
+        assert type(transform).__module__ == "ladle.transforms"
+        assert b"ladle.transforms.base" not in pickle.dumps(transform)
+        assert repr(pickle.loads(pickle.dumps(transform))) == repr(transform)

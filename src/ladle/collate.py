@@ -19,6 +19,7 @@ import numpy as np
 from ladle._runtime.context import current_allocator
 from ladle.errors import CollateError, CollateSizeError
 from ladle.gathered import GatheredBatch
+from ladle.validation import check_callable
 
 __all__ = [
     "Collater",
@@ -41,7 +42,11 @@ def register_collate(cls: type, fn: CollateFn | None) -> CollateFn | None:
     take precedence over the built-in rules.
     """
     if not isinstance(cls, type):
-        raise TypeError(f"register_collate needs a type, but got cls={cls!r}")
+        raise TypeError(
+            f"register_collate needs a type, but got cls={cls!r}; pass the class, e.g. "
+            f"register_collate(MyRecord, fn)"
+        )
+    check_callable(fn, "fn", optional=True, fix="pass fn(values) -> batch, or None to remove it")
     previous = _HANDLERS.pop(cls, None)
     if fn is not None:
         _HANDLERS[cls] = fn
@@ -88,6 +93,12 @@ class Collater:
             if len(batch) == 0:
                 raise IndexError("cannot collate an empty batch: the batch holds no samples")
             return batch.collate(self.collate)
+        if not hasattr(batch, "__len__") or isinstance(batch, str | bytes | Mapping):
+            raise TypeError(
+                f"collate takes a batch: a list of samples, but got batch={batch!r:.60} "
+                f"({type(batch).__name__}); pass [sample, ...], or set batch_size=None to load "
+                f"single samples"
+            )
         if len(batch) == 0:
             # IndexError, as torch raises for an empty batch
             raise IndexError("cannot collate an empty batch: the batch holds no samples")

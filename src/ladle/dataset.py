@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
-import operator
+import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -17,6 +17,15 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from ladle.gathered import GatheredBatch
+from ladle.indexing import (
+    as_index_array,
+    batched,
+    check_index,
+    fetch_nested,
+    first_out_of_range,
+    getitems_per_sample,
+    out_of_range,
+)
 from ladle.seeding import check_seed, draw_seed, fresh_seed, keyed_rng
 
 __all__ = [
@@ -39,6 +48,19 @@ class Dataset(Generic[T_co]):
 
     #: Set on classes whose ``__getitems__`` takes an int64 NumPy array as well as a list.
     accepts_index_array: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass that overrides __getitem__ but inherits a @batched __getitems__ (written
+        # for another __getitem__) gets its samples from its own __getitem__, one by one.
+        super().__init_subclass__(**kwargs)
+        owner = next((c for c in cls.__mro__ if "__getitems__" in vars(c)), None)
+        if owner is None or owner is cls:
+            return
+        inherited = vars(owner)["__getitems__"]
+        if getattr(inherited, "__ladle_batched__", False) and cls.__getitem__ is not getattr(
+            owner, "__getitem__", None
+        ):
+            cls.__getitems__ = getitems_per_sample  # type: ignore[attr-defined]
 
     def __getitem__(self, index: int) -> T_co:
         raise NotImplementedError(
@@ -79,36 +101,38 @@ class IterableDataset(Dataset[T_co], Iterable[T_co]):
         return ChainDataset([self, other])
 
 
-def _out_of_range(index: object, size: int, owner: str) -> IndexError:
-    return IndexError(
-        f"index {index} is out of range for {owner} of size {size}; "
-        f"valid indices are {-size}..{size - 1}"
-    )
-
-
-def _check_index(index: int, size: int, owner: str) -> int:
-    if not -size <= index < size:
-        raise _out_of_range(index, size, owner)
-    return index + size if index < 0 else index
-
-
-def _as_index_array(indices: Sequence[int] | np.ndarray) -> np.ndarray:
-    if isinstance(indices, np.ndarray) and indices.dtype == np.int64:
-        return indices
-    return np.asarray(indices, dtype=np.int64).reshape(-1)
-
-
-def _first_out_of_range(indices: np.ndarray, size: int) -> int:
-    bad = indices[(indices < -size) | (indices >= size)]
-    return int(bad[0]) if len(bad) else int(indices[0])
-
-
 def _gather(array: Any, indices: np.ndarray) -> Any:
     if isinstance(array, np.ndarray):
         return array[indices]
     import torch
 
     return array[torch.from_numpy(indices)]
+
+
+def _check_map_style(dataset: Any, name: str, owner: str, *, sized: bool = False) -> None:
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            f"{owner} takes map-style datasets, but {name} is an IterableDataset "
+            f"({type(dataset).__name__}); use ChainDataset for iterable datasets"
+        )
+    needs = ("__getitem__", "__len__") if sized else ("__getitem__",)
+    if not all(hasattr(type(dataset), method) for method in needs):
+        what = "with __getitem__ and __len__" if sized else "with __getitem__"
+        raise TypeError(
+            f"{owner} {name} should be a map-style dataset {what}, but got "
+            f"{name}={dataset!r:.60} ({type(dataset).__name__}); pass a ladle.Dataset, or any "
+            f"sequence such as a list"
+        )
+
+
+def _check_datasets(datasets: Any, owner: str) -> list[Any]:
+    if isinstance(datasets, str | bytes) or not isinstance(datasets, Iterable):
+        raise TypeError(
+            f"{owner} datasets should be an iterable of datasets, but got "
+            f"datasets={datasets!r:.60} ({type(datasets).__name__}); pass a list, e.g. "
+            f"{owner}([a, b])"
+        )
+    return list(datasets)
 
 
 class TensorDataset(Dataset[tuple[Any, ...]]):
@@ -122,98 +146,118 @@ class TensorDataset(Dataset[tuple[Any, ...]]):
     def __init__(self, *tensors: Any) -> None:
         if not tensors:
             raise ValueError("TensorDataset needs at least one array, e.g. TensorDataset(x, y)")
-        for position, tensor in enumerate(tensors):
+        for position_, tensor in enumerate(tensors):
             if not hasattr(tensor, "shape") or len(tensor.shape) == 0:
                 raise TypeError(
-                    f"TensorDataset argument {position} should be an array or tensor with at "
-                    f"least one dimension, but got {type(tensor).__name__}"
+                    f"TensorDataset argument {position_} should be an array or tensor with at "
+                    f"least one dimension, but got {type(tensor).__name__} {tensor!r:.60}; "
+                    f"convert it with np.asarray, or np.atleast_1d for a scalar"
                 )
         self.tensors = tensors
         self._size = int(tensors[0].shape[0])
-        for position, tensor in enumerate(tensors[1:], start=1):
+        for position_, tensor in enumerate(tensors[1:], start=1):
             if int(tensor.shape[0]) != self._size:
                 raise ValueError(
                     f"TensorDataset arrays must have the same length: argument 0 has "
-                    f"{self._size} rows but argument {position} has {int(tensor.shape[0])}"
+                    f"{self._size} rows but argument {position_} has {int(tensor.shape[0])}"
                 )
 
     def __len__(self) -> int:
         return self._size
 
     def __getitem__(self, index: Any) -> tuple[Any, ...]:
-        try:
-            position = operator.index(index)
-        except TypeError:  # slices, lists and arrays index every array, as in torch
-            if isinstance(index, list | np.ndarray):
-                return self.__getitems__(index).columns  # type: ignore[no-any-return]
-            return tuple(tensor[index] for tensor in self.tensors)
-        position = _check_index(position, self._size, "TensorDataset")
-        return tuple(tensor[position] for tensor in self.tensors)
+        if isinstance(index, list) or (
+            isinstance(index, np.ndarray) and index.ndim and index.dtype.kind != "b"
+        ):
+            return TensorDataset.__getitems__(self, index).columns  # type: ignore[no-any-return]
+        several = getattr(index, "ndim", 0) > 0  # a boolean mask, or a torch tensor of indices
+        if several or isinstance(index, slice | tuple) or index is None or index is Ellipsis:
+            return tuple(tensor[index] for tensor in self.tensors)  # as in torch
+        # one row; a float or a bool is refused with torch's IndexError, never truncated
+        row = check_index(index, self._size, "TensorDataset", type_error=IndexError)
+        return tuple(tensor[row] for tensor in self.tensors)
 
+    @batched
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> GatheredBatch:
-        idx = _as_index_array(indices)
+        idx = as_index_array(indices, "TensorDataset")
         try:
             columns = tuple(_gather(tensor, idx) for tensor in self.tensors)
         except IndexError:
-            bad = _first_out_of_range(idx, self._size)
-            raise _out_of_range(bad, self._size, "TensorDataset") from None
+            bad = first_out_of_range(idx, self._size)
+            raise out_of_range(bad, self._size, "TensorDataset") from None
         return GatheredBatch(columns, len(idx))
 
 
 class Subset(Dataset[T_co]):
-    """The samples of ``dataset`` at ``indices``, in that order."""
+    """The samples of ``dataset`` at ``indices``, in that order.
+
+    ``indices`` is a sequence of ints (a list, a range, an integer array or tensor); it is
+    checked when set, and may be replaced later (``subset.indices = ...``), not changed in
+    place.
+    """
 
     accepts_index_array = True
 
     def __init__(self, dataset: Dataset[T_co], indices: Sequence[int]) -> None:
+        _check_map_style(dataset, "dataset", "Subset")
         self.dataset = dataset
         self.indices = indices
-        self._index_array: np.ndarray | None = None
+
+    @property
+    def indices(self) -> Sequence[int]:
+        return self._indices
+
+    @indices.setter
+    def indices(self, indices: Sequence[int]) -> None:
+        self._index_array: np.ndarray | None = as_index_array(indices, "Subset")
+        self._indices = indices
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_index_array"] = None  # rebuilt from the indices where it is needed
+        return state
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self._indices)
 
     def __getitem__(self, index: int | list[int]) -> Any:
+        size = len(self._indices)
         if isinstance(index, list):  # forwarded in one call, as torch does
-            parents = [self.indices[_check_index(i, len(self), "Subset")] for i in index]
+            parents = [self._indices[check_index(i, size, "Subset")] for i in index]
             return self.dataset[parents]  # type: ignore[index]
-        index = _check_index(index, len(self.indices), "Subset")
-        return self.dataset[self.indices[index]]
+        return self.dataset[self._indices[check_index(index, size, "Subset")]]
 
     def _parent_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         if self._index_array is None:
-            self._index_array = _as_index_array(self.indices)
-        idx = _as_index_array(indices)
+            self._index_array = as_index_array(self._indices, "Subset")
+        idx = as_index_array(indices, "Subset")
         try:
             parent: np.ndarray = self._index_array[idx]
         except IndexError:
-            bad = _first_out_of_range(idx, len(self._index_array))
-            raise _out_of_range(bad, len(self._index_array), "Subset") from None
+            bad = first_out_of_range(idx, len(self._index_array))
+            raise out_of_range(bad, len(self._index_array), "Subset") from None
         return parent
 
+    @batched
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
-        parent = self._parent_indices(indices)
-        getitems = getattr(self.dataset, "__getitems__", None)
-        if getitems is None:
-            return [self.dataset[i] for i in parent.tolist()]
-        if getattr(self.dataset, "accepts_index_array", False):
-            return getitems(parent)
-        return getitems(parent.tolist())
+        parents = self._parent_indices(indices)
+        return fetch_nested(self.dataset, parents, indices, "Subset", "dataset")
 
 
 class ConcatDataset(Dataset[T_co]):
     """Map-style datasets one after another; negative indices count from the end."""
 
     def __init__(self, datasets: Iterable[Dataset[Any]]) -> None:
-        self.datasets: list[Dataset[Any]] = list(datasets)
+        self.datasets: list[Dataset[Any]] = _check_datasets(datasets, "ConcatDataset")
         if not self.datasets:
             raise ValueError("ConcatDataset needs at least one dataset, but got an empty iterable")
-        for position, dataset in enumerate(self.datasets):
+        for where, dataset in enumerate(self.datasets):
             if isinstance(dataset, IterableDataset):
                 raise TypeError(
-                    f"ConcatDataset joins map-style datasets, but dataset {position} is an "
+                    f"ConcatDataset joins map-style datasets, but dataset {where} is an "
                     f"IterableDataset ({type(dataset).__name__}); use ChainDataset for those"
                 )
+            _check_map_style(dataset, f"datasets[{where}]", "ConcatDataset", sized=True)
         self.cumulative_sizes: list[int] = []
         total = 0
         for dataset in self.datasets:
@@ -224,7 +268,7 @@ class ConcatDataset(Dataset[T_co]):
         return self.cumulative_sizes[-1]
 
     def __getitem__(self, index: int) -> T_co:
-        index = _check_index(index, len(self), "ConcatDataset")
+        index = check_index(index, len(self), "ConcatDataset")
         which = bisect.bisect_right(self.cumulative_sizes, index)
         start = self.cumulative_sizes[which - 1] if which else 0
         return self.datasets[which][index - start]  # type: ignore[no-any-return]
@@ -234,19 +278,25 @@ class ChainDataset(IterableDataset[Any]):
     """Iterable datasets one after another, chained lazily."""
 
     def __init__(self, datasets: Iterable[Dataset[Any]]) -> None:
-        self.datasets = list(datasets)
+        self.datasets = _check_datasets(datasets, "ChainDataset")
+        for where, dataset in enumerate(self.datasets):
+            _check_iterable(dataset, where)
 
     def __iter__(self) -> Iterator[Any]:
-        for position, dataset in enumerate(self.datasets):
-            if not isinstance(dataset, IterableDataset):
-                raise TypeError(
-                    f"ChainDataset only chains IterableDatasets, but dataset {position} is "
-                    f"{type(dataset).__name__}; use ConcatDataset for map-style datasets"
-                )
+        for where, dataset in enumerate(self.datasets):
+            _check_iterable(dataset, where)  # .datasets may have been changed since
             yield from dataset
 
     def __len__(self) -> int:
-        return sum(len(dataset) for dataset in self.datasets)  # type: ignore[arg-type, misc]
+        return sum(len(dataset) for dataset in self.datasets)
+
+
+def _check_iterable(dataset: Any, where: int) -> None:
+    if not isinstance(dataset, IterableDataset):
+        raise TypeError(
+            f"ChainDataset only chains IterableDatasets, but dataset {where} is "
+            f"{type(dataset).__name__}; use ConcatDataset for map-style datasets"
+        )
 
 
 class StackDataset(Dataset[Any]):
@@ -264,8 +314,11 @@ class StackDataset(Dataset[Any]):
             raise ValueError("StackDataset needs at least one dataset")
         self.datasets: tuple[Dataset[Any], ...] | dict[str, Dataset[Any]]
         self.datasets = args if args else dict(kwargs)
-        named = enumerate(args) if args else kwargs.items()
-        lengths = {name: len(dataset) for name, dataset in named}  # type: ignore[arg-type]
+        named: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+        for name, dataset in named:
+            label = f"args[{name}]" if isinstance(name, int) else name
+            _check_map_style(dataset, label, "StackDataset", sized=True)
+        lengths = {name: len(dataset) for name, dataset in named}
         self._length = next(iter(lengths.values()))
         for name, length in lengths.items():
             if length != self._length:
@@ -279,55 +332,77 @@ class StackDataset(Dataset[Any]):
         return self._length
 
     def __getitem__(self, index: int) -> Any:
+        if not isinstance(index, list | slice | np.ndarray):  # those go to each dataset, as torch
+            index = check_index(index, self._length, "StackDataset")
         if isinstance(self.datasets, dict):
             return {key: dataset[index] for key, dataset in self.datasets.items()}
         return tuple(dataset[index] for dataset in self.datasets)
 
+    @batched
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> GatheredBatch:
-        idx = _as_index_array(indices)
-        as_list = idx.tolist()
-
-        def fetch(dataset: Dataset[Any]) -> Any:
-            getitems = getattr(dataset, "__getitems__", None)
-            if getitems is None:
-                return [dataset[i] for i in as_list]
-            if getattr(dataset, "accepts_index_array", False):
-                return getitems(idx)
-            return list(getitems(as_list))
-
+        idx = as_index_array(indices, "StackDataset")
+        if idx.size and (idx.min() < -self._length or idx.max() >= self._length):
+            bad = first_out_of_range(idx, self._length)
+            raise out_of_range(bad, self._length, "StackDataset")
         columns: Any
         if isinstance(self.datasets, dict):
-            columns = {key: fetch(dataset) for key, dataset in self.datasets.items()}
+            columns = {
+                key: _listed(fetch_nested(dataset, idx, idx, "StackDataset", key))
+                for key, dataset in self.datasets.items()
+            }
         else:
-            columns = tuple(fetch(dataset) for dataset in self.datasets)
+            columns = tuple(
+                _listed(fetch_nested(dataset, idx, idx, "StackDataset", where))
+                for where, dataset in enumerate(self.datasets)
+            )
         return GatheredBatch(columns, len(idx))
 
 
+def _listed(samples: Any) -> Any:
+    """A nested dataset's batch as a GatheredBatch column: gathered columns stay as they are."""
+    return samples if isinstance(samples, GatheredBatch | list) else list(samples)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def _split_lengths(total: int, lengths: Sequence[int | float]) -> list[int]:
+    for where, length in enumerate(lengths):
+        if isinstance(length, bool | np.bool_) or not isinstance(length, numbers.Real):
+            raise TypeError(
+                f"random_split lengths should be ints (counts) or floats (fractions summing to "
+                f"1), but got lengths[{where}]={length!r} ({type(length).__name__})"
+            )
+        if math.isnan(length) or math.isinf(length):
+            raise ValueError(
+                f"random_split lengths should be finite, but got lengths[{where}]={length!r}; "
+                f"pass counts summing to {total} or fractions summing to 1"
+            )
     # Unlike torch, all-int lengths are always counts: [1, 0] is not read as fractions.
-    integral = all(isinstance(n, int | np.integer) for n in lengths)
+    integral = all(map(_is_count, lengths))
     if not integral and math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
         sizes = []
-        for position, fraction in enumerate(lengths):
+        for where, fraction in enumerate(lengths):
             if not 0 <= fraction <= 1:
                 raise ValueError(
-                    f"random_split fraction at index {position} is {fraction}; fractions must "
+                    f"random_split fraction at index {where} is {fraction}; fractions must "
                     f"lie between 0 and 1 and sum to 1"
                 )
             sizes.append(math.floor(total * fraction))
         for i in range(total - sum(sizes)):
             sizes[i % len(sizes)] += 1
-        for position, size in enumerate(sizes):
+        for where, size in enumerate(sizes):
             if size == 0:
                 warnings.warn(
-                    f"random_split: split at index {position} is empty", UserWarning, stacklevel=3
+                    f"random_split: split at index {where} is empty", UserWarning, stacklevel=3
                 )
         return sizes
-    for position, length in enumerate(lengths):
-        if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 0:
+    for where, length in enumerate(lengths):
+        if not _is_count(length) or length < 0:
             raise ValueError(
                 f"random_split lengths must be non-negative ints or fractions summing to 1, "
-                f"but lengths[{position}]={length!r}"
+                f"but lengths[{where}]={length!r}"
             )
     if sum(lengths) != total:
         raise ValueError(
@@ -351,18 +426,29 @@ def random_split(
     """
     if seed is not None and generator is not None:
         raise ValueError("random_split takes seed or generator, not both; pass one of them")
+    _check_map_style(dataset, "dataset", "random_split", sized=True)
+    if isinstance(lengths, str | bytes) or not isinstance(lengths, Sequence | np.ndarray):
+        raise TypeError(
+            f"random_split lengths should be a sequence of counts or fractions, but got "
+            f"lengths={lengths!r:.60} ({type(lengths).__name__}); e.g. [800, 200] or [0.8, 0.2]"
+        )
     total = len(dataset)  # type: ignore[arg-type]
-    sizes = _split_lengths(total, lengths)
+    sizes = _split_lengths(total, list(lengths))
     if seed is not None:
         base = check_seed(seed)
     elif generator is not None:
         base = draw_seed(generator)
     else:
         base = fresh_seed()
-    order = keyed_rng(base).permutation(total).tolist()
+    permutation = keyed_rng(base).permutation(total)
+    order = permutation.tolist()
     subsets = []
     offset = 0
     for size in sizes:
-        subsets.append(Subset(dataset, order[offset : offset + size]))
+        subset = Subset.__new__(Subset)  # indices known to be valid: skip checking them again
+        subset.dataset = dataset
+        subset._indices = order[offset : offset + size]
+        subset._index_array = permutation[offset : offset + size]
+        subsets.append(subset)
         offset += size
     return subsets

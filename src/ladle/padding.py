@@ -8,7 +8,8 @@ batch whose sequences happen to be equally long has the same structure as any ot
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import numbers
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ladle.collate import Collater, Path, _is_tensor, format_path
 from ladle.errors import CollateError, CollateSizeError
 from ladle.gathered import GatheredBatch
+from ladle.validation import check_fits_dtype, check_int
 
 __all__ = ["PadCollate", "PaddedBatch"]
 
@@ -26,6 +28,36 @@ class PaddedBatch(NamedTuple):
     data: Any
     lengths: Any
     mask: Any
+
+
+def _check_keys(keys: Any) -> frozenset[Any]:
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        hint = f"keys={{{keys!r}}}" if isinstance(keys, str | bytes | int) else "keys={'ids'}"
+        raise TypeError(
+            f"keys should be a collection of field names or tuple positions, but got "
+            f"keys={keys!r} ({type(keys).__name__}); pass e.g. {hint}"
+        )
+    try:
+        names = frozenset(keys)
+    except TypeError:
+        raise TypeError(
+            f"keys should hold field names or tuple positions (hashable values), but got "
+            f"keys={keys!r}; pass e.g. keys={{'ids'}}"
+        ) from None
+    if not names:
+        raise ValueError(
+            f"keys should name at least one field, but got keys={keys!r}; pass keys=None to "
+            f"pad every variable-length field, or use ladle.default_collate to pad none"
+        )
+    return names
+
+
+def _dtype_name(dtype: Any) -> Any:
+    """A NumPy dtype for a NumPy or torch dtype; None for one NumPy lacks (bfloat16)."""
+    try:
+        return np.dtype(str(dtype).removeprefix("torch."))
+    except TypeError:
+        return None
 
 
 def _is_number_list(value: Any) -> bool:
@@ -50,20 +82,24 @@ class PadCollate(Collater):
         keys: Collection[Any] | None = None,
         pad_to_multiple_of: int | None = None,
     ) -> None:
-        if not isinstance(pad_value, int | float) or isinstance(pad_value, bool):
-            raise TypeError(f"pad_value should be a number, but got pad_value={pad_value!r}")
-        if pad_to_multiple_of is not None and (
-            isinstance(pad_to_multiple_of, bool)
-            or not isinstance(pad_to_multiple_of, int)
-            or pad_to_multiple_of < 1
-        ):
-            raise ValueError(
-                f"pad_to_multiple_of should be a positive int or None, but got "
-                f"pad_to_multiple_of={pad_to_multiple_of!r}"
+        if isinstance(pad_value, bool | np.bool_) or not isinstance(pad_value, numbers.Real):
+            raise TypeError(
+                f"pad_value should be a number, but got pad_value={pad_value!r} "
+                f"({type(pad_value).__name__}); pass e.g. pad_value=0 or pad_value=-1"
             )
-        self.pad_value = pad_value
-        self.keys = frozenset(keys) if keys is not None else None
-        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_value: float = pad_value
+        self.keys: frozenset[Any] | None = None if keys is None else _check_keys(keys)
+        self.pad_to_multiple_of: int | None = (
+            None
+            if pad_to_multiple_of is None
+            else check_int(
+                pad_to_multiple_of,
+                "pad_to_multiple_of",
+                minimum=1,
+                fix="pass a positive int such as 8, or None to pad to the longest sample",
+            )
+        )
+        self._fits: set[Any] = set()  # dtypes pad_value was checked against
 
     def __call__(self, batch: Sequence[Any]) -> Any:
         if isinstance(batch, GatheredBatch):
@@ -103,6 +139,7 @@ class PadCollate(Collater):
         trailing = self._trailing_shape([a.shape for a in arrays], path)
         lengths = np.array([len(a) for a in arrays], dtype=np.int64)
         dtype = np.result_type(*arrays) if arrays else np.float64
+        self._check_pad_value(dtype, path)
         shape = (len(arrays), self._padded_length(lengths), *trailing)
         data = np.full(shape, self.pad_value, dtype)
         for row, array in enumerate(arrays):
@@ -116,10 +153,26 @@ class PadCollate(Collater):
         trailing = self._trailing_shape([tuple(v.shape) for v in values], path)
         lengths = torch.tensor([len(v) for v in values], dtype=torch.int64)
         size = self._padded_length(lengths.numpy())
+        self._check_pad_value(values[0].dtype, path)
         data = values[0].new_full((len(values), size, *trailing), self.pad_value)
         for row, tensor in enumerate(values):
             data[row, : len(tensor)] = tensor
         return PaddedBatch(data, lengths, torch.arange(size) < lengths[:, None])
+
+    def _check_pad_value(self, dtype: Any, path: Path) -> None:
+        """Refuse a pad_value the field's dtype cannot hold: NaN, 1.5 or -1 in uint8..."""
+        if dtype in self._fits:
+            return
+        numpy_dtype = _dtype_name(dtype)
+        if numpy_dtype is not None:
+            check_fits_dtype(
+                self.pad_value,
+                "pad_value",
+                numpy_dtype,
+                fix=f"{format_path(path)} is {numpy_dtype}: pass a pad_value it holds, or cast "
+                f"the field",
+            )
+        self._fits.add(dtype)
 
     def _trailing_shape(self, shapes: list[tuple[int, ...]], path: Path) -> tuple[int, ...]:
         for position, shape in enumerate(shapes):

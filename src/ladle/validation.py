@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
@@ -20,8 +21,10 @@ __all__ = [
     "check_bool",
     "check_callable",
     "check_choice",
+    "check_fits_dtype",
     "check_int",
     "check_number",
+    "check_path",
     "check_probability",
 ]
 
@@ -151,3 +154,49 @@ def check_choice(value: Any, name: str, choices: Iterable[T], *, fix: str = "") 
             continue
     listed = ", ".join(repr(choice) for choice in options)
     raise ValueError(f"{name} should be one of {listed}, but got {name}={value!r}{_fix(fix)}")
+
+
+def check_fits_dtype(value: Any, name: str, dtype: Any, *, fix: str = "") -> None:
+    """Raise ValueError unless the number ``value`` is stored exactly in ``dtype``.
+
+    NaN and infinities fit only floating dtypes; integer dtypes take whole numbers in their
+    range; bool takes 0 and 1. ``value`` is a number already checked (``check_number``).
+    """
+    kind = np.dtype(dtype)
+    if kind.kind in "fc":
+        number = float(value)
+        if math.isfinite(number) and abs(number) > float(np.finfo(kind).max):
+            reason = f"its largest value is {np.finfo(kind).max}"
+        else:
+            return
+    elif kind.kind in "iub":
+        low, high = (0, 1) if kind.kind == "b" else (np.iinfo(kind).min, np.iinfo(kind).max)
+        whole: int | None
+        if isinstance(value, int | np.integer):
+            whole = int(value)
+        else:
+            number = float(value)
+            whole = int(number) if math.isfinite(number) and number.is_integer() else None
+        if whole is not None and low <= whole <= high:
+            return
+        reason = f"it holds whole numbers from {low} to {high}"
+    else:
+        reason = "it does not hold numbers"
+    raise ValueError(f"{name}={value!r} does not fit the dtype {kind}: {reason}{_fix(fix)}")
+
+
+def check_path(value: Any, name: str, *, fix: str = "") -> str:
+    """``value`` (a str or ``os.PathLike``) as a str; the empty string is refused, since it
+    would silently mean the current directory."""
+    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(path, str):
+        raise TypeError(
+            f"{name} should be a path (a str or pathlib.Path), but got {name}={value!r} "
+            f"({type(value).__name__}){_fix(fix)}"
+        )
+    if not path:
+        raise ValueError(
+            f"{name} should be a path, but got {name}={value!r}, which would mean the current "
+            f"directory{_fix(fix or 'name the directory, e.g. ./data')}"
+        )
+    return path

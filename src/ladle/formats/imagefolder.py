@@ -6,13 +6,16 @@ indexed. The dataset is a few lists of strings, so it pickles cheaply for spawne
 
 from __future__ import annotations
 
-import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, SupportsIndex
 
-from ladle.dataset import Dataset, _check_index
+import numpy as np
+
+from ladle.dataset import Dataset
 from ladle.formats.images import load_image
+from ladle.indexing import check_index
+from ladle.validation import check_bool, check_callable, check_path
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -29,13 +32,35 @@ Extensions = str | Sequence[str]
 
 
 def _extension_tuple(extensions: Extensions) -> tuple[str, ...]:
-    items = (extensions,) if isinstance(extensions, str) else tuple(extensions)
+    if isinstance(extensions, str):
+        items: tuple[Any, ...] = (extensions,)
+    elif isinstance(extensions, Iterable) and not isinstance(extensions, bytes | Mapping):
+        items = tuple(extensions)
+    else:
+        items = ()
     if not items or not all(isinstance(item, str) for item in items):
         raise TypeError(
             f"extensions should be a string or a non-empty sequence of strings such as "
-            f"('.jpg', '.png'), but got extensions={extensions!r}"
+            f"('.jpg', '.png'), but got extensions={extensions!r}; pass e.g. "
+            f"extensions=('.jpg', '.png')"
+        )
+    if "" in items:
+        raise ValueError(
+            f"extensions should not hold the empty string, which matches every file, but got "
+            f"extensions={extensions!r}; to take every file pass is_valid_file=lambda path: True"
         )
     return tuple(item.lower() for item in items)
+
+
+def _check_selection(
+    extensions: Extensions | None, is_valid_file: Any, allow_empty: Any
+) -> tuple[tuple[str, ...] | None, Callable[[str], bool] | None, bool]:
+    """The file selection arguments of ImageFolder and make_dataset, checked."""
+    suffixes = None if extensions is None else _extension_tuple(extensions)
+    accept = check_callable(
+        is_valid_file, "is_valid_file", optional=True, fix="pass a function of the file's path"
+    )
+    return suffixes, accept, check_bool(allow_empty, "allow_empty")
 
 
 def has_file_allowed_extension(filename: str, extensions: Extensions) -> bool:
@@ -53,6 +78,7 @@ def find_classes(directory: str | os.PathLike[str]) -> tuple[list[str], dict[str
     Every subdirectory counts, hidden ones included, as in torchvision, so that class indices
     agree with a torchvision ImageFolder over the same tree.
     """
+    directory = check_path(directory, "directory")
     with os.scandir(directory) as entries:
         classes = sorted(entry.name for entry in entries if entry.is_dir())
     if not classes:
@@ -78,6 +104,10 @@ def make_dataset(
     sorted by path and files sorted by name. Exactly one of ``extensions`` and ``is_valid_file``
     (which gets the full path) selects the files.
     """
+    directory = check_path(directory, "directory")
+    suffixes_given, is_valid_file, allow_empty = _check_selection(
+        extensions, is_valid_file, allow_empty
+    )
     if (extensions is None) == (is_valid_file is None):
         raise ValueError(
             f"pass exactly one of extensions= and is_valid_file=, but got "
@@ -85,12 +115,22 @@ def make_dataset(
         )
     if class_to_idx is None:
         class_to_idx = find_classes(directory)[1]
+    if not isinstance(class_to_idx, Mapping) or not all(
+        isinstance(name, str)
+        and isinstance(index, int | np.integer)
+        and not isinstance(index, bool)
+        for name, index in class_to_idx.items()
+    ):
+        raise TypeError(
+            f"class_to_idx should map class folder names (str) to class indices (int), but got "
+            f"class_to_idx={class_to_idx!r:.80}; pass e.g. {{'cat': 0, 'dog': 1}}, or None"
+        )
     if not class_to_idx:
         raise ValueError(
             "class_to_idx should have at least one class, but got an empty dict; nothing would "
             "be collected"
         )
-    suffixes = () if extensions is None else _extension_tuple(extensions)
+    suffixes = suffixes_given or ()
     accept = is_valid_file or (lambda path: path.lower().endswith(suffixes))
     root = os.path.expanduser(os.fspath(directory))
     samples: list[tuple[str, int]] = []
@@ -161,7 +201,7 @@ class ImageFolder(Dataset[tuple[Any, Any]]):
                 f"extensions={extensions!r} and is_valid_file={is_valid_file!r}; fold the "
                 f"extension check into is_valid_file"
             )
-        self.root = os.path.expanduser(os.fspath(root))
+        self.root = os.path.expanduser(check_path(root, "root"))
         if not os.path.isdir(self.root):
             raise FileNotFoundError(
                 f"ImageFolder root={self.root!r} is not a directory; pass the folder that holds "
@@ -169,10 +209,13 @@ class ImageFolder(Dataset[tuple[Any, Any]]):
             )
         if extensions is None and is_valid_file is None:
             extensions = IMG_EXTENSIONS
-        self.transform = transform
-        self.target_transform = target_transform
+        self.extensions, is_valid_file, allow_empty = _check_selection(
+            extensions, is_valid_file, allow_empty
+        )
+        self.transform = check_callable(transform, "transform", optional=True)
+        self.target_transform = check_callable(target_transform, "target_transform", optional=True)
+        loader = check_callable(loader, "loader", optional=True, fix="pass a function of a path")
         self.loader: Callable[[str], Any] = load_image if loader is None else loader
-        self.extensions = None if extensions is None else _extension_tuple(extensions)
         self.classes, self.class_to_idx = self.find_classes(self.root)
         self.samples = self.make_dataset(
             self.root, self.class_to_idx, self.extensions, is_valid_file, allow_empty
@@ -199,8 +242,7 @@ class ImageFolder(Dataset[tuple[Any, Any]]):
         return len(self.samples)
 
     def __getitem__(self, index: SupportsIndex) -> tuple[Any, Any]:
-        position = _check_index(operator.index(index), len(self.samples), "ImageFolder")
-        path, target = self.samples[position]
+        path, target = self.samples[check_index(index, len(self.samples), "ImageFolder")]
         image = self.loader(path)
         if self.transform is not None:
             image = self.transform(image)

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from ladle.errors import FormatError
 from ladle.interop import require
+from ladle.validation import check_path
 
 __all__ = ["decode_image", "load_image"]
 
@@ -61,6 +62,21 @@ def _check_mode(mode: Any) -> None:
         )
 
 
+@functools.cache
+def _known_mode(mode: str) -> bool:
+    modes = getattr(_pil_image(), "MODES", None)
+    return modes is None or mode in modes
+
+
+def _check_known_mode(mode: str | None) -> None:
+    """Refuse a mode Pillow does not know before decoding, rather than as a decode failure."""
+    if mode is not None and not _known_mode(mode):
+        raise ValueError(
+            f"mode should be a Pillow mode such as 'RGB', 'L' or 'RGBA', but got mode={mode!r}; "
+            f"Pillow's modes are {', '.join(_pil_image().MODES)}"
+        )
+
+
 def decode_image(data: bytes | bytearray | memoryview | Array, mode: str | None = "RGB") -> Array:
     """The image encoded in ``data`` (JPEG, PNG, ... anything Pillow reads) as a NumPy array.
 
@@ -78,6 +94,7 @@ def decode_image(data: bytes | bytearray | memoryview | Array, mode: str | None 
             f"decode_image takes the encoded image as bytes, bytearray, memoryview or a uint8 "
             f"array, but got {type(data).__name__}{hint}"
         )
+    _check_known_mode(mode)
     buffer = io.BytesIO(np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data)
     try:
         return _to_array(buffer, mode)
@@ -99,6 +116,8 @@ def load_image(path: str | os.PathLike[str], mode: str | None = "RGB") -> Array:
     raises :class:`ladle.errors.FormatError` (a ValueError) naming it.
     """
     _check_mode(mode)
+    path = check_path(path, "path")
+    _check_known_mode(mode)
     with open(path, "rb") as file:
         try:
             return _to_array(file, mode)

@@ -6,7 +6,6 @@ worker processes share the page cache instead of each holding a copy.
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, SupportsIndex
@@ -14,16 +13,12 @@ from typing import Any, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
-from ladle.dataset import (
-    Dataset,
-    _as_index_array,
-    _check_index,
-    _first_out_of_range,
-    _out_of_range,
-)
+from ladle.dataset import Dataset
 from ladle.errors import FormatError
 from ladle.gathered import GatheredBatch
+from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
+from ladle.validation import check_callable, check_path
 
 __all__ = ["NpyDataset"]
 
@@ -128,7 +123,10 @@ class NpyDataset(Dataset[Any]):
                     f"NpyDataset {name} should be a path to a .npy file, but got "
                     f"{type(path).__name__} {path!r:.60}"
                 )
-        self._paths = tuple(os.path.abspath(os.fspath(path)) for _, path in named)
+        self._paths = tuple(
+            os.path.abspath(check_path(path, f"NpyDataset {name}", fix="name a .npy file"))
+            for name, path in named
+        )
         headers = [_read_header(path) for path in self._paths]
         self._shapes = tuple(shape for shape, _ in headers)
         self._dtypes = tuple(dtype for _, dtype in headers)
@@ -143,7 +141,7 @@ class NpyDataset(Dataset[Any]):
                 f"of equal length"
             )
         self._length = self._shapes[0][0]
-        self.transform = transform
+        self.transform = check_callable(transform, "transform", optional=True)
         self._arrays: list[Array] | None = [_map(path) for path in self._paths]
 
     def _pack(self, values: Sequence[Any]) -> Any:
@@ -193,28 +191,27 @@ class NpyDataset(Dataset[Any]):
         return self._length
 
     def __getitem__(self, index: SupportsIndex) -> Any:
-        try:
-            position = operator.index(index)
-        except TypeError:
-            raise TypeError(
-                f"NpyDataset indices should be integers, but got {type(index).__name__} "
-                f"{index!r:.60}; fetch several rows at once with __getitems__(indices)"
-            ) from None
-        position = _check_index(position, self._length, "NpyDataset")
+        row = check_index(
+            index,
+            self._length,
+            "NpyDataset",
+            fix="fetch several rows at once with __getitems__(indices)",
+        )
         arrays = self._arrays if self._arrays is not None else self._open()
-        sample = self._pack([array[position] for array in arrays])
+        sample = self._pack([array[row] for array in arrays])
         return sample if self.transform is None else self.transform(sample)
 
+    @batched
     def __getitems__(self, indices: Sequence[int] | Array) -> GatheredBatch | list[Any]:
         if self.transform is not None:
             return self._transformed(indices)
-        idx = _as_index_array(indices)
+        idx = as_index_array(indices, "NpyDataset")
         arrays = self._arrays if self._arrays is not None else self._open()
         try:
             columns = [array[idx] for array in arrays]
         except IndexError:
-            bad = _first_out_of_range(idx, self._length)
-            raise _out_of_range(bad, self._length, "NpyDataset") from None
+            bad = first_out_of_range(idx, self._length)
+            raise out_of_range(bad, self._length, "NpyDataset") from None
         return GatheredBatch(self._pack(columns), len(idx))
 
     def _transformed(self, indices: Sequence[int] | Array) -> list[Any]:

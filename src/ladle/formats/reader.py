@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import mmap
-import operator
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -19,15 +18,19 @@ from typing import Any
 import numpy as np
 
 from ladle._runtime.context import get_worker_info
-from ladle.dataset import Dataset, IterableDataset, _check_index, _first_out_of_range, _out_of_range
+from ladle.dataset import Dataset, IterableDataset
 from ladle.errors import FormatError
 from ladle.formats.index import INDEX_NAME, Index, ShardEntry, read_index
 from ladle.formats.schema import Kind, Schema, Structure
-from ladle.formats.shardfile import ShardFile
+from ladle.formats.shardread import ShardFile
 from ladle.gathered import GatheredBatch
+from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
+from ladle.validation import check_bool, check_callable, check_int, check_path
 
 __all__ = ["ShardDataset", "ShardStream", "open_shard"]
+
+_PATH_FIX = "pass a shard directory written by write_shards or `ladle pack`, or one of its files"
 
 _PYTHON_SCALARS = (Kind.INT, Kind.FLOAT, Kind.BOOL)
 
@@ -76,9 +79,9 @@ class ShardDataset(Dataset[Any]):
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
     ) -> None:
-        self.path = Path(path)
-        self.transform = transform
-        self.verify = verify
+        self.path = Path(check_path(path, "path", fix=_PATH_FIX))
+        self.transform = check_callable(transform, "transform", optional=True)
+        self.verify = check_bool(verify, "verify", fix="pass verify=False to skip checksums")
         self._index, self._shards = _load_index(self.path)
         self.directory = self.path if self.path.is_dir() else self.path.parent
         self._starts = [0]
@@ -123,7 +126,14 @@ class ShardDataset(Dataset[Any]):
 
     def check(self, shard: int, record: int) -> None:
         """Raise FormatError unless record ``record`` of shard ``shard`` passes its checksum."""
-        self._open()[shard].check(record)
+        shards = self._open()
+        shard, record = check_int(shard, "shard"), check_int(record, "record")
+        if not 0 <= shard < len(shards):
+            raise IndexError(
+                f"shard {shard} is out of range: the dataset has {len(shards)} shards, "
+                f"numbered from 0"
+            )
+        shards[shard].check(record)
 
     def stream(self) -> ShardStream:
         """A ShardStream over the same shards, with the same transform and verification."""
@@ -138,7 +148,7 @@ class ShardDataset(Dataset[Any]):
         return self._index.records
 
     def __getitem__(self, index: int) -> Any:
-        index = _check_index(operator.index(index), len(self), "ShardDataset")
+        index = check_index(index, len(self), "ShardDataset")
         shard = bisect.bisect_right(self._starts, index) - 1
         values = self._open()[shard].record(index - self._starts[shard], self.verify)
         schema = self._index.schema
@@ -146,18 +156,12 @@ class ShardDataset(Dataset[Any]):
         sample = schema.join(values)
         return sample if self.transform is None else self.transform(sample)
 
+    @batched
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
-        idx = np.asarray(indices)
-        if idx.size and idx.dtype.kind not in "iu":
-            raise TypeError(
-                f"ShardDataset indices should be integers, but got an array of {idx.dtype}"
-            )
+        idx = as_index_array(indices, "ShardDataset")
         n = len(self)
-        if idx.size and idx.dtype.kind == "u" and idx.max() >= 2**63:
-            raise _out_of_range(idx.max(), n, "ShardDataset")
-        idx = idx.astype(np.int64).reshape(-1)
         if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise _out_of_range(_first_out_of_range(idx, n), n, "ShardDataset")
+            raise out_of_range(first_out_of_range(idx, n), n, "ShardDataset")
         idx = np.where(idx < 0, idx + n, idx)
         schema = self._index.schema
         if self.transform is not None or schema is None or schema.structure is Structure.LIST:
@@ -239,8 +243,7 @@ class ShardStream(IterableDataset[Any]):
 
     def iter_from(self, position: int) -> Iterator[Any]:
         """This worker's share of the records, from its ``position``-th on."""
-        if type(position) is not int or position < 0:
-            raise ValueError(f"position should be an int >= 0, but got {position!r}")
+        position = check_int(position, "position", minimum=0, fix="pass a sample count")
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         n = len(self.dataset)

@@ -24,8 +24,11 @@ from ladle.formats.npy import NpyDataset
 from ladle.formats.reader import ShardDataset
 from ladle.formats.writer import DEFAULT_SHARD_BYTES, write_shards
 from ladle.transforms import RandomCrop
+from ladle.validation import check_int, check_path
 
 __all__ = ["IMAGES", "Crop", "DecodeCrop", "Source", "open_dataset", "pack", "source_of"]
+
+_PATH_FIX = "pass a shard directory, a .npy file, a folder of .npy files or an image folder"
 
 #: ``metadata["kind"]`` of shards packed from an image folder: samples are (encoded, label)
 IMAGES = "images"
@@ -40,7 +43,7 @@ class Source(enum.Enum):
 
 def source_of(path: str | os.PathLike[str]) -> Source:
     """What kind of dataset ``path`` holds; ValueError (or FileNotFoundError) if none."""
-    where = Path(path)
+    where = Path(check_path(path, "path", fix=_PATH_FIX))
     if not where.exists():
         raise FileNotFoundError(
             f"path {os.fspath(path)!r} does not exist; pass a shard directory, a .npy file, a "
@@ -101,6 +104,7 @@ class DecodeCrop(Crop):
 def open_dataset(path: str | os.PathLike[str], *, crop: int = 224) -> Dataset[Any]:
     """The map-style dataset at ``path``; images are decoded and randomly cropped to ``crop``
     so that batches stack (image folders, and shards packed from one)."""
+    crop = check_int(crop, "crop", minimum=1, fix="pass the crop's side in pixels, e.g. 224")
     source = source_of(path)
     if source is Source.SHARDS:
         shards = ShardDataset(path)
@@ -137,6 +141,8 @@ def pack(
     overwrite: bool = False,
 ) -> Path:
     """Write the dataset at ``src`` (an image folder or .npy arrays) into shards at ``out``."""
+    check_path(src, "src", fix=_PATH_FIX)
+    check_path(out, "out", fix="name the directory to write, e.g. ./shards")
     source = source_of(src)
     dataset: Any
     if source is Source.IMAGE_FOLDER:

@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ladle.formats.index import INDEX_NAME, Index, ShardEntry, write_index
 from ladle.formats.progress import Progress
 from ladle.formats.schema import Kind, Schema, SchemaError, encode_value, infer_schema
 from ladle.formats.shardfile import encode_shard
+from ladle.validation import check_bool, check_int, check_path
 
 __all__ = ["DEFAULT_SHARD_BYTES", "write_shards"]
 
@@ -57,13 +58,33 @@ def write_shards(
     shows a progress bar (tqdm when installed). ``out_dir`` must not hold shards already,
     unless ``overwrite=True``.
     """
-    if type(shard_bytes) is not int or shard_bytes <= 0:
-        raise ValueError(f"shard_bytes should be a positive int, but got {shard_bytes!r}")
-    if samples_per_shard is not None and (
-        type(samples_per_shard) is not int or samples_per_shard <= 0
+    if not (_is_map_style(dataset) or isinstance(dataset, Iterable)) or isinstance(
+        dataset, str | bytes | Mapping
     ):
-        raise ValueError(
-            f"samples_per_shard should be a positive int or None, but got {samples_per_shard!r}"
+        raise TypeError(
+            f"write_shards takes a dataset (len and [i]) or an iterable of samples, but got "
+            f"dataset={dataset!r:.60} ({type(dataset).__name__}); pass e.g. a list of dicts"
+        )
+    directory = Path(
+        check_path(out_dir, "out_dir", fix="name the directory to write, e.g. ./shards")
+    )
+    shard_bytes = check_int(
+        shard_bytes, "shard_bytes", minimum=1, fix="pass a positive number of bytes, e.g. 2**27"
+    )
+    if samples_per_shard is not None:
+        samples_per_shard = check_int(
+            samples_per_shard,
+            "samples_per_shard",
+            minimum=1,
+            fix="pass a positive int, or None to size shards by shard_bytes alone",
+        )
+    progress = check_bool(progress, "progress")
+    overwrite = check_bool(overwrite, "overwrite")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"metadata should be a dict (JSON-serialisable) or None, but got "
+            f"metadata={metadata!r:.60} ({type(metadata).__name__}); pass e.g. "
+            f"metadata={{'source': 'mnist'}}"
         )
     meta = dict(metadata or {})
     try:
@@ -78,7 +99,6 @@ def write_shards(
             f"metadata should come back from JSON unchanged (str keys, lists rather than "
             f"tuples), but {meta!r} does not; convert it first"
         )
-    directory = Path(out_dir)
     old = _existing(directory, overwrite)
     total = len(dataset) if _is_map_style(dataset) else None
     # shards are written aside, and replace what the directory held only once all are complete
