@@ -17,7 +17,9 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 PRELUDE = f"import sys\nsys.path.insert(0, {TESTS!r})\n"
 
 
-def run_script(code: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_script(
+    code: str, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) in a new interpreter; fails on a hang or a non-zero exit."""
     result = subprocess.run(
         [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],

@@ -32,15 +32,8 @@ from ladle.gathered import GatheredBatch
 from ladle.iterator import IteratorState, LoaderIterator
 from ladle.loader import DataLoader
 from ladle.padding import PadCollate, PaddedBatch
-from ladle.sampler import (
-    BatchSampler,
-    EpochSampler,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    SubsetRandomSampler,
-    WeightedRandomSampler,
-)
+from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from typing import Any
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import IterableDataset
 from ladle.interop import converter
-from ladle.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from ladle.random_sampler import RandomSampler
+from ladle.sampler import BatchSampler, Sampler, SequentialSampler
 from ladle.seeding import check_generator, check_seed
 from ladle.validation import check_bool, check_callable, check_choice, check_int, check_number
 
@@ -230,6 +231,21 @@ def _sampling(
     seed: int | None,
 ) -> Sampling:
     is_iterable = isinstance(dataset, IterableDataset)
+    if not is_iterable and not hasattr(dataset, "__getitem__"):
+        raise TypeError(
+            f"dataset should be a map-style dataset (with __getitem__ and __len__) or a "
+            f"ladle.IterableDataset, but got dataset={dataset!r} ({type(dataset).__name__}); "
+            f"wrap a stream of samples in an IterableDataset whose __iter__ yields them"
+        )
+    for name, value, items in (
+        ("sampler", sampler, "indices"),
+        ("batch_sampler", batch_sampler, "lists of indices"),
+    ):
+        if value is not None and not hasattr(value, "__iter__"):
+            raise TypeError(
+                f"{name} should be an iterable of {items} (a ladle Sampler, a list, ...), but "
+                f"got {name}={value!r}"
+            )
     drop_last = check_bool(drop_last, "drop_last", type_error=ValueError)
     persistent_workers = check_bool(persistent_workers, "persistent_workers")
     if is_iterable:

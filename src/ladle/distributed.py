@@ -8,8 +8,9 @@ from collections.abc import Sized
 
 import numpy as np
 
-from ladle.sampler import EpochSampler, _check_bool
+from ladle.sampler import EpochSampler, check_flag, check_sized
 from ladle.seeding import check_seed, keyed_rng
+from ladle.validation import check_int
 
 __all__ = ["DistributedSampler"]
 
@@ -53,19 +54,17 @@ class DistributedSampler(EpochSampler):
                 )
             num_replicas = group[0] if num_replicas is None else num_replicas
             rank = group[1] if rank is None else rank
-        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-            raise ValueError(
-                f"num_replicas should be a positive int, but got num_replicas={num_replicas!r}"
-            )
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+        num_replicas = check_int(num_replicas, "num_replicas", minimum=1, type_error=ValueError)
+        rank = check_int(rank, "rank", type_error=ValueError)
+        if not 0 <= rank < num_replicas:
             raise ValueError(
                 f"Invalid rank {rank!r}, rank should be in the interval [0, {num_replicas - 1}]"
             )
-        self.dataset = dataset
+        self.dataset = check_sized(dataset, "dataset")
         self.num_replicas = num_replicas
         self.rank = rank
-        self.shuffle = _check_bool(shuffle, "shuffle")
-        self.drop_last = _check_bool(drop_last, "drop_last")
+        self.shuffle = check_flag(shuffle, "shuffle")
+        self.drop_last = check_flag(drop_last, "drop_last")
         self.seed = check_seed(seed)
         size = len(dataset)
         if drop_last and size % num_replicas:
