@@ -315,7 +315,7 @@ class DataLoader(Iterable[Any]):
             streams=self._streams,
             iterable=sampling.is_iterable,
             postprocess=self._postprocess(),
-            length=self.__len__,
+            length=self._length,
             reported_length=lambda: self._reported_length,
             describe=repr(sampling.dataset),
             commit=self._commit,
@@ -414,16 +414,20 @@ class DataLoader(Iterable[Any]):
             self.load_state_dict(state["position"])
 
     def __len__(self) -> int:
+        length = self._length()
+        if self._config.sampling.is_iterable:
+            self._reported_length = length  # what the length warning holds the stream to
+        return length
+
+    def _length(self) -> int:
         sampling = self._config.sampling
         if sampling.is_iterable:
-            length = len(sampling.dataset)
-            if sampling.batch_size is not None:
-                if sampling.drop_last:
-                    length = length // sampling.batch_size
-                else:
-                    length = math.ceil(length / sampling.batch_size)
-            self._reported_length = length
-            return length
+            length: int = len(sampling.dataset)
+            if sampling.batch_size is None:
+                return length
+            if sampling.drop_last:
+                return length // sampling.batch_size
+            return math.ceil(length / sampling.batch_size)
         if sampling.batch_sampler is not None:
             return len(sampling.batch_sampler)
         return len(sampling.sampler)
