@@ -415,8 +415,11 @@ class DataLoader(Iterable[Any]):
 
     def __len__(self) -> int:
         length = self._length()
-        if self._config.sampling.is_iterable:
-            self._reported_length = length  # what the length warning holds the stream to
+        sampling = self._config.sampling
+        if sampling.is_iterable:
+            # What the length warning holds the stream to: torch compares the batches yielded
+            # with the dataset's length.
+            self._reported_length = len(sampling.dataset)
         return length
 
     def _length(self) -> int:
