@@ -9,19 +9,15 @@ passes of one loader share no mutable state, so they can run at once, in one thr
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import warnings
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ladle._runtime.engine import EngineSpec, Workers
-from ladle._runtime.shm import SlabPool, shm_directory
 from ladle.config import FROZEN, SETTINGS, LoaderConfig, configure, reconfigure
-from ladle.fetch import FetchPlan
 from ladle.interop import accelerator_available, pin
 from ladle.iterator import LoaderIterator, PassSetup
+from ladle.launcher import Launcher
 from ladle.passplan import index_batches, index_sampler, pass_keys
 from ladle.resume import Progress, check_state
 from ladle.sampler import Sampler, load_sampler_state
@@ -29,13 +25,6 @@ from ladle.seeding import fresh_seed
 from ladle.stream import StreamPosition
 
 __all__ = ["DataLoader"]
-
-
-def _default_context() -> Any:
-    """fork where it exists (Linux): workers start fast and never pickle the dataset."""
-    if "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
 
 
 def _cpus() -> int:
@@ -98,12 +87,7 @@ class DataLoader(Iterable[Any]):
             stream_seed = fresh_seed()
         self._stream = StreamPosition(stream_seed)
         self._pinning: bool | None = None  # decided at the first iteration
-        self._persistent: Workers | None = None  # kept between passes
-        self._persistent_pass: weakref.ref[LoaderIterator] | None = None
-        self._passes: weakref.WeakSet[LoaderIterator] = weakref.WeakSet()
-        self._slabs: SlabPool | None = None  # forked workers' slabs, kept between passes
-        self._slabs_lent = False  # a pass's workers hold them now
-        self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next slabs
+        self._launcher = Launcher()  # the passes' workers
         self._reported_length: int | None = None  # len(loader) of an iterable, once asked
 
     # -- configuration -----------------------------------------------------------------------
@@ -113,7 +97,7 @@ class DataLoader(Iterable[Any]):
             config = reconfigure(self._config, name, value)
             with self._stream.lock:
                 object.__setattr__(self, "_config", config)
-                self._drop_workers()  # they were made for the old settings
+                self._launcher.drop()  # the workers were made for the old settings
             return
         object.__setattr__(self, name, value)
 
@@ -222,59 +206,6 @@ class DataLoader(Iterable[Any]):
             return convert
         return pin if convert is None else (lambda batch: pin(convert(batch)))
 
-    def _engine_spec(self) -> EngineSpec:
-        sampling, settings = self._config.sampling, self._config.settings
-        kind: Any = "inline" if settings.num_workers == 0 else settings.worker_type
-        return EngineSpec(
-            kind=kind,
-            num_workers=self._streams,
-            source=FetchPlan(
-                sampling.dataset,
-                sampling.auto_collation,
-                settings.collate_fn,
-                sampling.is_iterable,
-                sampling.batch_size,
-                sampling.drop_last,
-            ),
-            worker_init_fn=settings.worker_init_fn,
-            context=(settings.context or _default_context()) if kind == "process" else None,
-            prefetch_factor=settings.prefetch_factor or 1,
-            in_order=settings.in_order,
-            timeout=settings.timeout or None,
-        )
-
-    def _new_workers(self) -> Workers:
-        spec = self._engine_spec()
-        if spec.kind != "process":
-            return Workers(spec)
-        keep = spec.prefetch_factor + 2  # each worker's prefetched batches, plus two spare
-        with self._stream.lock:
-            borrow = spec.context.get_start_method() == "fork" and not self._slabs_lent
-            if borrow:
-                # Forked workers inherit the loader's slabs from pass to pass: the next pass
-                # writes into pages that exist already instead of faulting in new ones.
-                if self._slabs is None:
-                    self._slabs = SlabPool(shm_directory(), spec.num_workers, keep)
-                    weakref.finalize(self, self._slabs.close)
-                self._slabs_lent = True
-                slabs = self._slabs
-        if borrow:
-            try:
-                return Workers(spec, slabs, False, self._slabs_returned)
-            except BaseException:
-                self._slabs_returned(0)
-                raise
-        owned = SlabPool(shm_directory(), spec.num_workers, keep)
-        owned.need(self._slab_bytes)  # sized by earlier passes, so no batch is pickled
-        return Workers(spec, owned, True, self._learn_slab_bytes)
-
-    def _slabs_returned(self, largest: int) -> None:
-        self._slabs_lent = False
-        self._learn_slab_bytes(largest)
-
-    def _learn_slab_bytes(self, largest: int) -> None:
-        self._slab_bytes = max(self._slab_bytes, largest)
-
     def _warn_excessive_workers(self) -> None:
         settings = self._config.settings
         cpus = _cpus()
@@ -295,17 +226,10 @@ class DataLoader(Iterable[Any]):
         sampling, settings = config.sampling, config.settings
         if settings.num_workers > 0:
             self._warn_excessive_workers()
-        workers = None
-        if sampling.persistent_workers:
-            previous = self._persistent_pass() if self._persistent_pass is not None else None
-            if previous is not None:
-                previous.supersede()  # one pass at a time over the same workers
-            workers = self._persistent
-            if workers is None or workers.closed:
-                workers = self._persistent = self._new_workers()
+        workers = self._launcher.persistent(config) if sampling.persistent_workers else None
         start, seed = self._stream.start(sampling, settings.generator, self._streams)
         if workers is None:
-            workers = self._new_workers()
+            workers = self._launcher.workers(config)
         setup = PassSetup(
             start=start,
             seed=seed,
@@ -319,28 +243,18 @@ class DataLoader(Iterable[Any]):
             reported_length=lambda: self._reported_length,
             describe=repr(sampling.dataset),
             commit=self._commit,
-            release=self._release,
+            release=self._launcher.release,
         )
         try:
             iterator = LoaderIterator(setup)
         except BaseException:
-            self._release(workers, True)
+            self._launcher.release(workers, True)
             raise
-        if sampling.persistent_workers:
-            self._persistent_pass = weakref.ref(iterator)
-        self._passes.add(iterator)
+        self._launcher.running(iterator, sampling.persistent_workers)
         return iterator
 
     def _commit(self, progress: Progress) -> None:
         self._stream.commit(progress, self._config.sampling)
-
-    def _release(self, workers: Workers, broken: bool) -> None:
-        """A pass is over: stop its workers unless they persist (and are not broken)."""
-        if workers is self._persistent and not broken:
-            return
-        if workers is self._persistent:
-            self._persistent = None
-        workers.close(broken)
 
     # -- position ----------------------------------------------------------------------------
 
@@ -373,23 +287,10 @@ class DataLoader(Iterable[Any]):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _drop_workers(self) -> None:
-        previous = self._persistent_pass() if self._persistent_pass is not None else None
-        if previous is not None:
-            previous.supersede()
-        workers, self._persistent = self._persistent, None
-        if workers is not None:
-            workers.close()
-        if self._slabs is not None and not self._slabs_lent:
-            self._slabs.close()
-            self._slabs = None
-
     def close(self) -> None:
         """Stop every pass and the workers, and free the shared memory now, instead of when
         the loader is garbage-collected. The loader can be iterated again afterwards."""
-        for iterator in list(self._passes):
-            iterator.close()
-        self._drop_workers()
+        self._launcher.close()
 
     def __getstate__(self) -> dict[str, Any]:
         """The configuration and the position in the stream; no workers, no shared memory."""
@@ -403,12 +304,7 @@ class DataLoader(Iterable[Any]):
         object.__setattr__(self, "_config", state["config"])
         self._stream = StreamPosition(state["seed"])
         self._pinning = None
-        self._persistent = None
-        self._persistent_pass = None
-        self._passes = weakref.WeakSet()
-        self._slabs = None
-        self._slabs_lent = False
-        self._slab_bytes = 0
+        self._launcher = Launcher()
         self._reported_length = None
         if state["position"] is not None:
             self.load_state_dict(state["position"])
