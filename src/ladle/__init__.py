@@ -14,7 +14,6 @@ from ladle.dataset import (
     StackDataset,
     Subset,
     TensorDataset,
-    random_split,
 )
 from ladle.distributed import DistributedSampler
 from ladle.errors import (
@@ -35,6 +34,7 @@ from ladle.padding import PadCollate, PaddedBatch
 from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
+from ladle.split import random_split
 
 __version__ = "0.1.0"
 

@@ -8,9 +8,6 @@ calls it with a list of ints (torch's contract), or with an int64 NumPy array wh
 from __future__ import annotations
 
 import bisect
-import math
-import numbers
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -26,7 +23,6 @@ from ladle.indexing import (
     getitems_per_sample,
     out_of_range,
 )
-from ladle.seeding import check_seed, draw_seed, fresh_seed, keyed_rng
 
 __all__ = [
     "ChainDataset",
@@ -36,7 +32,6 @@ __all__ = [
     "StackDataset",
     "Subset",
     "TensorDataset",
-    "random_split",
 ]
 
 T_co = TypeVar("T_co", covariant=True)
@@ -109,7 +104,7 @@ def _gather(array: Any, indices: np.ndarray) -> Any:
     return array[torch.from_numpy(indices)]
 
 
-def _check_map_style(dataset: Any, name: str, owner: str, *, sized: bool = False) -> None:
+def check_map_style(dataset: Any, name: str, owner: str, *, sized: bool = False) -> None:
     if isinstance(dataset, IterableDataset):
         raise TypeError(
             f"{owner} takes map-style datasets, but {name} is an IterableDataset "
@@ -199,7 +194,7 @@ class Subset(Dataset[T_co]):
     accepts_index_array = True
 
     def __init__(self, dataset: Dataset[T_co], indices: Sequence[int]) -> None:
-        _check_map_style(dataset, "dataset", "Subset")
+        check_map_style(dataset, "dataset", "Subset")
         self.dataset = dataset
         self.indices = indices
 
@@ -257,7 +252,7 @@ class ConcatDataset(Dataset[T_co]):
                     f"ConcatDataset joins map-style datasets, but dataset {where} is an "
                     f"IterableDataset ({type(dataset).__name__}); use ChainDataset for those"
                 )
-            _check_map_style(dataset, f"datasets[{where}]", "ConcatDataset", sized=True)
+            check_map_style(dataset, f"datasets[{where}]", "ConcatDataset", sized=True)
         self.cumulative_sizes: list[int] = []
         total = 0
         for dataset in self.datasets:
@@ -317,7 +312,7 @@ class StackDataset(Dataset[Any]):
         named: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
         for name, dataset in named:
             label = f"args[{name}]" if isinstance(name, int) else name
-            _check_map_style(dataset, label, "StackDataset", sized=True)
+            check_map_style(dataset, label, "StackDataset", sized=True)
         lengths = {name: len(dataset) for name, dataset in named}
         self._length = next(iter(lengths.values()))
         for name, length in lengths.items():
@@ -361,94 +356,3 @@ class StackDataset(Dataset[Any]):
 def _listed(samples: Any) -> Any:
     """A nested dataset's batch as a GatheredBatch column: gathered columns stay as they are."""
     return samples if isinstance(samples, GatheredBatch | list) else list(samples)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _split_lengths(total: int, lengths: Sequence[int | float]) -> list[int]:
-    for where, length in enumerate(lengths):
-        if isinstance(length, bool | np.bool_) or not isinstance(length, numbers.Real):
-            raise TypeError(
-                f"random_split lengths should be ints (counts) or floats (fractions summing to "
-                f"1), but got lengths[{where}]={length!r} ({type(length).__name__})"
-            )
-        if math.isnan(length) or math.isinf(length):
-            raise ValueError(
-                f"random_split lengths should be finite, but got lengths[{where}]={length!r}; "
-                f"pass counts summing to {total} or fractions summing to 1"
-            )
-    # Unlike torch, all-int lengths are always counts: [1, 0] is not read as fractions.
-    integral = all(map(_is_count, lengths))
-    if not integral and math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
-        sizes = []
-        for where, fraction in enumerate(lengths):
-            if not 0 <= fraction <= 1:
-                raise ValueError(
-                    f"random_split fraction at index {where} is {fraction}; fractions must "
-                    f"lie between 0 and 1 and sum to 1"
-                )
-            sizes.append(math.floor(total * fraction))
-        for i in range(total - sum(sizes)):
-            sizes[i % len(sizes)] += 1
-        for where, size in enumerate(sizes):
-            if size == 0:
-                warnings.warn(
-                    f"random_split: split at index {where} is empty", UserWarning, stacklevel=3
-                )
-        return sizes
-    for where, length in enumerate(lengths):
-        if not _is_count(length) or length < 0:
-            raise ValueError(
-                f"random_split lengths must be non-negative ints or fractions summing to 1, "
-                f"but lengths[{where}]={length!r}"
-            )
-    if sum(lengths) != total:
-        raise ValueError(
-            f"random_split lengths {list(lengths)} sum to {sum(lengths)}, but the dataset has "
-            f"{total} samples; make them sum to {total} or pass fractions summing to 1"
-        )
-    return [int(length) for length in lengths]
-
-
-def random_split(
-    dataset: Dataset[T],
-    lengths: Sequence[int | float],
-    generator: Any = None,
-    *,
-    seed: int | None = None,
-) -> list[Subset[T]]:
-    """Split ``dataset`` into non-overlapping random subsets of the given lengths or fractions.
-
-    The permutation comes from ``seed`` (reproducible), else from ``generator`` (a NumPy or torch
-    generator, advanced once), else from fresh entropy.
-    """
-    if seed is not None and generator is not None:
-        raise ValueError("random_split takes seed or generator, not both; pass one of them")
-    _check_map_style(dataset, "dataset", "random_split", sized=True)
-    if isinstance(lengths, str | bytes) or not isinstance(lengths, Sequence | np.ndarray):
-        raise TypeError(
-            f"random_split lengths should be a sequence of counts or fractions, but got "
-            f"lengths={lengths!r:.60} ({type(lengths).__name__}); e.g. [800, 200] or [0.8, 0.2]"
-        )
-    total = len(dataset)  # type: ignore[arg-type]
-    sizes = _split_lengths(total, list(lengths))
-    if seed is not None:
-        base = check_seed(seed)
-    elif generator is not None:
-        base = draw_seed(generator)
-    else:
-        base = fresh_seed()
-    permutation = keyed_rng(base).permutation(total)
-    order = permutation.tolist()
-    subsets = []
-    offset = 0
-    for size in sizes:
-        subset = Subset.__new__(Subset)  # indices known to be valid: skip checking them again
-        subset.dataset = dataset
-        subset._indices = order[offset : offset + size]
-        subset._index_array = permutation[offset : offset + size]
-        subsets.append(subset)
-        offset += size
-    return subsets

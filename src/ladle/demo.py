@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ladle.dataset import Dataset, random_split
+from ladle.dataset import Dataset
 from ladle.loader import DataLoader
 from ladle.seeding import keyed_rng, sample_rng
+from ladle.split import random_split
 
 __all__ = ["Digits", "run_demo"]
 
