@@ -137,6 +137,8 @@ class WorkerEngine:
         self._seq = itertools.count(self._first_seq)
         self._indices = indices
         self._indices_done = False
+        if self.slabs is not None:  # batches of an abandoned pass, never to be handed out
+            self.slabs.reclaim(message.slab for message in self._buffer.values())
         self._buffer.clear()
         self._active = set(range(self.num_workers))
         # A resumed stream goes on with the worker whose turn came next when it was saved.
