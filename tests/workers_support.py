@@ -54,9 +54,13 @@ class PickleCounting(Pairs):
         return self.__dict__
 
 
-def our_segments(pid: int | None = None) -> list[str]:
+def our_segments(pid: int | None = None, directory: str | None = None) -> list[str]:
+    """Every name in ``directory`` (/dev/shm) made by process ``pid`` (this one): its slabs
+    ``ladle-<pid>-<token>-<n>`` and its lock file ``ladle-<pid>-<token>.lock``, which exists
+    only while slabs do."""
     pid = os.getpid() if pid is None else pid
-    return [n for n in os.listdir(shm_directory()) if n.startswith(f"{PREFIX}{pid}-")]
+    names = os.listdir(shm_directory() if directory is None else directory)
+    return sorted(n for n in names if n.startswith(f"{PREFIX}{pid}-"))
 
 
 def child_pids(pid: int | None = None) -> list[int]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from typing import Any
 
 import numpy as np
 
 from ladle._runtime.context import current_allocator
+from ladle._runtime.tree import is_namedtuple, rebuild_mapping
 from ladle.errors import CollateError, CollateSizeError
 from ladle.gathered import GatheredBatch
 from ladle.validation import check_callable
@@ -61,10 +62,6 @@ def format_path(path: Path) -> str:
 def _is_tensor(value: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _is_namedtuple(value: Any) -> bool:
-    return isinstance(value, tuple) and hasattr(value, "_fields")
 
 
 def _registered(cls: type) -> CollateFn | None:
@@ -128,7 +125,7 @@ class Collater:
             return values
         if isinstance(first, Mapping):
             return self.mapping(values, path)
-        if _is_namedtuple(first):
+        if is_namedtuple(first):
             columns = self.transpose(values, path)
             return cls(*(self.collate(c, (*path, i)) for i, c in enumerate(columns)))
         if isinstance(first, Sequence):
@@ -220,7 +217,7 @@ class Collater:
                     f"sample must have the same keys"
                 )
         collated = {key: self.collate([v[key] for v in values], (*path, key)) for key in keys}
-        return _rebuild_mapping(first, collated)
+        return rebuild_mapping(first, collated)
 
     def transpose(self, values: Sequence[Any], path: Path) -> list[tuple[Any, ...]]:
         self.check_uniform(values, path, Sequence)
@@ -238,20 +235,6 @@ class Collater:
         first = values[0]
         collated = [self.collate(c, (*path, i)) for i, c in enumerate(self.transpose(values, path))]
         return _rebuild_sequence(first, collated)
-
-
-def _rebuild_mapping(template: Mapping[Any, Any], items: dict[Any, Any]) -> Any:
-    """``items`` in the mapping type of ``template`` where it can be rebuilt, else a dict."""
-    if type(template) is dict:
-        return items
-    if isinstance(template, MutableMapping):
-        clone = copy.copy(template)
-        clone.update(items)
-        return clone
-    try:
-        return type(template)(items)  # type: ignore[call-arg]
-    except TypeError:
-        return items
 
 
 def _rebuild_sequence(template: Sequence[Any], items: list[Any]) -> Any:
@@ -289,8 +272,8 @@ def default_convert(data: Any) -> Any:
     if isinstance(data, str | bytes):
         return data
     if isinstance(data, Mapping):
-        return _rebuild_mapping(data, {k: default_convert(v) for k, v in data.items()})
-    if _is_namedtuple(data):
+        return rebuild_mapping(data, {k: default_convert(v) for k, v in data.items()})
+    if is_namedtuple(data):
         return type(data)(*(default_convert(d) for d in data))
     if isinstance(data, Sequence):
         return _rebuild_sequence(data, [default_convert(d) for d in data])

@@ -8,13 +8,13 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ladle.collate import _is_namedtuple, _rebuild_mapping
+from ladle._runtime.tree import map_leaves
 
 __all__ = ["OUTPUTS", "converter", "require", "to_jax", "to_numpy", "to_torch"]
 
@@ -39,24 +39,6 @@ def require(module: str, purpose: str) -> ModuleType:
             f"{purpose} needs {module}, which is not installed; install it with "
             f"pip install 'ladle[{extra}]' (or pip install {module.split('.')[0]})"
         ) from error
-
-
-def map_leaves(batch: Any, leaf: Callable[[Any], Any]) -> Any:
-    """Apply ``leaf`` to every non-container value of ``batch``, keeping its structure."""
-    cls = type(batch)
-    if cls is list:
-        return [map_leaves(item, leaf) for item in batch]
-    if cls is dict:
-        return {key: map_leaves(item, leaf) for key, item in batch.items()}
-    if isinstance(batch, str | bytes):
-        return batch
-    if _is_namedtuple(batch):
-        return cls(*(map_leaves(item, leaf) for item in batch))
-    if isinstance(batch, tuple | list):
-        return cls(map_leaves(item, leaf) for item in batch)
-    if isinstance(batch, Mapping):
-        return _rebuild_mapping(batch, {k: map_leaves(v, leaf) for k, v in batch.items()})
-    return leaf(batch)
 
 
 def _is_torch_tensor(value: Any) -> bool:

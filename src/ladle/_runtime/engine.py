@@ -98,7 +98,6 @@ def _shutdown(
     pool: Pool,
     slabs: SlabPool | None,
     owned: bool,
-    lent: dict[int, SlabRef],
     grace: list[float],
     on_close: Callable[[int], None] | None,
 ) -> None:
@@ -107,10 +106,8 @@ def _shutdown(
     finally:
         largest = 0
         if slabs is not None:
-            # The workers are gone, so nothing writes into the slabs they were lent any more.
-            for ref in lent.values():
-                slabs.give_back(ref)
-            lent.clear()
+            # The workers are gone, so nothing writes into the slabs they were lent any more:
+            # end_pass() takes them back.
             largest = slabs.largest
             if owned:
                 slabs.close()
@@ -160,12 +157,11 @@ class Workers:
         else:
             self.pool = ProcessPool(specs, spec.context)
         self.load = [0] * spec.num_workers  # tasks sent and not answered yet, any pass
-        self._lent: dict[int, SlabRef] = {}  # seq -> the slab its task holds
         self._seq = itertools.count()
         self._grace = [_GRACE_SECONDS]
         self.current: PassDispatch | None = None
         self._finalizer = weakref.finalize(
-            self, _shutdown, self.pool, slabs, owns_slabs, self._lent, self._grace, on_close
+            self, _shutdown, self.pool, slabs, owns_slabs, self._grace, on_close
         )
 
     @property
@@ -177,7 +173,10 @@ class Workers:
     ) -> int:
         """Make ``dispatch`` the running pass; returns its first sequence number. Replies to
         earlier passes' tasks are dropped from now on."""
-        self.current = dispatch
+        previous, self.current = self.current, dispatch
+        if previous is not None and self.slabs is not None:
+            # Batches the abandoned pass received but never handed out.
+            self.slabs.reclaim(previous.buffered_slabs())
         first = next(self._seq)
         self._seq = itertools.count(first)
         for worker_id in range(self.num_workers):
@@ -187,8 +186,6 @@ class Workers:
     def send_task(self, worker_id: int, indices: object) -> int:
         seq = next(self._seq)
         slab = self.slabs.lend(worker_id) if self.slabs is not None else None
-        if slab is not None:
-            self._lent[seq] = slab
         self.load[worker_id] += 1
         self.pool.send(worker_id, Task(seq, indices, slab))
         return seq
@@ -207,7 +204,6 @@ class Workers:
                     f"to load"
                 )
             self.load[reply.worker_id] -= 1
-            self._lent.pop(reply.seq, None)
             if isinstance(reply, Batch) and self.slabs is not None:
                 self.slabs.need(reply.bytes_needed)
             if reply.seq >= first_seq and not isinstance(reply, Cancelled):
@@ -255,6 +251,12 @@ class PassDispatch:
         self._sent = 0
         if self.eager:
             self._refill()
+
+    def buffered_slabs(self) -> list[SlabRef | None]:
+        """The slabs of replies received and not handed out (the pass is being abandoned)."""
+        slabs = [reply.slab for reply in self._buffer.values()]
+        self._buffer.clear()
+        return slabs
 
     def _pick_worker(self) -> int | None:
         active = self._active

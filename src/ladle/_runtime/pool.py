@@ -20,6 +20,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Protocol
 
+from ladle._runtime import cleanup
 from ladle._runtime.messages import Batch, Command, Reply, StartEpoch, Stop, Task, WorkerSpec
 from ladle._runtime.worker import Loop, process_main, run_worker
 from ladle.errors import WorkerDiedError
@@ -184,6 +185,7 @@ class ProcessPool:
         except BaseException:
             self.close(0.0)
             raise
+        cleanup.register(self)  # SIGTERM of the main process kills the workers too
         self._by_handle = {c: i for i, c in enumerate(self._connections)}
         self._sentinels = {p.sentinel: i for i, p in enumerate(self._processes)}
 
@@ -239,6 +241,7 @@ class ProcessPool:
         if self._closed:
             return
         self._closed = True
+        cleanup.unregister(self)
         for connection in self._connections:
             with contextlib.suppress(OSError, ValueError):
                 connection.send(Stop())
@@ -257,8 +260,7 @@ class ProcessPool:
                 process.close()
 
     def emergency_close(self) -> None:
-        """Kill every worker now (the main process is being terminated)."""
-        for process in self._processes:
-            with contextlib.suppress(Exception):
-                if process.is_alive():
-                    process.kill()
+        """SIGTERM: kill every worker now; no joins, no locks (see cleanup.py)."""
+        for pid in self.pids:
+            with contextlib.suppress(OSError, TypeError):
+                os.kill(pid, signal.SIGKILL)

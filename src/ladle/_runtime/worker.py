@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ladle._runtime.context import WorkerInfo, set_allocator, set_worker_info
+from ladle._runtime.lifeline import watch_parent
 from ladle._runtime.messages import (
     Batch,
     BatchSource,
@@ -30,7 +31,7 @@ from ladle._runtime.messages import (
     Task,
     WorkerSpec,
 )
-from ladle._runtime.shm import SlabWriter
+from ladle._runtime.slab_writer import SlabWriter
 
 __all__ = ["Channel", "Loop", "describe_indices", "process_main", "run_worker"]
 
@@ -297,10 +298,11 @@ def process_main(spec: WorkerSpec, connection: Any) -> None:
     """Entry point of a worker process."""
     # Ctrl-C reaches the whole process group; the main process decides what happens.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = watch_parent(spec.parent_pid)
     _one_torch_thread()
     _keep_freed_memory()
     try:
-        run_worker(spec, _PipeChannel(connection, spec.parent_pid), pickles=True)
+        run_worker(spec, _PipeChannel(connection, parent), pickles=True)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the main process went away mid-send: nothing left to do
     finally:
