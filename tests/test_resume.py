@@ -4,6 +4,7 @@ processes, every sampler, iterable datasets, and the mismatch errors."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -508,3 +509,48 @@ def test_a_sampler_seeded_otherwise_is_refused_at_load() -> None:
     next(iter(saved))
     with pytest.raises(ValueError, match=r"RandomSampler with seed=1, but this one has seed=2"):
         make(2).load_state_dict(saved.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"batches": 10**9}, "batches=1000000000"),
+        ({"batches": 11}, "batches=11"),
+        ({"batches": -1}, "state['batches']"),
+        ({"beyond": [0]}, "beyond=[0]"),
+        ({"beyond": [40]}, "beyond=[40]"),
+        ({"sampler": {"epoch": 0, "offset": 10**6, "seed": 4}}, "offset lies past the end"),
+        ({"sampler": {"epoch": 0, "offset": 38, "seed": 4}, "batches": 2}, "past the end"),
+        ({"sampler": {"epoch": -1, "offset": 0, "seed": 4}}, "state['sampler']['epoch']"),
+        ({"sampler": {"offset": 0, "seed": 4}}, "lacks 'epoch'"),
+        ({"epoch": -2}, "state['epoch']"),
+    ],
+)
+def test_a_state_out_of_range_is_refused_naming_the_field(
+    change: dict[str, Any], needle: str
+) -> None:
+    def make() -> ladle.DataLoader:
+        return ladle.DataLoader(range(40), batch_size=4, shuffle=True, seed=4)
+
+    state = {**make().state_dict(), **change}
+    loader = make()
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        loader.load_state_dict(state)
+    assert len(list(loader)) == 10, "a refused state leaves the loader as it was"
+
+
+def test_a_state_at_the_very_end_of_an_epoch_resumes_with_the_next() -> None:
+    def make() -> ladle.DataLoader:
+        return ladle.DataLoader(range(40), batch_size=4, shuffle=True, seed=4)
+
+    loader = make()
+    iterator = iter(loader)
+    for _ in range(10):
+        next(iterator)
+    state = loader.state_dict()  # every batch consumed, StopIteration not seen yet
+    assert state["batches"] == 10
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert list(resumed) == []
+    reference = make()
+    assert_batches_equal(list(resumed), [batch for _ in range(2) for batch in reference][10:])
