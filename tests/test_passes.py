@@ -222,3 +222,26 @@ def test_a_loader_pickles_after_an_epoch_and_goes_on_where_it_stood() -> None:
     threads = ladle.DataLoader(list(range(8)), batch_size=4, num_workers=2, worker_type="thread")
     list(threads)
     assert _flat(list(pickle.loads(pickle.dumps(threads)))) == list(range(8))
+
+
+def test_a_dropped_loader_with_persistent_workers_stops_them() -> None:
+    result = run_json(
+        """
+        import json, threading, ladle
+        from workers_support import Pairs, child_pids, worker_threads
+
+        def evaluate(kind):
+            loader = ladle.DataLoader(Pairs(32), batch_size=8, num_workers=2,
+                                      persistent_workers=True, worker_type=kind)
+            return sum(len(batch[1]) for batch in loader)
+
+        counts = []
+        for kind in ("process", "thread", "process"):
+            assert evaluate(kind) == 32
+            for thread in worker_threads():
+                thread.join(5)
+            counts.append([len(child_pids()), len(worker_threads())])
+        print(json.dumps(counts))
+        """
+    )
+    assert result == [[0, 0]] * 3, "no gc.collect() needed, as in torch"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ladle._runtime.engine import EngineSpec, Workers
@@ -48,6 +49,19 @@ def engine_spec(config: LoaderConfig) -> EngineSpec:
     )
 
 
+def _weakly(method: Callable[[int], None]) -> Callable[[int], None]:
+    """``method``, without keeping its object alive: a worker finalizer holds its callback for
+    as long as the workers live, and the launcher holds its persistent workers."""
+    ref = weakref.WeakMethod(method)
+
+    def call(largest: int) -> None:
+        target = ref()
+        if target is not None:
+            target(largest)
+
+    return call
+
+
 class Launcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -76,13 +90,13 @@ class Launcher:
                 slabs = self._slabs
         if borrow:
             try:
-                return Workers(spec, slabs, False, self._slabs_returned)
+                return Workers(spec, slabs, False, _weakly(self._slabs_returned))
             except BaseException:
                 self._slabs_returned(0)
                 raise
         owned = SlabPool(shm_directory(), spec.num_workers, keep)
         owned.need(self._slab_bytes)  # sized by earlier passes, so no batch is pickled
-        return Workers(spec, owned, True, self._learn_slab_bytes)
+        return Workers(spec, owned, True, _weakly(self._learn_slab_bytes))
 
     def persistent(self, config: LoaderConfig) -> Workers:
         """The workers kept between passes; the pass running on them now is closed (one pass

@@ -159,10 +159,17 @@ class Workers:
         self.load = [0] * spec.num_workers  # tasks sent and not answered yet, any pass
         self._seq = itertools.count()
         self._grace = [_GRACE_SECONDS]
-        self.current: PassDispatch | None = None
+        # Weak: a pass refers to its workers, and persistent workers must not keep their
+        # last pass (and so themselves) alive in a cycle once the loader is dropped.
+        self._current: weakref.ref[PassDispatch] | None = None
         self._finalizer = weakref.finalize(
             self, _shutdown, self.pool, slabs, owns_slabs, self._grace, on_close
         )
+
+    @property
+    def current(self) -> PassDispatch | None:
+        """The pass running over these workers now, if any."""
+        return self._current() if self._current is not None else None
 
     @property
     def closed(self) -> bool:
@@ -173,7 +180,8 @@ class Workers:
     ) -> int:
         """Make ``dispatch`` the running pass; returns its first sequence number. Replies to
         earlier passes' tasks are dropped from now on."""
-        previous, self.current = self.current, dispatch
+        previous = self.current
+        self._current = weakref.ref(dispatch)
         if previous is not None and self.slabs is not None:
             # Batches the abandoned pass received but never handed out.
             self.slabs.reclaim(previous.buffered_slabs())
@@ -216,7 +224,7 @@ class Workers:
         so workers still busy are killed at once instead of being given time to finish."""
         if broken:
             self._grace[0] = _BROKEN_GRACE_SECONDS
-        self.current = None
+        self._current = None
         self._finalizer()
 
 
