@@ -26,7 +26,6 @@ from ladle._runtime.messages import (
     Failure,
     Reply,
     SampleKey,
-    SlabRef,
     StartEpoch,
     Task,
     WorkerSpec,
@@ -159,37 +158,34 @@ class Workers:
         self.load = [0] * spec.num_workers  # tasks sent and not answered yet, any pass
         self._seq = itertools.count()
         self._grace = [_GRACE_SECONDS]
-        # Weak: a pass refers to its workers, and persistent workers must not keep their
-        # last pass (and so themselves) alive in a cycle once the loader is dropped.
-        self._current: weakref.ref[PassDispatch] | None = None
+        self.running: int | None = None  # the first sequence number of the running pass
+        # The running pass's replies received and not handed out yet. Held here, not by the
+        # pass: a pass dropped half-way (its iterator collected) leaves their slabs to be
+        # reclaimed when the next pass begins, and the workers hold no reference to a pass.
+        self._buffer: dict[int, Reply] = {}
         self._finalizer = weakref.finalize(
             self, _shutdown, self.pool, slabs, owns_slabs, self._grace, on_close
         )
-
-    @property
-    def current(self) -> PassDispatch | None:
-        """The pass running over these workers now, if any."""
-        return self._current() if self._current is not None else None
 
     @property
     def closed(self) -> bool:
         return not self._finalizer.alive
 
     def begin(
-        self, dispatch: PassDispatch, seed: int, starts: list[int], keys: list[SampleKey]
-    ) -> int:
-        """Make ``dispatch`` the running pass; returns its first sequence number. Replies to
-        earlier passes' tasks are dropped from now on."""
-        previous = self.current
-        self._current = weakref.ref(dispatch)
-        if previous is not None and self.slabs is not None:
-            # Batches the abandoned pass received but never handed out.
-            self.slabs.reclaim(previous.buffered_slabs())
+        self, seed: int, starts: list[int], keys: list[SampleKey]
+    ) -> tuple[int, dict[int, Reply]]:
+        """Begin a new pass: returns its first sequence number and its reorder buffer. Replies
+        to earlier passes' tasks are dropped from now on."""
+        if self._buffer and self.slabs is not None:
+            # Batches an abandoned pass received but never handed out.
+            self.slabs.reclaim(reply.slab for reply in self._buffer.values())
+        self._buffer = {}
         first = next(self._seq)
         self._seq = itertools.count(first)
+        self.running = first
         for worker_id in range(self.num_workers):
             self.pool.send(worker_id, StartEpoch(seed, starts[worker_id], keys[worker_id]))
-        return first
+        return first, self._buffer
 
     def send_task(self, worker_id: int, indices: object) -> int:
         seq = next(self._seq)
@@ -224,7 +220,7 @@ class Workers:
         so workers still busy are killed at once instead of being given time to finish."""
         if broken:
             self._grace[0] = _BROKEN_GRACE_SECONDS
-        self._current = None
+        self.running = None
         self._finalizer()
 
 
@@ -253,18 +249,12 @@ class PassDispatch:
         self._active = list(range(spec.num_workers))  # workers whose stream has not ended
         self._turn = first_worker  # round-robin position (a resumed stream goes on there)
         self._outstanding: dict[int, int] = {}  # number -> worker
-        self._buffer: dict[int, Reply] = {}  # in order: replies ahead of the next number
         self._next = 0  # in order: the number handed out next
-        self._first_seq = workers.begin(self, seed, starts, keys)
+        # In order: replies ahead of the next number (the workers hold it, see Workers).
+        self._first_seq, self._buffer = workers.begin(seed, starts, keys)
         self._sent = 0
         if self.eager:
             self._refill()
-
-    def buffered_slabs(self) -> list[SlabRef | None]:
-        """The slabs of replies received and not handed out (the pass is being abandoned)."""
-        slabs = [reply.slab for reply in self._buffer.values()]
-        self._buffer.clear()
-        return slabs
 
     def _pick_worker(self) -> int | None:
         active = self._active
@@ -305,7 +295,7 @@ class PassDispatch:
 
     def next(self) -> Outcome:
         while True:
-            if self.workers.current is not self:
+            if self.workers.running != self._first_seq:
                 raise RuntimeError("this pass's workers were handed to a newer pass")
             if self.in_order:
                 reply = self._buffer.pop(self._next, None)
