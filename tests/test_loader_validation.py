@@ -137,6 +137,7 @@ def test_numpy_integers_are_accepted_as_python_ints() -> None:
         ("drop_last", True, ValueError, "drop_last attribute should not be set"),
         ("shuffle", True, ValueError, "shuffle attribute should not be set"),
         ("persistent_workers", True, ValueError, "persistent_workers attribute"),
+        ("seed", 5, ValueError, "seed attribute should not be set"),
     ],
 )
 def test_assignment_is_checked_and_leaves_the_loader_as_it_was(

@@ -245,3 +245,173 @@ def test_a_dropped_loader_with_persistent_workers_stops_them() -> None:
         """
     )
     assert result == [[0, 0]] * 3, "no gc.collect() needed, as in torch"
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_out_of_order_persistent_passes_after_an_abandoned_one_are_whole(kind: str) -> None:
+    result = run_json(
+        f"""
+        import itertools, json, ladle
+        loader = ladle.DataLoader(list(range(40)), batch_size=4, num_workers=2,
+                                  persistent_workers=True, in_order=False, worker_type={kind!r})
+        counts = [len(list(loader)), len(list(itertools.islice(loader, 2)))]
+        counts += [sorted(int(i) for b in loader for i in b) == list(range(40)) for _ in range(3)]
+        print(json.dumps(counts))
+        """
+    )
+    assert result == [10, 2, True, True, True]
+
+
+def test_batches_of_32768_indices_do_not_deadlock_the_pipes() -> None:
+    total = run_json(
+        """
+        import json, ladle
+        loader = ladle.DataLoader(list(range(300_000)), batch_size=32768, num_workers=2,
+                                  timeout=30)
+        print(json.dumps(sum(len(batch) for batch in loader)))
+        """,
+        timeout=120,
+    )
+    assert total == 300_000
+
+
+def test_persistent_workers_broken_off_every_epoch_stay_bounded() -> None:
+    result = run_json(
+        """
+        import json, os, numpy as np, ladle
+
+        class Big(ladle.Dataset):
+            def __len__(self):
+                return 64
+            def __getitem__(self, i):
+                return np.full((512, 512), i, dtype=np.float32)
+
+        loader = ladle.DataLoader(Big(), batch_size=8, num_workers=2, persistent_workers=True,
+                                  timeout=20)
+        segments = []
+        for epoch in range(120):
+            for batch in loader:
+                assert (batch[:, 0, 0] == np.arange(8)).all()
+                break
+            if epoch % 20 == 19:
+                segments.append(len([n for n in os.listdir("/dev/shm")
+                                     if n.startswith(f"ladle-{os.getpid()}-")]))
+        print(json.dumps(segments))
+        """,
+        timeout=240,
+    )
+    assert max(result) <= 2 * min(result) + 4, result
+
+
+def test_two_threads_over_one_persistent_loader_get_a_clear_error_or_batches() -> None:
+    result = run_json(
+        """
+        import json, threading, ladle
+        loader = ladle.DataLoader(list(range(48)), batch_size=4, num_workers=2,
+                                  persistent_workers=True, timeout=20)
+        outcomes = []
+        def run():
+            try:
+                for _ in range(3):
+                    assert sum(len(b) for b in loader) == 48
+                outcomes.append("ok")
+            except ladle.LoaderClosedError:
+                outcomes.append("closed")
+            except BaseException as error:
+                outcomes.append(repr(error))
+        for _ in range(4):
+            threads = [threading.Thread(target=run) for _ in range(2)]
+            for t in threads: t.start()
+            for t in threads: t.join(60)
+            assert not any(t.is_alive() for t in threads)
+        print(json.dumps(outcomes))
+        """,
+        timeout=240,
+    )
+    assert set(result) <= {"ok", "closed"}, result
+    assert "ok" in result
+
+
+def test_a_thread_worker_raising_system_exit_is_an_error_not_a_hang() -> None:
+    result = run_json(
+        """
+        import json, ladle
+
+        class Exiter(ladle.Dataset):
+            def __len__(self):
+                return 20
+            def __getitem__(self, i):
+                if i == 6:
+                    raise SystemExit(3)
+                return i
+
+        loader = ladle.DataLoader(Exiter(), batch_size=2, num_workers=2, worker_type="thread")
+        events = []
+        iterator = iter(loader)
+        while True:
+            try:
+                events.append(len(next(iterator)))
+            except StopIteration:
+                break
+            except SystemExit as error:
+                events.append(f"exit {error.code}")
+        print(json.dumps(events))
+        """
+    )
+    assert result == [2, 2, 2, "exit 3", 2, 2, 2, 2, 2, 2]
+
+
+def test_a_failing_worker_init_fn_is_reported_again_on_every_pass() -> None:
+    result = run_json(
+        """
+        import json, ladle
+
+        def bad_init(worker_id):
+            raise OSError(f"init boom {worker_id}")
+
+        loader = ladle.DataLoader(list(range(8)), batch_size=2, num_workers=2,
+                                  persistent_workers=True, worker_init_fn=bad_init)
+        kinds = []
+        for _ in range(2):
+            iterator = iter(loader)
+            try:
+                next(iterator)
+            except Exception as error:
+                kinds.append(f"{type(error).__name__}: {error}")
+        print(json.dumps(kinds))
+        """
+    )
+    assert result == ["OSError: init boom 0"] * 2
+
+
+def test_structured_and_masked_arrays_cross_shared_memory_intact() -> None:
+    result = run_json(
+        """
+        import json, numpy as np, ladle
+
+        class Records(ladle.Dataset):
+            def __len__(self):
+                return 40
+            def __getitem__(self, i):
+                a = np.zeros(5000, dtype=[("x", "<f4"), ("y", "<i4")])
+                a["x"] = i
+                return a
+
+        class Masked(ladle.Dataset):
+            def __len__(self):
+                return 40
+            def __getitem__(self, i):
+                return np.ma.masked_array(np.full(5000, float(i)), mask=np.arange(5000) % 2 == 0)
+
+        records = list(ladle.DataLoader(Records(), batch_size=2, num_workers=2))
+        masked = list(ladle.DataLoader(Masked(), batch_size=None, num_workers=2))
+        print(json.dumps({
+            "fields": sorted({str(b.dtype.names) for b in records}),
+            "x": [float(b["x"][1, 0]) for b in records],
+            "masked": sorted({type(b).__name__ for b in masked}),
+        }))
+        """
+    )
+    assert result["fields"] == ["('x', 'y')"]
+    assert result["x"] == [float(2 * k + 1) for k in range(20)]
+    assert result["masked"] == ["MaskedArray"]

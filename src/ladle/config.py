@@ -36,7 +36,7 @@ WORKER_TYPES = ("process", "thread")
 #: Set at construction only: torch refuses to reassign these too.
 FROZEN = frozenset(
     {"dataset", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
-    | {"persistent_workers"}
+    | {"persistent_workers", "seed"}
 )
 #: May be reassigned; the whole configuration is checked again when one is.
 SETTINGS = (
@@ -50,7 +50,6 @@ SETTINGS = (
     "prefetch_factor",
     "pin_memory_device",
     "in_order",
-    "seed",
     "worker_type",
     "output",
 )
@@ -312,7 +311,7 @@ def _sampling(
 def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
     """The configuration of a new DataLoader from its constructor's arguments."""
     # The seed and generator are checked before they reach a sampler.
-    given = {name: arguments[name] for name in SETTINGS}
+    given = {name: arguments[name] for name in (*SETTINGS, "seed")}
     if given["seed"] is not None:
         given["seed"] = check_seed(given["seed"])
     if given["generator"] is not None:

@@ -65,6 +65,7 @@ def _weakly(method: Callable[[int], None]) -> Callable[[int], None]:
 class Launcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.handover = threading.RLock()  # held while a pass takes the persistent workers
         self._persistent: Workers | None = None  # kept between passes
         self._persistent_pass: weakref.ref[LoaderIterator] | None = None
         self._passes: weakref.WeakSet[LoaderIterator] = weakref.WeakSet()

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ladle._runtime.engine import Workers
 from ladle.config import FROZEN, SETTINGS, LoaderConfig, configure, reconfigure
 from ladle.interop import accelerator_available, pin
 from ladle.iterator import LoaderIterator, PassSetup
@@ -226,7 +227,14 @@ class DataLoader(Iterable[Any]):
         sampling, settings = config.sampling, config.settings
         if settings.num_workers > 0:
             self._warn_excessive_workers()
-        workers = self._launcher.persistent(config) if sampling.persistent_workers else None
+        if not sampling.persistent_workers:
+            return self._start_pass(config, None)
+        # One pass begins over the persistent workers at a time, whatever the threads do.
+        with self._launcher.handover:
+            return self._start_pass(config, self._launcher.persistent(config))
+
+    def _start_pass(self, config: LoaderConfig, workers: Workers | None) -> LoaderIterator:
+        sampling, settings = config.sampling, config.settings
         start, seed = self._stream.start(sampling, settings.generator, self._streams)
         if workers is None:
             workers = self._launcher.workers(config)

@@ -194,9 +194,10 @@ class Workers:
         self.pool.send(worker_id, Task(seq, indices, slab))
         return seq
 
-    def receive(self, first_seq: int, timeout: float | None) -> Reply:
+    def receive(self, first_seq: int, timeout: float | None, settle_one: bool = False) -> Reply:
         """The next reply to a task numbered ``first_seq`` or later; replies to older tasks
-        are settled on the way."""
+        are settled on the way. ``settle_one``: return after settling one reply, whatever it
+        was (the pass waits for room that an abandoned pass's tasks still take)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -214,6 +215,8 @@ class Workers:
                 return reply
             if self.slabs is not None:
                 self.slabs.give_back(reply.slab)
+            if settle_one:
+                return reply
 
     def close(self, broken: bool = False) -> None:
         """Stop the workers and return their slabs; idempotent. ``broken``: something failed,
@@ -312,7 +315,11 @@ class PassDispatch:
             elif not self._outstanding:
                 self._refill()
                 if not self._outstanding:
-                    raise StopIteration
+                    if self._indices_done or not self._active:
+                        raise StopIteration
+                    # Every worker is full of an abandoned pass's tasks: wait for room.
+                    self.workers.receive(self._first_seq, self.timeout, settle_one=True)
+                    continue
             reply = self.workers.receive(self._first_seq, self.timeout)
             number = reply.seq - self._first_seq
             self._outstanding.pop(number, None)

@@ -187,6 +187,7 @@ class ProcessPool:
             raise
         cleanup.register(self)  # SIGTERM of the main process kills the workers too
         self._by_handle = {c: i for i, c in enumerate(self._connections)}
+        self._last_read = -1
         self._sentinels = {p.sentinel: i for i, p in enumerate(self._processes)}
 
     @property
@@ -204,26 +205,29 @@ class ProcessPool:
         if not ready:
             return None
         # Read replies before reporting deaths: a worker may have sent its batch, then died.
-        for handle in ready:
-            worker_id = self._by_handle.get(handle)
-            if worker_id is not None:
-                connection = self._connections[worker_id]
-                try:
-                    reply: Reply = connection.recv()
-                    if isinstance(reply, Batch) and reply.pickled:
-                        reply = Batch(
-                            reply.seq,
-                            reply.worker_id,
-                            connection.recv_bytes(),
-                            True,
-                            reply.slab,
-                            reply.slab_used,
-                            reply.bytes_needed,
-                            reply.position,
-                        )
-                except (EOFError, ConnectionResetError, OSError):
-                    self._raise_dead(worker_id)
-                return reply
+        # Take the ready workers in turn: always reading the first would leave the others'
+        # replies (and the slabs they hold) piling up in their pipes.
+        readable = sorted(self._by_handle[h] for h in ready if h in self._by_handle)
+        if readable:
+            after = [w for w in readable if w > self._last_read]
+            worker_id = self._last_read = (after or readable)[0]
+            connection = self._connections[worker_id]
+            try:
+                reply: Reply = connection.recv()
+                if isinstance(reply, Batch) and reply.pickled:
+                    reply = Batch(
+                        reply.seq,
+                        reply.worker_id,
+                        connection.recv_bytes(),
+                        True,
+                        reply.slab,
+                        reply.slab_used,
+                        reply.bytes_needed,
+                        reply.position,
+                    )
+            except (EOFError, ConnectionResetError, OSError):
+                self._raise_dead(worker_id)
+            return reply
         self._raise_dead(self._sentinels[ready[0]])
         return None  # unreachable: _raise_dead raises
 
@@ -231,8 +235,8 @@ class ProcessPool:
         process = self._processes[worker_id]
         process.join(0.5)
         message = (
-            f"ladle worker {worker_id} (pid {process.pid}) {describe_exit(process.exitcode)} "
-            f"while loading; the loader has stopped all its workers"
+            f"ladle worker {worker_id} (pid {process.pid}) {describe_exit(process.exitcode)}; "
+            f"the loader has stopped all its workers"
         )
         raise WorkerDiedError(message, worker_id, process.pid, process.exitcode)
 

@@ -19,6 +19,11 @@ from ladle._runtime.tree import map_leaves
 __all__ = ["SlabWriter"]
 
 
+def _plain_dtype(dtype: np.dtype[Any]) -> bool:
+    """A dtype that its ``str`` rebuilds exactly: no fields, no sub-arrays, no objects."""
+    return dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
+
+
 class SlabWriter:
     """The worker's side: map lent slabs, collate into them, describe what is where."""
 
@@ -66,7 +71,7 @@ class SlabWriter:
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray | None:
         """An uninitialised array in the current slab, or None when it does not fit."""
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self._slab is None or nbytes < INLINE_LIMIT:
+        if self._slab is None or nbytes < INLINE_LIMIT or not _plain_dtype(dtype):
             return None
         offset = align(self._offset)
         if offset + nbytes > len(self._slab):
@@ -83,7 +88,9 @@ class SlabWriter:
 
         def leaf(value: Any) -> Any:
             nonlocal needed
-            if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+            # Only plain arrays: a subclass (MaskedArray, memmap) or a structured dtype would
+            # come back as a bare ndarray of its bytes; those travel pickled, intact.
+            if type(value) is not np.ndarray or not _plain_dtype(value.dtype):
                 return value
             placed = self._placed.get(id(value))
             if placed is not None and placed[1] is value:

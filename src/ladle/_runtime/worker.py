@@ -4,12 +4,15 @@ load its batch, send the reply."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import os
 import pickle
+import queue
 import random
 import signal
 import sys
+import threading
 import traceback
 from typing import Any, Protocol
 
@@ -99,6 +102,8 @@ class Loop:
         self.inbox: collections.deque[Command] = collections.deque()
 
     def start_epoch(self, message: StartEpoch) -> None:
+        if self.source is None and self.spec is None:
+            return  # the worker failed to start: every pass reports that first error again
         self.start_error = None
         try:
             if self.source is None:
@@ -147,6 +152,11 @@ class Loop:
             return self.failure(task, error, traceback.format_exc())
         except Exception as error:
             return self.failure(task, error, traceback.format_exc())
+        except BaseException as error:
+            if self.inline or self.pickles:
+                raise  # the main thread's Ctrl-C; a process worker's exit is seen as such
+            # A thread worker would die silently and leave the main process waiting.
+            return self.failure(task, error, traceback.format_exc())
         finally:
             if writer is not None:
                 set_allocator(None)
@@ -165,7 +175,7 @@ class Loop:
             return self.failure(task, error, traceback.format_exc())
         return Batch(task.seq, self.worker_id, blob, True, task.slab, used, needed, position)
 
-    def failure(self, task: Task, error: Exception, trace: str, why: str = "") -> Failure:
+    def failure(self, task: Task, error: BaseException, trace: str, why: str = "") -> Failure:
         where = describe_indices(task.indices, task.seq)
         if not self.inline:
             error.add_note(
@@ -224,11 +234,29 @@ def run_worker(spec: WorkerSpec, channel: Channel, pickles: bool) -> None:
 
 class _PipeChannel:
     """A process worker's end of its pipe; gives up when the main process is gone. A pickled
-    batch travels as two frames, the reply and then its payload's bytes."""
+    batch travels as two frames, the reply and then its payload's bytes.
+
+    Commands are read by a thread of their own as soon as they arrive: a worker blocked sending
+    a big reply must not leave the main process blocked sending it a big task (a batch of
+    32,768 indices fills a pipe), and a Stop or a new pass is seen while a task still runs."""
 
     def __init__(self, connection: Any, parent_pid: int) -> None:
         self.connection = connection
         self.parent_pid = parent_pid
+        self._inbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
+        reader = threading.Thread(target=self._read, name="ladle-worker-inbox", daemon=True)
+        reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message: Command = self.connection.recv()
+            except (EOFError, OSError):
+                self._inbox.put(None)
+                return
+            self._inbox.put(message)
+            if isinstance(message, Stop):
+                return
 
     def send(self, reply: Reply) -> None:
         if isinstance(reply, Batch) and reply.pickled:
@@ -251,22 +279,19 @@ class _PipeChannel:
         self.connection.send(reply)
 
     def recv(self) -> Command | None:
-        while not self.connection.poll(_PARENT_CHECK_SECONDS):
-            if os.getppid() != self.parent_pid:
-                return None
-        try:
-            message: Command = self.connection.recv()
-        except (EOFError, OSError):
-            return None
-        return message
+        while True:
+            try:
+                return self._inbox.get(timeout=_PARENT_CHECK_SECONDS)
+            except queue.Empty:
+                if os.getppid() != self.parent_pid:
+                    return None
 
     def pending(self) -> list[Command]:
         waiting: list[Command] = []
-        try:
-            while self.connection.poll(0):
-                waiting.append(self.connection.recv())
-        except (EOFError, OSError):
-            waiting.append(Stop())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                message = self._inbox.get_nowait()
+                waiting.append(Stop() if message is None else message)
         return waiting
 
 
