@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ladle._runtime.engine import Delivered, PassDispatch, Workers
-from ladle.errors import LoaderBrokenError, LoaderClosedError, LoaderTimeoutError, WorkerDiedError
+from ladle.errors import LoaderBrokenError, LoaderClosedError
 from ladle.passplan import PassStart, Renumbered
 from ladle.resume import Progress
 
 __all__ = ["IteratorState", "LoaderIterator", "PassSetup"]
-
-# Failures of the loading machinery itself, after which the pass cannot go on.
-_BREAKING = (WorkerDiedError, LoaderTimeoutError)
 
 
 class IteratorState(enum.Enum):
@@ -48,7 +45,7 @@ class PassSetup:
     postprocess: Callable[[Any], Any] | None
     length: Callable[[], int]  # len(loader)
     reported_length: Callable[[], int | None]  # an iterable's len(loader), once asked for
-    describe: str  # the dataset, for warnings
+    dataset: object  # named in warnings
     commit: Callable[[Progress], None]  # the pass has started for real
     release: Callable[[Workers, bool], None]  # the pass is over (broken: the workers failed)
 
@@ -148,7 +145,7 @@ class LoaderIterator(Iterator[Any]):
         if reported is not None and self.batches_yielded > reported:
             self._warned_length = True
             warnings.warn(
-                f"Length of IterableDataset {self._setup.describe} was reported to be "
+                f"Length of IterableDataset {self._setup.dataset!r} was reported to be "
                 f"{reported} (when accessing len(dataloader)), but {self.batches_yielded} "
                 f"samples have been fetched; with workers, each worker must yield only its "
                 f"share of the stream (split it by ladle.get_worker_info() in __iter__)",

@@ -249,7 +249,7 @@ class DataLoader(Iterable[Any]):
             postprocess=self._postprocess(),
             length=self._length,
             reported_length=lambda: self._reported_length,
-            describe=repr(sampling.dataset),
+            dataset=sampling.dataset,
             commit=self._commit,
             release=self._launcher.release,
         )
