@@ -47,9 +47,8 @@ def _kill_me_with_parent() -> bool:
         return False
 
 
-def watch_parent(main_pid: int) -> int:
-    """Make this worker die with the main process, even while it is busy in ``__getitem__``;
-    returns the parent pid it started with.
+def watch_parent(main_pid: int) -> None:
+    """Make this worker die with the main process, even while it is busy in ``__getitem__``.
 
     Two guards. PDEATHSIG, where it is exact: the kernel sends it when the *thread* that
     forked this process exits, so it is set only in a worker forked by the main process's main
@@ -73,4 +72,3 @@ def watch_parent(main_pid: int) -> int:
 
     watch_thread = threading.Thread(target=watch, name="ladle-parent-watchdog", daemon=True)
     watch_thread.start()  # its first check catches a parent that died before prctl
-    return parent

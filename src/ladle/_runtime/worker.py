@@ -38,7 +38,6 @@ from ladle._runtime.slab_writer import SlabWriter
 
 __all__ = ["Channel", "Loop", "describe_indices", "process_main", "run_worker"]
 
-_PARENT_CHECK_SECONDS = 1.0
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
@@ -240,9 +239,8 @@ class _PipeChannel:
     a big reply must not leave the main process blocked sending it a big task (a batch of
     32,768 indices fills a pipe), and a Stop or a new pass is seen while a task still runs."""
 
-    def __init__(self, connection: Any, parent_pid: int) -> None:
+    def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self.parent_pid = parent_pid
         self._inbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
         reader = threading.Thread(target=self._read, name="ladle-worker-inbox", daemon=True)
         reader.start()
@@ -279,12 +277,9 @@ class _PipeChannel:
         self.connection.send(reply)
 
     def recv(self) -> Command | None:
-        while True:
-            try:
-                return self._inbox.get(timeout=_PARENT_CHECK_SECONDS)
-            except queue.Empty:
-                if os.getppid() != self.parent_pid:
-                    return None
+        # The reader sees the pipe close when the main process dies (the lifeline's watchdog
+        # also ends the worker then), so a blocking wait is safe.
+        return self._inbox.get()
 
     def pending(self) -> list[Command]:
         waiting: list[Command] = []
@@ -323,11 +318,11 @@ def process_main(spec: WorkerSpec, connection: Any) -> None:
     """Entry point of a worker process."""
     # Ctrl-C reaches the whole process group; the main process decides what happens.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = watch_parent(spec.parent_pid)
+    watch_parent(spec.parent_pid)
     _one_torch_thread()
     _keep_freed_memory()
     try:
-        run_worker(spec, _PipeChannel(connection, parent), pickles=True)
+        run_worker(spec, _PipeChannel(connection), pickles=True)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the main process went away mid-send: nothing left to do
     finally:
