@@ -9,13 +9,18 @@ from script_support import run_json
 from ladle._runtime.pool import describe_exit
 
 BROKEN = """
-import json, os, signal, time, ladle
+import json, multiprocessing, os, signal, time, ladle
+
+# The fault strikes once the main process holds two batches: a worker that died earlier may
+# rightly be reported before batch 1 arrives, which would make the events depend on timing.
+two_batches = multiprocessing.get_context("fork").Event()
 
 class Faulty(ladle.Dataset):
     def __len__(self):
         return 40
     def __getitem__(self, i):
         if i == 9 and ladle.get_worker_info() is not None:
+            two_batches.wait(30)
             {fault}
         return i
 
@@ -25,6 +30,8 @@ events = []
 for _ in range(6):
     try:
         events.append(["batch", next(iterator).tolist()])
+        if len(events) == 2:
+            two_batches.set()
     except StopIteration:
         events.append(["stop"])
         break
