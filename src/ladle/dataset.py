@@ -8,6 +8,7 @@ calls it with a list of ints (torch's contract), or with an int64 NumPy array wh
 from __future__ import annotations
 
 import bisect
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "StackDataset",
     "Subset",
     "TensorDataset",
+    "is_iterable_dataset",
 ]
 
 T_co = TypeVar("T_co", covariant=True)
@@ -96,6 +98,15 @@ class IterableDataset(Dataset[T_co], Iterable[T_co]):
         return ChainDataset([self, other])
 
 
+def is_iterable_dataset(dataset: Any) -> bool:
+    """``dataset`` is iterable-style: a ladle IterableDataset, or one of torch's (which
+    Hugging Face's ``datasets.IterableDataset`` becomes once torch is imported)."""
+    if isinstance(dataset, IterableDataset):
+        return True
+    torch_data = sys.modules.get("torch.utils.data")
+    return torch_data is not None and isinstance(dataset, torch_data.IterableDataset)
+
+
 def _gather(array: Any, indices: np.ndarray) -> Any:
     if isinstance(array, np.ndarray):
         return array[indices]
@@ -105,7 +116,7 @@ def _gather(array: Any, indices: np.ndarray) -> Any:
 
 
 def check_map_style(dataset: Any, name: str, owner: str, *, sized: bool = False) -> None:
-    if isinstance(dataset, IterableDataset):
+    if is_iterable_dataset(dataset):
         raise TypeError(
             f"{owner} takes map-style datasets, but {name} is an IterableDataset "
             f"({type(dataset).__name__}); use ChainDataset for iterable datasets"
@@ -247,7 +258,7 @@ class ConcatDataset(Dataset[T_co]):
         if not self.datasets:
             raise ValueError("ConcatDataset needs at least one dataset, but got an empty iterable")
         for where, dataset in enumerate(self.datasets):
-            if isinstance(dataset, IterableDataset):
+            if is_iterable_dataset(dataset):
                 raise TypeError(
                     f"ConcatDataset joins map-style datasets, but dataset {where} is an "
                     f"IterableDataset ({type(dataset).__name__}); use ChainDataset for those"
@@ -287,7 +298,7 @@ class ChainDataset(IterableDataset[Any]):
 
 
 def _check_iterable(dataset: Any, where: int) -> None:
-    if not isinstance(dataset, IterableDataset):
+    if not is_iterable_dataset(dataset):
         raise TypeError(
             f"ChainDataset only chains IterableDatasets, but dataset {where} is "
             f"{type(dataset).__name__}; use ConcatDataset for map-style datasets"
