@@ -68,17 +68,22 @@ def outcome(fn: Callable[[], Any]) -> Any:
         return Raised(type(error), str(error))
 
 
-def assert_same_outcome(got: Any, want: Any, *, limit: int = 60) -> None:
-    """``got`` (ns) matches ``want`` (torch): same value, or same exception type and opening."""
+def assert_same_outcome(got: Any, want: Any, *, limit: int = 60, full: bool = False) -> None:
+    """``got`` (ns) matches ``want`` (torch): same value, or same exception type and opening
+    (with ``full``: ns's text starts with the whole of torch's)."""
     if isinstance(want, Raised):
         assert isinstance(got, Raised), (
             f"torch raises {want.type.__name__}: {want.message!r}; ns returns {got!r}"
         )
-        assert got.type is want.type, (
-            f"torch raises {want.type.__name__}: {want.message!r}; "
-            f"ns raises {got.type.__module__}.{got.type.__name__}: {got.message!r}"
-        )
-        assert got.message.startswith(want.opening(limit)), (
+        same_text = got.message.startswith(want.message if full else want.opening(limit))
+        if got.type is not want.type:
+            relation = "a subclass of torch's" if issubclass(got.type, want.type) else "unrelated"
+            raise AssertionError(
+                f"torch raises {want.type.__name__}, ns {got.type.__module__}."
+                f"{got.type.__name__} ({relation}); text {'same' if same_text else 'differs'}:"
+                f"\n torch: {want.message!r}\n ns:    {got.message!r}"
+            )
+        assert same_text, (
             f"{want.type.__name__} text differs:\n torch: {want.message!r}\n ns:    {got.message!r}"
         )
         return
@@ -88,11 +93,13 @@ def assert_same_outcome(got: Any, want: Any, *, limit: int = 60) -> None:
     assert_exact(got, want)
 
 
-def differential(case: Callable[[ModuleType], Any], ns: ModuleType) -> None:
-    """Run ``case`` with torch.utils.data and with ``ns``; the outcomes must agree."""
+def differential(case: Callable[[ModuleType], Any], ns: ModuleType, *, full: bool = False) -> Any:
+    """Run ``case`` with torch.utils.data and with ``ns``; the outcomes must agree. Returns
+    torch's outcome."""
     want = outcome(lambda: case(tud))
     got = outcome(lambda: case(ns))
-    assert_same_outcome(got, want)
+    assert_same_outcome(got, want, full=full)
+    return want
 
 
 # --------------------------------------------------------------------------------------------
