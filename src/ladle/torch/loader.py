@@ -20,6 +20,7 @@ import torch
 import torch.utils.data as torch_data
 
 from ladle.config import WORKER_TYPES
+from ladle.errors import ArgumentError
 from ladle.iterator import LoaderIterator
 from ladle.loader import DataLoader as Engine
 from ladle.seeding import check_seed
@@ -171,6 +172,12 @@ class DataLoader(torch_data.DataLoader[Any]):
 
     def _get_iterator(self) -> LoaderIterator:  # type: ignore[override]
         engine = self._sync()
+        if self.num_workers == 0 and self.timeout != 0:
+            # torch asserts this when the pass starts, not when the loader is built
+            raise ArgumentError(
+                f"_SingleProcessDataLoaderIter requires timeout == 0, but got "
+                f"timeout={self.timeout} with num_workers=0; the timeout applies to workers only"
+            )
         if self.pin_memory:
             self._warn_pin_memory()
         return iter(engine)
