@@ -235,3 +235,17 @@ def test_tensor_dataset_gathers_a_batch_at_once() -> None:
     assert all(isinstance(t, torch.Tensor) for batch in ours for t in batch)
     theirs = list(td.DataLoader(dataset, batch_size=4))  # torch's loader takes it too
     assert [t.tolist() for t in theirs[0]] == [x[:4].tolist(), y[:4].tolist()]
+
+
+def test_a_loader_rebuilt_from_its_attributes_starts_the_same_stream() -> None:
+    """Frameworks (Lightning, accelerate) rebuild a loader from its attributes."""
+    import inspect
+
+    loader = lt.DataLoader(Indexed(), batch_size=4, shuffle=True, seed=9, num_workers=0)
+    first = labels(loader)
+    names = [p for p in inspect.signature(lt.DataLoader.__init__).parameters if p != "self"]
+    skip = ("sampler", "batch_sampler", "shuffle")  # torch keeps no shuffle attribute
+    kwargs = {name: getattr(loader, name) for name in names if name not in skip}
+    kwargs["shuffle"] = True
+    rebuilt = lt.DataLoader(**kwargs)
+    assert labels(rebuilt) == first
