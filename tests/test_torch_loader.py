@@ -249,3 +249,9 @@ def test_a_loader_rebuilt_from_its_attributes_starts_the_same_stream() -> None:
     kwargs["shuffle"] = True
     rebuilt = lt.DataLoader(**kwargs)
     assert labels(rebuilt) == first
+
+
+def test_every_name_of_torch_utils_data_is_here() -> None:
+    assert set(lt.__all__) == set(td.__all__)
+    for name in td.__all__:
+        assert hasattr(lt, name), name
