@@ -255,3 +255,23 @@ def test_every_name_of_torch_utils_data_is_here() -> None:
     assert set(lt.__all__) == set(td.__all__)
     for name in td.__all__:
         assert hasattr(lt, name), name
+
+
+class Draws(td.Dataset):  # type: ignore[misc]
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[float, float, float]:
+        import random
+
+        return float(np.random.rand()), random.random(), float(torch.rand(()))
+
+
+def test_workers_random_streams_are_torchs() -> None:
+    """random, NumPy and torch draws in worker processes equal torch's under manual_seed."""
+    runs = []
+    for cls in (lt.DataLoader, td.DataLoader):
+        torch.manual_seed(2)
+        loader = cls(Draws(), batch_size=None, num_workers=2, timeout=30)
+        runs.append([[float(v) for v in sample] for sample in loader])
+    assert runs[0] == runs[1]
