@@ -16,6 +16,7 @@ from typing import Any
 
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import is_iterable_dataset
+from ladle.errors import ArgumentError
 from ladle.interop import converter
 from ladle.random_sampler import RandomSampler
 from ladle.sampler import BatchSampler, Sampler, SequentialSampler
@@ -144,7 +145,7 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
     if isinstance(given["timeout"], int):
         timeout = given["timeout"]  # as given: messages say "after 1 seconds", as torch's do
     if timeout > 0 and num_workers == 0:
-        raise ValueError(
+        raise ArgumentError(  # torch asserts it (when the pass starts)
             f"timeout={timeout} applies to worker loading only, but num_workers=0; set "
             f"num_workers > 0 or leave timeout=0"
         )

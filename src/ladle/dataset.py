@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ladle.errors import ArgumentError, ArgumentTypeError
 from ladle.gathered import GatheredBatch
 from ladle.indexing import (
     as_index_array,
@@ -163,9 +164,10 @@ class TensorDataset(Dataset[tuple[Any, ...]]):
         self._size = int(tensors[0].shape[0])
         for position_, tensor in enumerate(tensors[1:], start=1):
             if int(tensor.shape[0]) != self._size:
-                raise ValueError(
-                    f"TensorDataset arrays must have the same length: argument 0 has "
-                    f"{self._size} rows but argument {position_} has {int(tensor.shape[0])}"
+                raise ArgumentError(
+                    f"Size mismatch between tensors: TensorDataset arrays must have the same "
+                    f"length, but argument 0 has {self._size} rows and argument {position_} "
+                    f"has {int(tensor.shape[0])}"
                 )
 
     def __len__(self) -> int:
@@ -226,8 +228,10 @@ class Subset(Dataset[T_co]):
     def __len__(self) -> int:
         return len(self._indices)
 
-    def __getitem__(self, index: int | list[int]) -> Any:
+    def __getitem__(self, index: int | list[int] | slice) -> Any:
         size = len(self._indices)
+        if isinstance(index, slice):  # the parent's samples at those positions, as torch
+            return self.dataset[self._indices[index]]  # type: ignore[index]
         if isinstance(index, list):  # forwarded in one call, as torch does
             parents = [self._indices[check_index(i, size, "Subset")] for i in index]
             return self.dataset[parents]  # type: ignore[index]
@@ -256,12 +260,14 @@ class ConcatDataset(Dataset[T_co]):
     def __init__(self, datasets: Iterable[Dataset[Any]]) -> None:
         self.datasets: list[Dataset[Any]] = _check_datasets(datasets, "ConcatDataset")
         if not self.datasets:
-            raise ValueError("ConcatDataset needs at least one dataset, but got an empty iterable")
+            raise ArgumentError(
+                "datasets should not be an empty iterable: ConcatDataset needs at least one dataset"
+            )
         for where, dataset in enumerate(self.datasets):
             if is_iterable_dataset(dataset):
-                raise TypeError(
-                    f"ConcatDataset joins map-style datasets, but dataset {where} is an "
-                    f"IterableDataset ({type(dataset).__name__}); use ChainDataset for those"
+                raise ArgumentTypeError(
+                    f"ConcatDataset does not support IterableDataset: dataset {where} is one "
+                    f"({type(dataset).__name__}); use ChainDataset for those"
                 )
             check_map_style(dataset, f"datasets[{where}]", "ConcatDataset", sized=True)
         self.cumulative_sizes: list[int] = []
@@ -299,8 +305,8 @@ class ChainDataset(IterableDataset[Any]):
 
 def _check_iterable(dataset: Any, where: int) -> None:
     if not is_iterable_dataset(dataset):
-        raise TypeError(
-            f"ChainDataset only chains IterableDatasets, but dataset {where} is "
+        raise ArgumentTypeError(
+            f"ChainDataset only supports IterableDataset, but dataset {where} is "
             f"{type(dataset).__name__}; use ConcatDataset for map-style datasets"
         )
 

@@ -20,6 +20,7 @@ import torch
 import torch.utils.data as torch_data
 
 from ladle.config import WORKER_TYPES
+from ladle.errors import ArgumentError
 from ladle.iterator import LoaderIterator
 from ladle.loader import DataLoader as Engine
 from ladle.seeding import check_seed
@@ -36,12 +37,13 @@ _DEFAULT_CONVERTS = (torch_data.default_convert, default_convert)
 class DataLoader(torch_data.DataLoader[Any]):
     """``torch.utils.data.DataLoader`` with ladle's engine underneath.
 
-    Takes torch's arguments, plus ``seed`` (an int fixing the shuffle, the workers' seeds and
-    ``ladle.sample_rng()`` for every epoch, for any ``num_workers``; it seeds a generator of
-    the loader's own) and ``worker_type`` (``"process"`` or ``"thread"``). Without a seed,
-    randomness comes from torch's default generator as in torch, so ``torch.manual_seed``
-    governs it. ``state_dict()`` and ``load_state_dict()`` save and restore the position in the
-    stream, to the batch; frameworks that checkpoint stateful loaders (Lightning) use them.
+    Takes torch's arguments, plus ``seed`` (an int fixing the ``shuffle=True`` order, the
+    workers' seeds and ``ladle.sample_rng()`` for every epoch, for any ``num_workers``; a
+    sampler you pass keeps its own randomness) and ``worker_type`` (``"process"`` or
+    ``"thread"``). Without a seed, randomness comes from torch's default generator as in
+    torch, so ``torch.manual_seed`` governs it. ``state_dict()`` and ``load_state_dict()``
+    save and restore the position in the stream, to the batch; frameworks that checkpoint
+    stateful loaders (Lightning) use them.
     """
 
     def __init__(
@@ -74,8 +76,6 @@ class DataLoader(torch_data.DataLoader[Any]):
                     "DataLoader takes seed or generator, not both; seed=<int> fixes the order "
                     "of every epoch, so drop generator="
                 )
-            generator = torch.Generator()
-            generator.manual_seed(seed)
         super().__init__(
             dataset,
             batch_size,
@@ -96,6 +96,19 @@ class DataLoader(torch_data.DataLoader[Any]):
             in_order=in_order,
         )
         self.seed = seed
+        # The seed's generator is the loader's own, not its ``generator`` attribute: a
+        # framework that rebuilds the loader from its attributes passes seed= again, and the
+        # rebuilt loader starts the same stream afresh.
+        self._seeded: torch.Generator | None = None
+        if seed is not None:
+            self._seeded = torch.Generator()
+            self._seeded.manual_seed(seed)
+            if (
+                sampler is None
+                and batch_sampler is None
+                and isinstance(self.sampler, torch_data.RandomSampler)
+            ):
+                self.sampler.generator = self._seeded  # the shuffle torch made for us
         self.worker_type = check_choice(
             worker_type, "worker_type", WORKER_TYPES, fix="processes are the default"
         )
@@ -129,13 +142,19 @@ class DataLoader(torch_data.DataLoader[Any]):
             "timeout": self.timeout if workers else 0,
             "worker_init_fn": self.worker_init_fn,
             "multiprocessing_context": context if processes else None,
-            "generator": torch.default_generator if self.generator is None else self.generator,
+            "generator": self._generator(),
             "prefetch_factor": self.prefetch_factor if workers else None,
             "in_order": bool(self.in_order),
             "worker_type": self.worker_type,
             "output": output,
             "pin_memory": bool(self.pin_memory) and torch.accelerator.is_available(),
         }
+
+    def _generator(self) -> torch.Generator:
+        """What each pass draws its base seed from, as torch's loader does from its own."""
+        if self._seeded is not None:
+            return self._seeded
+        return torch.default_generator if self.generator is None else self.generator
 
     def _build_engine(self, settings: dict[str, Any]) -> Engine:
         iterable = self._dataset_kind == torch_data.dataloader._DatasetKind.Iterable
@@ -171,6 +190,12 @@ class DataLoader(torch_data.DataLoader[Any]):
 
     def _get_iterator(self) -> LoaderIterator:  # type: ignore[override]
         engine = self._sync()
+        if self.num_workers == 0 and self.timeout != 0:
+            # torch asserts this when the pass starts, not when the loader is built
+            raise ArgumentError(
+                f"_SingleProcessDataLoaderIter requires timeout == 0, but got "
+                f"timeout={self.timeout} with num_workers=0; the timeout applies to workers only"
+            )
         if self.pin_memory:
             self._warn_pin_memory()
         return iter(engine)
