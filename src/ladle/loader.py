@@ -260,6 +260,7 @@ class DataLoader(Iterable[Any]):
             dataset=sampling.dataset,
             commit=self._commit,
             release=self._launcher.release,
+            present=self._present_worker_error,
         )
         try:
             iterator = LoaderIterator(setup)
@@ -268,6 +269,11 @@ class DataLoader(Iterable[Any]):
             raise
         self._launcher.running(iterator, sampling.persistent_workers)
         return iterator
+
+    #: How an exception raised in a worker is presented: ladle raises the worker's own
+    #: exception with its traceback as a note; a subclass may word it otherwise (ladle.torch
+    #: words it as torch does).
+    _present_worker_error: Callable[[BaseException, int], BaseException] | None = None
 
     def _commit(self, progress: Progress) -> None:
         self._stream.commit(progress, self._config.sampling)

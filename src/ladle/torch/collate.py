@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ladle.collate import Collater, Path
+from ladle.collate import Collater, Path, format_path
 from ladle.collate import default_convert as numpy_convert
-from ladle.errors import CollateError
+from ladle.errors import CollateError, CollateSizeError
 from ladle.interop import to_torch
 
 __all__ = ["TorchCollater", "default_collate", "default_convert"]
@@ -41,6 +41,14 @@ class TorchCollater(Collater):
 
     def unsupported(self, value: Any, path: Path) -> Exception:
         return CollateError(_UNSUPPORTED.format(type(value)))
+
+    def size_error(self, values: Sequence[Any], path: Path, shapes: list[Any]) -> CollateSizeError:
+        position = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
+        return CollateSizeError(
+            f"stack expects each tensor to be equal size, but got {list(shapes[0])} at entry 0 "
+            f"and {list(shapes[position])} at entry {position} (at {format_path(path)}: pad "
+            f"the samples or resize them in a transform)"
+        )
 
 
 COLLATER = TorchCollater()
