@@ -12,6 +12,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "CollateError",
+    "CollateKeyError",
     "CollateSizeError",
     "FormatError",
     "ImageDecodeError",
@@ -29,6 +30,10 @@ class LadleError(Exception):
 
 class CollateError(LadleError, TypeError):
     """A batch holds values that cannot be combined: unsupported or clashing types."""
+
+
+class CollateKeyError(LadleError, KeyError):
+    """A sample lacks a key the batch's first sample has (ladle.torch: torch raises KeyError)."""
 
 
 class CollateSizeError(LadleError, RuntimeError):
