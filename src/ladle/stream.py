@@ -99,7 +99,7 @@ class StreamPosition:
             start = self._started
             if start is None or generator is None:
                 own = None if is_global_generator(generator) else generator
-                start = plan_start(sampling, own, self._next_epoch, streams, None)
+                start = plan_start(sampling, own, self._next_epoch, streams, None, True)
             if start.unsaveable is not None:
                 raise TypeError(start.unsaveable)
             return Progress(start, None, sampling.is_iterable).saved()
