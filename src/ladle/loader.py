@@ -292,6 +292,13 @@ class DataLoader(Iterable[Any]):
         settings = self._config.settings
         return self._stream.state(self._config.sampling, settings.generator, self._streams)
 
+    def restart_state(self) -> dict[str, Any]:
+        """A state that begins the running pass again from its start (where it began, if it was
+        itself resumed): for a framework that must save something where :meth:`state_dict`
+        cannot save the position inside the pass (an IterableDataset without ``iter_from``)."""
+        settings = self._config.settings
+        return self._stream.restart(self._config.sampling, settings.generator, self._streams)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state`` (from :meth:`state_dict`): the next ``iter(loader)`` continues
         that pass. Raises ValueError, naming the field, when the state was saved from a loader

@@ -111,6 +111,16 @@ class StreamPosition:
                 fields.pop(key, None)
             return state_of(sampling, streams, self.seed, fields)
 
+    def restart(self, sampling: Sampling, generator: Any, streams: int) -> dict[str, Any]:
+        """The state that begins the running pass again from where it began: what a loader
+        can save when its position inside the pass cannot be saved."""
+        with self.lock:
+            latest = self._latest
+            if self._pending is not None or latest is None or latest.finished:
+                return self.state(sampling, generator, streams)
+            fields = Progress(latest.start, None, sampling.is_iterable).saved()
+            return state_of(sampling, streams, self.seed, fields)
+
     def load(self, state: dict[str, Any], seed: int | None) -> None:
         """Resume from ``state`` (checked by the caller) at the next pass."""
         with self.lock:

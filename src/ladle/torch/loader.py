@@ -25,7 +25,7 @@ from ladle.iterator import LoaderIterator
 from ladle.loader import DataLoader as LadleLoader
 from ladle.seeding import check_seed
 from ladle.torch.collate import COLLATER, default_collate, default_convert
-from ladle.torch.sampling import SamplerState
+from ladle.torch.sampling import SamplerState, decode_state, encode_state
 from ladle.validation import check_choice
 
 __all__ = ["DataLoader"]
@@ -257,14 +257,41 @@ class DataLoader(torch_data.DataLoader[Any]):
 
     # -- position and lifecycle --------------------------------------------------------------
 
+    def _draws_from_default(self) -> bool:
+        return self._seeded is None and self.generator is None
+
     def state_dict(self) -> dict[str, Any]:
         """The position in the stream, as a small JSON-serialisable dict (see
-        ``ladle.DataLoader.state_dict``)."""
-        return self._sync().state_dict()
+        ``ladle.DataLoader.state_dict``), plus, for a loader drawing from torch's default
+        generator, that generator's state now: loading the state puts it back, so that a
+        resumed run draws the next epochs (and everything else) as the uninterrupted one.
+
+        Frameworks call this at every checkpoint. Where the position inside the pass cannot be
+        saved (an IterableDataset without ``iter_from``), it warns and returns a state that
+        begins the pass again, as torch's loader would on resuming."""
+        engine = self._sync()
+        try:
+            state = engine.state_dict()
+        except TypeError as error:
+            warnings.warn(
+                f"{error}; the state saved now begins this epoch again from its start",
+                UserWarning,
+                stacklevel=2,
+            )
+            state = engine.restart_state()
+        if self._draws_from_default():
+            state["torch_rng"] = encode_state(torch.get_rng_state())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from ``state``: the next ``iter()`` yields the rest of the saved pass."""
+        """Resume from ``state``: the next ``iter()`` yields the rest of the saved pass. A
+        loader drawing from torch's default generator also puts that generator back in the
+        state it had when ``state`` was saved."""
+        state = dict(state)
+        rng = state.pop("torch_rng", None)
         self._sync().load_state_dict(state)
+        if rng is not None and self._draws_from_default():
+            torch.set_rng_state(decode_state(rng))
 
     def close(self) -> None:
         """Stop every pass and the workers, and free the shared memory now."""

@@ -19,17 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SamplerState"]
+__all__ = ["SamplerState", "decode_state", "encode_state"]
 
+_MISSING = object()
 _LINKS = ("batch_sampler", "sampler")  # how samplers hold the samplers they wrap
 _DEPTH = 6
 
 
-def _encode(state: torch.Tensor) -> str:
+def encode_state(state: torch.Tensor) -> str:
     return base64.b64encode(state.numpy().tobytes()).decode("ascii")
 
 
-def _decode(text: str) -> torch.Tensor:
+def decode_state(text: str) -> torch.Tensor:
     raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy()
     return torch.from_numpy(raw)
 
@@ -76,8 +77,8 @@ class SamplerState:
         generators = [_own_generator(node) for node in chain]
         epochs = [getattr(node, "epoch", None) for node in chain]
         return {
-            "default": _encode(torch.get_rng_state()),
-            "generators": [None if g is None else _encode(g.get_state()) for g in generators],
+            "default": encode_state(torch.get_rng_state()),
+            "generators": [None if g is None else encode_state(g.get_state()) for g in generators],
             "epochs": [epoch if isinstance(epoch, int) else None for epoch in epochs],
         }
 
@@ -100,19 +101,26 @@ class SamplerState:
                 f"this loader's sampler has {len(chain)}; resume with the same sampler"
             )
         for node, saved in zip(chain, generators, strict=True):
+            if saved is None:
+                continue  # it drew from no generator of its own when the state was saved
             generator = _own_generator(node)
-            if (generator is None) != (saved is None):
-                raise ValueError(
-                    f"the saved sampler state does not fit {type(node).__name__}: one has a "
-                    f"generator of its own and the other not; resume with the same sampler"
-                )
-            if generator is not None:
-                generator.set_state(_decode(saved))
+            if generator is None:
+                if getattr(node, "generator", _MISSING) is not None:
+                    raise ValueError(
+                        f"the saved sampler state holds a generator for "
+                        f"{type(node).__name__}, which has no generator attribute; resume "
+                        f"with the same sampler"
+                    )
+                # a sampler that makes its generator on its first pass (accelerate's
+                # SeedableRandomSampler) gets it now, in the saved state
+                generator = torch.Generator()
+                node.generator = generator
+            generator.set_state(decode_state(saved))
         for node, epoch in zip(chain, epochs, strict=True):
             if epoch is not None:
                 node.epoch = epoch  # what set_epoch() sets
         default = state.get("default")
-        self._replay = None if default is None else _decode(default)
+        self._replay = None if default is None else decode_state(default)
 
 
 def _replayed(iterator: Iterator[Any], state: torch.Tensor) -> Iterator[Any]:
