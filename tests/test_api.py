@@ -39,6 +39,8 @@ EXTRAS = {
     "GatheredBatch",
     "IteratorState",
     "LadleError",
+    "ArgumentError",
+    "ArgumentTypeError",
     "LoaderBrokenError",
     "LoaderClosedError",
     "LoaderIterator",

@@ -84,7 +84,7 @@ def test_tensor_dataset_torch_tensors() -> None:
 
 
 def test_tensor_dataset_length_mismatch_names_both_lengths() -> None:
-    with pytest.raises(ValueError, match="argument 0 has 5 rows but argument 1 has 4"):
+    with pytest.raises(ValueError, match="argument 0 has 5 rows and argument 1 has 4"):
         TensorDataset(np.zeros(5), np.zeros(4))
     with pytest.raises(ValueError, match="at least one array"):
         TensorDataset()

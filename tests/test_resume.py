@@ -444,7 +444,7 @@ def _saved(**kwargs: Any) -> dict[str, Any]:
         ({"drop_last": True}, r"drop_last=False, but this loader has drop_last=True"),
         (
             {"seed": None, "generator": np.random.default_rng(0)},
-            r"DataLoader without generator=, and this one differs",
+            r"DataLoader drawing from no generator, and this one differs",
         ),
     ],
 )

@@ -17,6 +17,8 @@ from ladle.dataset import (
 )
 from ladle.distributed import DistributedSampler
 from ladle.errors import (
+    ArgumentError,
+    ArgumentTypeError,
     CollateError,
     CollateSizeError,
     FormatError,
@@ -39,6 +41,8 @@ from ladle.split import random_split
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "BatchSampler",
     "ChainDataset",
     "CollateError",

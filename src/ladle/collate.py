@@ -130,9 +130,13 @@ class Collater:
             return cls(*(self.collate(c, (*path, i)) for i, c in enumerate(columns)))
         if isinstance(first, Sequence):
             return self.sequence(values, path)
-        raise CollateError(
-            f"cannot collate {format_path(path)}: values of type {cls.__name__} are not "
-            f"supported; {_UNSUPPORTED}"
+        raise self.unsupported(first, path)
+
+    def unsupported(self, value: Any, path: Path) -> Exception:
+        """The error for a value no rule collates."""
+        return CollateError(
+            f"cannot collate {format_path(path)}: values of type {type(value).__name__} are "
+            f"not supported; {_UNSUPPORTED}"
         )
 
     def check_uniform(

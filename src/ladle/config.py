@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ladle.collate import default_collate, default_convert
-from ladle.dataset import IterableDataset
+from ladle.dataset import is_iterable_dataset
+from ladle.errors import ArgumentError
 from ladle.interop import converter
 from ladle.random_sampler import RandomSampler
 from ladle.sampler import BatchSampler, Sampler, SequentialSampler
@@ -30,6 +31,7 @@ __all__ = [
     "Settings",
     "configure",
     "reconfigure",
+    "reconfigure_all",
 ]
 
 WORKER_TYPES = ("process", "thread")
@@ -143,7 +145,7 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
     if isinstance(given["timeout"], int):
         timeout = given["timeout"]  # as given: messages say "after 1 seconds", as torch's do
     if timeout > 0 and num_workers == 0:
-        raise ValueError(
+        raise ArgumentError(  # torch asserts it (when the pass starts)
             f"timeout={timeout} applies to worker loading only, but num_workers=0; set "
             f"num_workers > 0 or leave timeout=0"
         )
@@ -229,7 +231,7 @@ def _sampling(
     generator: Any,
     seed: int | None,
 ) -> Sampling:
-    is_iterable = isinstance(dataset, IterableDataset)
+    is_iterable = is_iterable_dataset(dataset)
     if not is_iterable and not hasattr(dataset, "__getitem__"):
         raise TypeError(
             f"dataset should be a map-style dataset (with __getitem__ and __len__) or a "
@@ -332,10 +334,20 @@ def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
 
 def reconfigure(config: LoaderConfig, name: str, value: Any) -> LoaderConfig:
     """``config`` with setting ``name`` reassigned, checked with the others."""
-    if name in FROZEN:
-        raise ValueError(
-            f"{name} attribute should not be set after DataLoader is initialized; build a "
-            f"new DataLoader with {name}={value!r}"
-        )
-    given = {**config.settings.given, name: value}
+    return reconfigure_all(config, {name: value})
+
+
+def reconfigure_all(config: LoaderConfig, changes: Mapping[str, Any]) -> LoaderConfig:
+    """``config`` with several settings reassigned at once, checked together."""
+    for name, value in changes.items():
+        if name in FROZEN:
+            raise ValueError(
+                f"{name} attribute should not be set after DataLoader is initialized; build a "
+                f"new DataLoader with {name}={value!r}"
+            )
+        if name not in SETTINGS:
+            raise TypeError(
+                f"{name!r} is not a DataLoader setting; the settings are {', '.join(SETTINGS)}"
+            )
+    given = {**config.settings.given, **changes}
     return LoaderConfig(config.sampling, _settings(given, config.sampling))

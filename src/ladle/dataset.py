@@ -8,11 +8,13 @@ calls it with a list of ints (torch's contract), or with an int64 NumPy array wh
 from __future__ import annotations
 
 import bisect
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ladle.errors import ArgumentError, ArgumentTypeError
 from ladle.gathered import GatheredBatch
 from ladle.indexing import (
     as_index_array,
@@ -32,6 +34,7 @@ __all__ = [
     "StackDataset",
     "Subset",
     "TensorDataset",
+    "is_iterable_dataset",
 ]
 
 T_co = TypeVar("T_co", covariant=True)
@@ -96,6 +99,15 @@ class IterableDataset(Dataset[T_co], Iterable[T_co]):
         return ChainDataset([self, other])
 
 
+def is_iterable_dataset(dataset: Any) -> bool:
+    """``dataset`` is iterable-style: a ladle IterableDataset, or one of torch's (which
+    Hugging Face's ``datasets.IterableDataset`` becomes once torch is imported)."""
+    if isinstance(dataset, IterableDataset):
+        return True
+    torch_data = sys.modules.get("torch.utils.data")
+    return torch_data is not None and isinstance(dataset, torch_data.IterableDataset)
+
+
 def _gather(array: Any, indices: np.ndarray) -> Any:
     if isinstance(array, np.ndarray):
         return array[indices]
@@ -105,7 +117,7 @@ def _gather(array: Any, indices: np.ndarray) -> Any:
 
 
 def check_map_style(dataset: Any, name: str, owner: str, *, sized: bool = False) -> None:
-    if isinstance(dataset, IterableDataset):
+    if is_iterable_dataset(dataset):
         raise TypeError(
             f"{owner} takes map-style datasets, but {name} is an IterableDataset "
             f"({type(dataset).__name__}); use ChainDataset for iterable datasets"
@@ -152,9 +164,10 @@ class TensorDataset(Dataset[tuple[Any, ...]]):
         self._size = int(tensors[0].shape[0])
         for position_, tensor in enumerate(tensors[1:], start=1):
             if int(tensor.shape[0]) != self._size:
-                raise ValueError(
-                    f"TensorDataset arrays must have the same length: argument 0 has "
-                    f"{self._size} rows but argument {position_} has {int(tensor.shape[0])}"
+                raise ArgumentError(
+                    f"Size mismatch between tensors: TensorDataset arrays must have the same "
+                    f"length, but argument 0 has {self._size} rows and argument {position_} "
+                    f"has {int(tensor.shape[0])}"
                 )
 
     def __len__(self) -> int:
@@ -215,8 +228,10 @@ class Subset(Dataset[T_co]):
     def __len__(self) -> int:
         return len(self._indices)
 
-    def __getitem__(self, index: int | list[int]) -> Any:
+    def __getitem__(self, index: int | list[int] | slice) -> Any:
         size = len(self._indices)
+        if isinstance(index, slice):  # the parent's samples at those positions, as torch
+            return self.dataset[self._indices[index]]  # type: ignore[index]
         if isinstance(index, list):  # forwarded in one call, as torch does
             parents = [self._indices[check_index(i, size, "Subset")] for i in index]
             return self.dataset[parents]  # type: ignore[index]
@@ -245,12 +260,14 @@ class ConcatDataset(Dataset[T_co]):
     def __init__(self, datasets: Iterable[Dataset[Any]]) -> None:
         self.datasets: list[Dataset[Any]] = _check_datasets(datasets, "ConcatDataset")
         if not self.datasets:
-            raise ValueError("ConcatDataset needs at least one dataset, but got an empty iterable")
+            raise ArgumentError(
+                "datasets should not be an empty iterable: ConcatDataset needs at least one dataset"
+            )
         for where, dataset in enumerate(self.datasets):
-            if isinstance(dataset, IterableDataset):
-                raise TypeError(
-                    f"ConcatDataset joins map-style datasets, but dataset {where} is an "
-                    f"IterableDataset ({type(dataset).__name__}); use ChainDataset for those"
+            if is_iterable_dataset(dataset):
+                raise ArgumentTypeError(
+                    f"ConcatDataset does not support IterableDataset: dataset {where} is one "
+                    f"({type(dataset).__name__}); use ChainDataset for those"
                 )
             check_map_style(dataset, f"datasets[{where}]", "ConcatDataset", sized=True)
         self.cumulative_sizes: list[int] = []
@@ -287,9 +304,9 @@ class ChainDataset(IterableDataset[Any]):
 
 
 def _check_iterable(dataset: Any, where: int) -> None:
-    if not isinstance(dataset, IterableDataset):
-        raise TypeError(
-            f"ChainDataset only chains IterableDatasets, but dataset {where} is "
+    if not is_iterable_dataset(dataset):
+        raise ArgumentTypeError(
+            f"ChainDataset only supports IterableDataset, but dataset {where} is "
             f"{type(dataset).__name__}; use ConcatDataset for map-style datasets"
         )
 

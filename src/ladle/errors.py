@@ -7,6 +7,8 @@ same situation, so ``except TypeError`` written for torch keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "CollateError",
     "CollateSizeError",
     "FormatError",
@@ -52,6 +54,15 @@ class LoaderBrokenError(LadleError, RuntimeError):
 class LoaderClosedError(LadleError, RuntimeError):
     """A pass that was closed for the user (a newer pass took over its persistent workers) was
     asked for another batch."""
+
+
+class ArgumentError(LadleError, ValueError, AssertionError):
+    """A bad argument where torch checks with an assertion: code written for torch catches
+    it with ``except AssertionError``, code written for ladle with ``except ValueError``."""
+
+
+class ArgumentTypeError(LadleError, TypeError, AssertionError):
+    """A wrong kind of argument where torch checks with an assertion (see ArgumentError)."""
 
 
 class FormatError(LadleError, ValueError):

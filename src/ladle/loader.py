@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ladle._runtime.engine import Workers
-from ladle.config import FROZEN, SETTINGS, LoaderConfig, configure, reconfigure
+from ladle.config import FROZEN, SETTINGS, LoaderConfig, configure, reconfigure, reconfigure_all
 from ladle.interop import accelerator_available, pin
 from ladle.iterator import LoaderIterator, PassSetup
 from ladle.launcher import Launcher
@@ -101,6 +101,14 @@ class DataLoader(Iterable[Any]):
                 self._launcher.drop()  # the workers were made for the old settings
             return
         object.__setattr__(self, name, value)
+
+    def reconfigure(self, **settings: Any) -> None:
+        """Reassign several settings at once, checked together: ``num_workers=0`` with
+        ``prefetch_factor=None``, say, which one at a time would be refused half-way."""
+        config = reconfigure_all(self._config, settings)
+        with self._stream.lock:
+            object.__setattr__(self, "_config", config)
+            self._launcher.drop()
 
     @property
     def dataset(self) -> Any:
@@ -284,7 +292,7 @@ class DataLoader(Iterable[Any]):
         with another dataset length, batch size, sampler or seed, or lies outside the epoch."""
         sampling, settings = self._config.sampling, self._config.settings
         checked, seed = check_state(
-            sampling, self._streams, settings.generator is not None, settings.seed, state
+            sampling, self._streams, settings.generator, settings.seed, state
         )
         sampler = index_sampler(sampling)
         if not sampling.is_iterable:

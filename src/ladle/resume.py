@@ -21,7 +21,7 @@ from typing import Any
 from ladle.config import Sampling
 from ladle.passplan import PassStart, Renumbered, epoch_sampler, index_sampler
 from ladle.sampler import BatchSampler
-from ladle.seeding import check_seed
+from ladle.seeding import check_seed, is_global_generator
 
 __all__ = ["FORMAT", "Progress", "check_state", "state_of"]
 
@@ -171,8 +171,32 @@ def _check_ranges(sampling: Sampling, state: dict[str, Any], streams: int) -> No
             require_iter_from(sampling.dataset)
 
 
+def _check_generator(saved: Any, generator: Any) -> None:
+    """The saved randomness is of this loader's kind: none (a seed), a generator's state, or
+    the seed drawn from torch's default generator."""
+    drawn = isinstance(saved, dict) and set(saved) == {"drawn"}
+    if is_global_generator(generator):
+        if saved is None or drawn:
+            if drawn:
+                check_seed(saved["drawn"], "state['generator']['drawn']")
+            return
+        kind = "a generator of its own"
+    elif generator is not None:
+        if saved is not None and not drawn:
+            return
+        kind = "torch's default generator" if drawn else "no generator"
+    else:
+        if saved is None:
+            return
+        kind = "torch's default generator" if drawn else "a generator of its own"
+    raise ValueError(
+        f"the saved loader state comes from a DataLoader drawing from {kind}, and this one "
+        f"differs; resume with the same kind of randomness (seed= or generator=)"
+    )
+
+
 def check_state(
-    sampling: Sampling, streams: int, has_generator: bool, loader_seed: int | None, state: Any
+    sampling: Sampling, streams: int, generator: Any, loader_seed: int | None, state: Any
 ) -> tuple[dict[str, Any], int | None]:
     """Check ``state`` against the loader: returns a private copy of it, and the seed the
     loader adopts from it (None when both draw from a generator)."""
@@ -198,12 +222,7 @@ def check_state(
                 f"the saved loader state does not fit this DataLoader: it was saved with "
                 f"{key}={saved.get(key)!r}, but this loader has {key}={here[key]!r}; {fix}"
             )
-    if (state["generator"] is None) == has_generator:
-        has = "with" if state["generator"] is not None else "without"
-        raise ValueError(
-            f"the saved loader state comes from a DataLoader {has} generator=, and this one "
-            f"differs; resume with the same kind of randomness (seed= or generator=)"
-        )
+    _check_generator(state["generator"], generator)
     check_seed(state["epoch"], "state['epoch']")
     _check_ranges(sampling, state, streams)
     return copy.deepcopy({key: state[key] for key in ("format", "seed", *KEYS)}), _saved_seed(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import operator
 import secrets
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "each_sample",
     "fresh_seed",
     "generator_state",
+    "is_global_generator",
     "keyed_rng",
     "pass_seed",
     "restore_generator",
@@ -67,6 +69,16 @@ def check_generator(generator: Any, name: str = "generator") -> Any:
         f"{name} should be a numpy.random.Generator or a torch.Generator, "
         f"but got {name}={generator!r}; to fix the order, pass seed=<int> instead"
     )
+
+
+def is_global_generator(generator: Any) -> bool:
+    """``generator`` is torch's process-wide default generator (``torch.manual_seed``'s).
+
+    A loader draws each pass's seed from it as torch's does, but never saves or restores its
+    state: that belongs to the whole program. A saved position records the drawn seed instead.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and generator is torch.default_generator
 
 
 def draw_seed(generator: Any, name: str = "generator") -> int:

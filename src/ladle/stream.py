@@ -12,13 +12,14 @@ waiting to be resumed, not what ``state_dict()`` says. A pass abandoned after it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from typing import Any
 
 from ladle.config import Sampling
 from ladle.passplan import PassStart, epoch_sampler, plan_start
 from ladle.resume import Progress, state_of
-from ladle.seeding import draw_seed, pass_seed
+from ladle.seeding import draw_seed, is_global_generator, pass_seed
 
 __all__ = ["StreamPosition"]
 
@@ -35,11 +36,28 @@ class StreamPosition:
     def start(self, sampling: Sampling, generator: Any, streams: int) -> tuple[PassStart, int]:
         """The next pass's start and its seed (the workers' base seed, sample_rng's root)."""
         with self.lock:
+            if is_global_generator(generator):
+                return self._start_global(sampling, generator, streams)
             start = plan_start(sampling, generator, self._next_epoch, streams, self._pending)
             # After the start's snapshot: the draw moves the generator.
             seed = draw_seed(generator) if self.seed is None else pass_seed(self.seed, start.epoch)
             self._started = start
             return start, seed
+
+    def _start_global(
+        self, sampling: Sampling, generator: Any, streams: int
+    ) -> tuple[PassStart, int]:
+        """A pass drawing from torch's default generator, whose state is the program's: the
+        drawn seed is saved instead, and a resumed pass reuses it without drawing. The draw
+        comes before the sampler's state is taken, as torch draws its base seed before its
+        sampler draws (a sampler adapter may snapshot the generator then)."""
+        pending = self._pending
+        saved = pending["generator"] if pending is not None else None
+        seed = int(saved["drawn"]) if saved is not None else draw_seed(generator)
+        start = plan_start(sampling, None, self._next_epoch, streams, pending)
+        start = dataclasses.replace(start, generator={"drawn": seed})
+        self._started = start
+        return start, seed
 
     def commit(self, progress: Progress, sampling: Sampling) -> None:
         """``progress``'s pass has started for real: the stream moves past its epoch."""
@@ -72,7 +90,8 @@ class StreamPosition:
                 return latest.saved()
             start = self._started
             if start is None or generator is None:
-                start = plan_start(sampling, generator, self._next_epoch, streams, None)
+                own = None if is_global_generator(generator) else generator
+                start = plan_start(sampling, own, self._next_epoch, streams, None)
             if start.unsaveable is not None:
                 raise TypeError(start.unsaveable)
             return Progress(start, None, sampling.is_iterable).saved()

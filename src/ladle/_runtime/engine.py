@@ -9,10 +9,12 @@ only its own bookkeeping, so an abandoned pass leaves nothing behind that a late
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,6 +118,23 @@ def _shutdown(
             on_close(largest)
 
 
+@contextlib.contextmanager
+def _pickle_hint() -> Iterator[None]:
+    """torch's warning (in its words) when what a spawned worker needs cannot be pickled."""
+    try:
+        yield
+    except (TypeError, AttributeError, pickle.PicklingError):
+        warnings.warn(
+            "Got pickle error when attempting to start a worker Process. This might be because "
+            "the worker Process arguments are not picklable. Python 3.14+ changed the "
+            "multiprocessing start method in non-Mac POSIX platforms to 'forkserver', which "
+            "requires the worker Process arguments to be picklable. You can also try "
+            "multiprocessing.set_start_method('fork').",
+            stacklevel=6,
+        )
+        raise
+
+
 class Workers:
     """A pool of workers and the slabs lent to them; one pass runs over it at a time."""
 
@@ -133,7 +152,8 @@ class Workers:
         forked = spec.kind == "process" and spec.context.get_start_method() == "fork"
         source: BatchSource | bytes = spec.source
         if spec.kind == "process" and not forked:
-            source = pickle.dumps(spec.source)  # once here, not once per worker
+            with _pickle_hint():
+                source = pickle.dumps(spec.source)  # once here, not once per worker
         inherited = slabs.mappings() if forked and slabs is not None else None
         specs = [
             WorkerSpec(
@@ -154,7 +174,8 @@ class Workers:
         elif spec.kind == "thread":
             self.pool = ThreadPool(specs)
         else:
-            self.pool = ProcessPool(specs, spec.context)
+            with _pickle_hint() if not forked else contextlib.nullcontext():
+                self.pool = ProcessPool(specs, spec.context)
         self.load = [0] * spec.num_workers  # tasks sent and not answered yet, any pass
         self._seq = itertools.count()
         self._grace = [_GRACE_SECONDS]

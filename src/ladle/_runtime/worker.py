@@ -76,6 +76,19 @@ def _seed_globals(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def _tell_torch(info: WorkerInfo) -> None:
+    """Make ``torch.utils.data.get_worker_info()`` answer with this worker's info, as it does
+    in torch's own workers: code written for torch (an IterableDataset that shards itself,
+    torch's collate) then sees a worker. torch keeps that answer in a module global, the only
+    place its function reads."""
+    worker_module = sys.modules.get("torch.utils.data._utils.worker")
+    if worker_module is None:
+        return
+    worker_module._worker_info = worker_module.WorkerInfo(  # type: ignore[attr-defined]
+        id=info.id, num_workers=info.num_workers, seed=info.seed, dataset=info.dataset
+    )
+
+
 def _unpickled_source(spec: WorkerSpec) -> BatchSource:
     if isinstance(spec.source, bytes):
         source: BatchSource = pickle.loads(spec.source)
@@ -121,7 +134,10 @@ class Loop:
             seed = (seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
             if self.pickles:  # threads share the main process's RNGs: leave them alone
                 _seed_globals(seed)
-            set_worker_info(WorkerInfo(spec.worker_id, spec.num_workers, seed, source.dataset))
+            info = WorkerInfo(spec.worker_id, spec.num_workers, seed, source.dataset)
+            set_worker_info(info)
+            if self.pickles:  # a process of its own: torch's process-wide answer can be ours
+                _tell_torch(info)
             if spec.worker_init_fn is not None:
                 spec.worker_init_fn(spec.worker_id)
         self.source = source

@@ -158,10 +158,10 @@ def _alive(pid: str) -> bool:
 
 
 def _is_map_style(dataset: Any) -> bool:
-    from ladle.dataset import IterableDataset
+    from ladle.dataset import is_iterable_dataset
 
     return (
-        not isinstance(dataset, IterableDataset)
+        not is_iterable_dataset(dataset)
         and hasattr(dataset, "__len__")
         and hasattr(dataset, "__getitem__")
     )

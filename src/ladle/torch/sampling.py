@@ -1,0 +1,122 @@
+"""torch's samplers, driven by ladle's engine, with a position that can be saved.
+
+ladle.torch iterates torch's own samplers, so an unseeded shuffle draws from torch's default
+generator exactly as torch's loader does and ``torch.manual_seed`` governs it. What a pass's
+order depends on is then torch's random state where the sampler starts: the default
+generator's (the samplers given no generator draw from it on their first step), the states of
+the generators the samplers hold, and the epochs set with ``set_epoch``. :class:`SamplerState`
+records those at the start of a pass; a resumed pass restores them and replays the sampler,
+drawing from a copy of the saved default state so that the program's own random stream is
+left as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["SamplerState"]
+
+_LINKS = ("batch_sampler", "sampler")  # how samplers hold the samplers they wrap
+_DEPTH = 6
+
+
+def _encode(state: torch.Tensor) -> str:
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> torch.Tensor:
+    raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy()
+    return torch.from_numpy(raw)
+
+
+def _chain(sampler: Any) -> list[Any]:
+    """``sampler`` and the samplers it wraps, outermost first."""
+    chain: list[Any] = []
+    seen: set[int] = set()
+    node = sampler
+    while node is not None and id(node) not in seen and len(chain) < _DEPTH:
+        chain.append(node)
+        seen.add(id(node))
+        node = next((getattr(node, link) for link in _LINKS if hasattr(node, link)), None)
+    return chain
+
+
+def _own_generator(node: Any) -> torch.Generator | None:
+    generator = getattr(node, "generator", None)
+    if isinstance(generator, torch.Generator) and generator is not torch.default_generator:
+        return generator
+    return None
+
+
+class SamplerState:
+    """The index sampler of a ladle.torch loader: iterates ``sampler`` as torch's loader
+    would, and saves and restores what its order depends on (see the module's docstring)."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+        self._replay: torch.Tensor | None = None  # the default state the next pass draws from
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        replay, self._replay = self._replay, None
+        iterator: Iterator[Any] = iter(self.sampler)
+        if replay is None:
+            return iterator
+        return _replayed(iterator, replay)
+
+    def state_dict(self) -> dict[str, Any]:
+        chain = _chain(self.sampler)
+        generators = [_own_generator(node) for node in chain]
+        epochs = [getattr(node, "epoch", None) for node in chain]
+        return {
+            "default": _encode(torch.get_rng_state()),
+            "generators": [None if g is None else _encode(g.get_state()) for g in generators],
+            "epochs": [epoch if isinstance(epoch, int) else None for epoch in epochs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        chain = _chain(self.sampler)
+        generators, epochs = state.get("generators"), state.get("epochs")
+        if not isinstance(generators, list) or not isinstance(epochs, list):
+            raise ValueError(
+                f"the saved sampler state {sorted(state)!r} is not a ladle.torch sampler's; "
+                f"pass a state_dict() of a ladle.torch DataLoader"
+            )
+        if len(generators) != len(chain) or len(epochs) != len(chain):
+            raise ValueError(
+                f"the saved sampler state describes {len(generators)} nested samplers, but "
+                f"this loader's sampler has {len(chain)}; resume with the same sampler"
+            )
+        for node, saved in zip(chain, generators, strict=True):
+            generator = _own_generator(node)
+            if (generator is None) != (saved is None):
+                raise ValueError(
+                    f"the saved sampler state does not fit {type(node).__name__}: one has a "
+                    f"generator of its own and the other not; resume with the same sampler"
+                )
+            if generator is not None:
+                generator.set_state(_decode(saved))
+        for node, epoch in zip(chain, epochs, strict=True):
+            if epoch is not None:
+                node.epoch = epoch  # what set_epoch() sets
+        self._replay = _decode(state["default"])
+
+
+def _replayed(iterator: Iterator[Any], state: torch.Tensor) -> Iterator[Any]:
+    """``iterator`` with its first step (where torch's samplers draw) taken from ``state`` of
+    the default generator, which is then put back as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(state)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            return
+    yield first
+    yield from iterator
