@@ -1,4 +1,7 @@
-"""Lightning scenarios: ``lightning_child.py single|ddp TMPDIR LOADER...`` (torch, ladle).
+"""Lightning scenarios: ``lightning_child.py single|ddp TMPDIR LOADER...``.
+
+LOADER is ``torch``, ``ladle`` (ladle.torch.DataLoader) or, single only, ``ladle-seed``
+(ladle.torch.DataLoader with ``seed=``, 0 workers only).
 
 single: ``Trainer.fit`` with a train and a val loader, 3 epochs, a checkpoint after every step
 (ModelCheckpoint), with 0 and with 2 workers; then fits resumed (``ckpt_path=``) from a
@@ -12,6 +15,7 @@ Every run reports, per training step, ``[epoch, batch_idx, sample indices]``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -32,6 +36,7 @@ N_TRAIN, N_VAL, BATCH, EPOCHS = 28, 8, 4, 3  # 7 steps an epoch
 # checkpoints resumed from: (global step, its epoch); step 2 is 2 batches into epoch 0,
 # step 11 is 4 batches into epoch 1
 RESUMES = [(2, 0), (11, 1)]
+SEED = 7  # of the loader "ladle-seed": ladle.torch.DataLoader(..., seed=SEED)
 DDP_EPOCHS, DDP_RESUME = 2, 5  # ddp: 28 / 2 ranks / 4 = 4 steps an epoch; step 5 is in epoch 1
 
 
@@ -46,7 +51,7 @@ class Counting(fw.Indexed):
 
 
 class Model(pl.LightningModule):
-    def __init__(self, loader: type, workers: int) -> None:
+    def __init__(self, loader: Any, workers: int) -> None:
         super().__init__()
         self.loader, self.workers = loader, workers
         self.layer = torch.nn.Linear(3, 1)
@@ -106,7 +111,7 @@ def trainer(root: str, epochs: int, ddp: bool, checkpoints: bool) -> pl.Trainer:
 
 
 def fit(
-    loader: type, workers: int, root: str, epochs: int, ddp: bool, ckpt: str | None = None
+    loader: Any, workers: int, root: str, epochs: int, ddp: bool, ckpt: str | None = None
 ) -> dict[str, Any]:
     pl.seed_everything(0, verbose=False)
     model = Model(loader, workers)
@@ -128,9 +133,9 @@ def fit(
     return out
 
 
-def single(loader: type, root: str) -> dict[str, Any]:
+def single(loader: Any, root: str, workers_tried: tuple[int, ...] = (0, 2)) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for workers in (0, 2):
+    for workers in workers_tried:
         base = os.path.join(root, f"w{workers}")
 
         def run(workers: int = workers, base: str = base) -> dict[str, Any]:
@@ -173,8 +178,13 @@ def main() -> None:
     }
     for name in loaders:
         folder = os.path.join(root, name)
-        scenarios = single if mode == "single" else ddp
-        fw.attempt(results, name, lambda: scenarios(fw.loader_class(name), folder))  # noqa: B023
+        if name == "ladle-seed":  # ladle's own seed=, without workers
+            seeded = functools.partial(fw.loader_class("ladle"), seed=SEED)
+            fw.attempt(results, name, lambda: single(seeded, folder, (0,)))  # noqa: B023
+        elif mode == "single":
+            fw.attempt(results, name, lambda: single(fw.loader_class(name), folder))  # noqa: B023
+        else:
+            fw.attempt(results, name, lambda: ddp(fw.loader_class(name), folder))  # noqa: B023
     fw.emit(results)
 
 
