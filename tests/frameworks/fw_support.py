@@ -68,7 +68,7 @@ def _session_pids(sid: int) -> list[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[4]) == sid:
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
             pids.append(int(entry))
     return pids
 
@@ -126,6 +126,7 @@ def run_ranks(
                 "LOCAL_RANK": str(rank),
                 "LOCAL_WORLD_SIZE": str(world_size),
                 "NODE_RANK": "0",
+                "GLOO_SOCKET_IFNAME": "lo",  # gloo on the loopback interface only
             }
         )
         for rank in range(world_size)
@@ -164,11 +165,15 @@ def _run_noted(
         for proc in procs:
             outputs.append(proc.communicate(timeout=max(0.1, deadline - time.monotonic())))
     except subprocess.TimeoutExpired:
+        exited = all(proc.poll() is not None for proc in procs)
+        left = [pid for proc in procs for pid in _session_pids(proc.pid)]
         tails = []
         for proc in procs:
             _kill_session(proc)
             tails.append(proc.communicate()[1][-3000:])
         joined = "\n".join(tails)
+        if exited:  # what keeps the pipes open: processes of theirs still running
+            raise AssertionError(f"processes left behind by {script}: {left}\n{joined}") from None
         raise AssertionError(f"{script} {args} ran past {timeout} s:\n{joined}") from None
     finally:
         for proc in procs:
