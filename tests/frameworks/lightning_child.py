@@ -10,6 +10,10 @@ after ``seed_everything`` as a new process would. ddp: the same model under
 ``strategy="ddp"`` on 2 CPU processes (this script is one rank; the test starts both), 2 epochs
 uninterrupted, then a fit resumed from a checkpoint in the middle of epoch 1.
 
+single also fits on a stream (an IterableDataset, 0 workers, 2 epochs) with the same
+checkpoints: one without a length or ladle's resume protocol (``iter_from``), one with both,
+resumed from its checkpoint 2 batches into epoch 0.
+
 Every run reports, per training step, ``[epoch, batch_idx, sample indices]``.
 """
 
@@ -20,10 +24,12 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import fw_common as fw
 import torch
+import torch.utils.data as tud
 
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -36,6 +42,7 @@ N_TRAIN, N_VAL, BATCH, EPOCHS = 28, 8, 4, 3  # 7 steps an epoch
 # checkpoints resumed from: (global step, its epoch); step 2 is 2 batches into epoch 0,
 # step 11 is 4 batches into epoch 1
 RESUMES = [(2, 0), (11, 1)]
+STREAM_RESUME = 2  # the checkpoint the resumable stream resumes from: 2 batches into epoch 0
 SEED = 7  # of the loader "ladle-seed": ladle.torch.DataLoader(..., seed=SEED)
 DDP_EPOCHS, DDP_RESUME = 2, 5  # ddp: 28 / 2 ranks / 4 = 4 steps an epoch; step 5 is in epoch 1
 
@@ -50,18 +57,51 @@ class Counting(fw.Indexed):
         return super().__getitem__(i)
 
 
+class Stream(tud.IterableDataset[tuple[int, torch.Tensor]]):
+    """The samples of Indexed as a stream, without a length and without ladle's resume
+    protocol (``iter_from``); counts the samples it yields."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        return self.samples(0)
+
+    def samples(self, start: int) -> Iterator[tuple[int, torch.Tensor]]:
+        for i in range(start, self.n):
+            fw.note_pid()
+            self.calls += 1
+            yield i, torch.full((3,), i / self.n)
+
+
+class ResumableStream(Stream):
+    """A Stream with a length and ladle's resume protocol."""
+
+    def __len__(self) -> int:
+        return self.n
+
+    def iter_from(self, position: int) -> Iterator[tuple[int, torch.Tensor]]:
+        return self.samples(position)
+
+
+STREAMS = {"plain": Stream, "resumable": ResumableStream}
+
+
 class Model(pl.LightningModule):
-    def __init__(self, loader: Any, workers: int) -> None:
+    def __init__(self, loader: Any, workers: int, stream: str | None = None) -> None:
         super().__init__()
-        self.loader, self.workers = loader, workers
+        self.loader, self.workers, self.stream = loader, workers, stream
         self.layer = torch.nn.Linear(3, 1)
-        self.train_data, self.val_data = Counting(N_TRAIN), Counting(N_VAL)
+        self.train_data: Any = STREAMS[stream](N_TRAIN) if stream else Counting(N_TRAIN)
+        self.val_data = Counting(N_VAL)
         self.calls_before_step: list[int] = []  # samples the train dataset had loaded
         self.seen: list[list[Any]] = []
         self.val_seen: list[list[int]] = []
         self.types: set[str] = set()
 
     def train_dataloader(self) -> Any:
+        if self.stream:
+            return self.loader(self.train_data, batch_size=BATCH, num_workers=self.workers)
         return self.loader(
             self.train_data, batch_size=BATCH, shuffle=True, num_workers=self.workers
         )
@@ -111,10 +151,16 @@ def trainer(root: str, epochs: int, ddp: bool, checkpoints: bool) -> pl.Trainer:
 
 
 def fit(
-    loader: Any, workers: int, root: str, epochs: int, ddp: bool, ckpt: str | None = None
+    loader: Any,
+    workers: int,
+    root: str,
+    epochs: int,
+    ddp: bool,
+    ckpt: str | None = None,
+    stream: str | None = None,
 ) -> dict[str, Any]:
     pl.seed_everything(0, verbose=False)
-    model = Model(loader, workers)
+    model = Model(loader, workers, stream)
     run = trainer(root, epochs, ddp, checkpoints=ckpt is None)
     run.fit(model, ckpt_path=ckpt)
     train_loader = run.train_dataloader
@@ -133,7 +179,9 @@ def fit(
     return out
 
 
-def single(loader: Any, root: str, workers_tried: tuple[int, ...] = (0, 2)) -> dict[str, Any]:
+def single(
+    loader: Any, root: str, workers_tried: tuple[int, ...] = (0, 2), streams: bool = True
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for workers in workers_tried:
         base = os.path.join(root, f"w{workers}")
@@ -150,6 +198,33 @@ def single(loader: Any, root: str, workers_tried: tuple[int, ...] = (0, 2)) -> d
                 return fit(loader, workers, again, EPOCHS, ddp=False, ckpt=ckpt)
 
             fw.attempt(results, f"resume-w{workers}-e{epoch}", resume)
+    if streams:
+        ckpt = os.path.join(root, "resumable", "ckpt", f"step={STREAM_RESUME}.ckpt")
+        for name, run in [
+            (
+                "stream-fit",
+                lambda: fit(loader, 0, os.path.join(root, "plain"), 2, False, stream="plain"),
+            ),
+            (
+                "resumable-fit",
+                lambda: fit(
+                    loader, 0, os.path.join(root, "resumable"), 2, False, stream="resumable"
+                ),
+            ),
+            (
+                "resumable-resume",
+                lambda: fit(
+                    loader,
+                    0,
+                    os.path.join(root, "resumed"),
+                    2,
+                    False,
+                    ckpt=ckpt,
+                    stream="resumable",
+                ),
+            ),
+        ]:
+            fw.attempt(results, name, run)
     return results
 
 
@@ -174,13 +249,14 @@ def main() -> None:
             "resumes": RESUMES,
             "ddp_epochs": DDP_EPOCHS,
             "ddp_resume": DDP_RESUME,
+            "stream_resume": STREAM_RESUME,
         }
     }
     for name in loaders:
         folder = os.path.join(root, name)
         if name == "ladle-seed":  # ladle's own seed=, without workers
             seeded = functools.partial(fw.loader_class("ladle"), seed=SEED)
-            fw.attempt(results, name, lambda: single(seeded, folder, (0,)))  # noqa: B023
+            fw.attempt(results, name, lambda: single(seeded, folder, (0,), False))  # noqa: B023
         elif mode == "single":
             fw.attempt(results, name, lambda: single(fw.loader_class(name), folder))  # noqa: B023
         else:

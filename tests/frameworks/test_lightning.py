@@ -11,6 +11,8 @@ the resume tests are expected to fail for torch's class, and must pass for ladle
 Lightning's one-batch prefetch (``_PrefetchDataFetcher``) is skipped for loaders with a
 length: at training step k of an epoch the loader has yielded exactly k + 1 batches, so the
 state saved after step k must resume at batch k + 1 (test_lightning_asks_for_no_batch_ahead).
+Over a stream without a length it asks for batch k + 1 before step k: a state saved after
+step k is one batch ahead of training (test_fit_on_an_unsized_stream_...).
 """
 
 from __future__ import annotations
@@ -143,6 +145,39 @@ def test_fit_resumed_mid_epoch_goes_on_into_the_following_epochs_exactly(
     got = [s for s in resumed["seen"] if s[0] > epoch]
     want = [s for s in expected if s[0] > epoch]
     assert got == want, first_difference(got, want)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_fit_on_an_unsized_stream_saves_mid_epoch_checkpoints(
+    single: dict[str, Any], loader: str
+) -> None:
+    """An IterableDataset without a length or ladle's ``iter_from``: ModelCheckpoint after
+    every step must not stop the fit (Lightning asks the loader for its state each time).
+    Lightning's fetcher asks for one batch ahead here, having no length to know the last."""
+    config = single["config"]
+    n, batch = config["n"], config["batch"]
+    run = pick(single, loader, "stream-fit")
+    order = [list(range(i, i + batch)) for i in range(0, n, batch)]
+    assert [s[2] for s in run["seen"]] == order * 2
+    loaded = [calls % n or n for calls in run["calls_before_step"]]
+    assert loaded == [min(n, batch * (k + 2)) for k in range(n // batch)] * 2
+
+
+@pytest.mark.parametrize(
+    "loader", [pytest.param(n, marks=TORCH_RESUME) if n == "torch" else n for n in LOADERS]
+)
+def test_fit_resumes_a_resumable_stream_mid_epoch_exactly(
+    single: dict[str, Any], loader: str
+) -> None:
+    """An IterableDataset with a length and ``iter_from``: no fetcher look-ahead, and the
+    resumed fit trains on the uninterrupted one's batches after the checkpoint's step."""
+    step = single["config"]["stream_resume"]
+    full = pick(single, loader, "resumable-fit")["seen"]
+    resumed = pick(single, loader, "resumable-resume")
+    assert resumed["seen"] == full[step:], (
+        f"{first_difference(resumed['seen'], full[step:])}; "
+        f"loader states in the checkpoint: {str(resumed['loader_states'])[:300]}"
+    )
 
 
 @pytest.mark.parametrize("loader", LOADERS)
