@@ -3,9 +3,11 @@ Pillow round trips through files and bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ladle
-from ladle.errors import FormatError
+from ladle.errors import FormatError, ImageDecodeError
 from ladle.formats.imagefolder import (
     IMG_EXTENSIONS,
+    DatasetFolder,
     ImageFolder,
     find_classes,
     has_file_allowed_extension,
@@ -122,38 +125,183 @@ def test_is_valid_file_gets_the_full_path_and_replaces_extensions(tree: Path) ->
     assert ds.extensions is None
 
 
-def test_extensions_and_is_valid_file_together_is_a_value_error(tree: Path) -> None:
-    with pytest.raises(ValueError, match=r"extensions=.*is_valid_file=.*not both"):
-        ImageFolder(tree, extensions=(".png",), is_valid_file=lambda path: True)
-    with pytest.raises(ValueError, match="exactly one of extensions= and is_valid_file="):
-        make_dataset(tree, {"cat": 0})
-    with pytest.raises(ValueError, match="class_to_idx"):
+BOTH_OR_NEITHER = "Both extensions and is_valid_file cannot be None or not None at the same time"
+
+
+def _load_path(path: str) -> str:
+    return path
+
+
+def _any_file(path: str) -> bool:
+    return True
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda root: ImageFolder(root, extensions=(".png",), is_valid_file=_any_file),
+        lambda root: DatasetFolder(root, _load_path, (".png",), is_valid_file=_any_file),
+        lambda root: DatasetFolder(root, _load_path),
+        lambda root: make_dataset(root, {"cat": 0}),
+        lambda root: make_dataset(root, {"cat": 0}, IMG_EXTENSIONS, _any_file),
+        lambda root: DatasetFolder.make_dataset(root, {"cat": 0}),
+    ],
+    ids=[
+        "ImageFolder both",
+        "DatasetFolder both",
+        "DatasetFolder neither",
+        "make_dataset neither",
+        "make_dataset both",
+        "DatasetFolder.make_dataset neither",
+    ],
+)
+def test_extensions_and_is_valid_file_are_exclusive_as_in_torchvision(
+    tree: Path, make: Any
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{BOTH_OR_NEITHER}, but got extensions=.*exactly one"):
+        make(tree)
+
+
+def test_class_to_idx_must_be_given_to_the_method_and_non_empty(tree: Path) -> None:
+    with pytest.raises(ValueError, match=r"^The class_to_idx parameter cannot be None"):
+        DatasetFolder.make_dataset(str(tree), None, IMG_EXTENSIONS)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^'class_to_index' must have at least one entry"):
         make_dataset(tree, {}, extensions=IMG_EXTENSIONS)
+    assert make_dataset(tree, None, IMG_EXTENSIONS) == ImageFolder(tree).samples
 
 
-def test_empty_class_is_an_error_naming_it_unless_allowed(tree: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "listed"),
+    [
+        ({}, ", ".join(IMG_EXTENSIONS)),
+        ({"extensions": ".png"}, ".png"),  # a string is listed as it is, as in torchvision
+        ({"extensions": [".PNG", ".bmp"]}, ".PNG, .bmp"),
+    ],
+)
+def test_empty_class_is_torchvisions_file_not_found_error_unless_allowed(
+    tree: Path, options: dict[str, Any], listed: str
+) -> None:
     (tree / "empty").mkdir()
     (tree / "empty" / "notes.txt").write_text("no images here")
+    (tree / "missing").mkdir()
+    expected = (
+        f"Found no valid file for the classes empty, missing. Supported extensions are: {listed}."
+    )
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(expected)}.*allow_empty=True"):
+        ImageFolder(tree, **options)
+    ds = ImageFolder(tree, allow_empty=True, **options)
+    assert ds.classes == ["cat", "dog", "empty", "missing"]
+    assert ds.class_to_idx == {"cat": 0, "dog": 1, "empty": 2, "missing": 3}
+    assert set(ds.targets) <= {0, 1}
+
+
+def test_empty_class_under_is_valid_file_names_it(tree: Path) -> None:
     with pytest.raises(
         FileNotFoundError,
-        match=r"classes empty under .* extensions \.jpg, \.jpeg.*allow_empty=True",
+        match=r"^Found no valid file for the classes cat, dog\. is_valid_file accepted none",
     ):
-        ImageFolder(tree)
-    ds = ImageFolder(tree, allow_empty=True)
-    assert ds.classes == ["cat", "dog", "empty"]
-    assert ds.targets == [0, 0, 0, 0, 0, 1, 1]
-    with pytest.raises(FileNotFoundError, match=r"classes cat, dog, empty under .* is_valid_file"):
         ImageFolder(tree, is_valid_file=lambda path: path.endswith(".md"))
 
 
 def test_root_without_class_folders_or_missing_is_an_error_naming_it(tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     write(flat / "a.png", picture((4, 4, 3)))
-    with pytest.raises(FileNotFoundError, match=f"no class folder in root={str(flat)!r}"):
+    with pytest.raises(FileNotFoundError, match=f"^Couldn't find any class folder in {flat}"):
         ImageFolder(flat)
     missing = tmp_path / "missing"
     with pytest.raises(FileNotFoundError, match=f"root={str(missing)!r} is not a directory"):
         ImageFolder(missing)
+
+
+@pytest.mark.parametrize(
+    ("name", "selected"),
+    [
+        *((f"x{extension}", True) for extension in IMG_EXTENSIONS),
+        *((f"x{extension.upper()}", True) for extension in IMG_EXTENSIONS),
+        ("x.Jpeg", True),
+        ("x.tar.png", True),
+        ("x.gif", False),
+        ("x.jpg.txt", False),
+        ("xjpg", False),
+        ("x.npy", False),
+    ],
+)
+def test_default_extensions_match_torchvisions_ignoring_the_files_case(
+    tmp_path: Path, name: str, selected: bool
+) -> None:
+    assert has_file_allowed_extension(name, IMG_EXTENSIONS) is selected
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / name).write_bytes(b"listed, never decoded")
+    ds = ImageFolder(tmp_path, allow_empty=True)
+    assert [Path(path).name for path, _ in ds.samples] == ([name] if selected else [])
+
+
+def test_symlinked_class_folders_subfolders_and_files_are_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere / "linked_class" / "a.png", picture((4, 4, 3)))
+    write(elsewhere / "linked_sub" / "b.png", picture((4, 4, 3)))
+    write(elsewhere / "c.png", picture((4, 4, 3)))
+    root = tmp_path / "root"
+    write(root / "real" / "z.png", picture((4, 4, 3)))
+    (root / "real" / "sub").symlink_to(elsewhere / "linked_sub", target_is_directory=True)
+    (root / "real" / "y.png").symlink_to(elsewhere / "c.png")
+    (root / "linked").symlink_to(elsewhere / "linked_class", target_is_directory=True)
+    ds = ImageFolder(root)
+    assert ds.classes == ["linked", "real"]
+    assert [os.path.relpath(path, root) for path, _ in ds.samples] == [
+        os.path.join("linked", "a.png"),
+        os.path.join("real", "y.png"),
+        os.path.join("real", "z.png"),
+        os.path.join("real", "sub", "b.png"),
+    ]
+    assert ds.targets == [0, 1, 1, 1]
+
+
+def test_dataset_folder_takes_torchvisions_positional_arguments(tmp_path: Path) -> None:
+    for name, value in (("cat/a.npy", 1), ("cat/b.NPY", 2), ("dog/c.npy", 3)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        with open(tmp_path / name, "wb") as file:
+            np.save(file, np.full(2, value))  # np.save(path) would add a .npy suffix
+    (tmp_path / "dog" / "d.png").write_bytes(b"not selected")
+    extensions = (".npy",)
+    ds = DatasetFolder(str(tmp_path), np.load, extensions, lambda x: x * 10, lambda target: -target)
+    assert ds.extensions is extensions and ds.loader is np.load
+    assert ds.classes == ["cat", "dog"] and ds.class_to_idx == {"cat": 0, "dog": 1}
+    assert [Path(path).name for path, _ in ds.samples] == ["a.npy", "b.NPY", "c.npy"]
+    assert ds.targets == [0, 0, 1]
+    assert not hasattr(ds, "imgs")
+    sample, target = ds[2]
+    np.testing.assert_array_equal(sample, [30, 30])
+    assert target == -1
+    chosen = DatasetFolder(
+        tmp_path, np.load, is_valid_file=lambda p: p.endswith("a.npy"), allow_empty=True
+    )
+    assert chosen.extensions is None and len(chosen) == 1
+    with pytest.raises(TypeError, match="loader"):
+        DatasetFolder(tmp_path, None, extensions)  # type: ignore[arg-type]
+
+
+def test_make_dataset_is_called_with_torchvisions_keywords(tree: Path) -> None:
+    calls: list[dict[str, Any]] = []
+
+    class Recording(ImageFolder):
+        @staticmethod
+        def make_dataset(  # type: ignore[override]
+            directory: str, class_to_idx: dict[str, int], **options: Any
+        ) -> list[tuple[str, int]]:
+            calls.append({"class_to_idx": class_to_idx, **options})
+            return [(os.path.join(directory, "cat", "a.png"), 0)]
+
+    ds = Recording(tree)
+    assert calls == [
+        {
+            "class_to_idx": {"cat": 0, "dog": 1},
+            "extensions": IMG_EXTENSIONS,
+            "is_valid_file": None,
+            "allow_empty": False,
+        }
+    ]
+    assert ds.imgs is ds.samples and ds.targets == [0]
 
 
 def test_subclass_may_choose_its_classes(tree: Path) -> None:
@@ -217,9 +365,9 @@ def test_undecodable_data_is_a_value_error_chaining_pillows(tmp_path: Path) -> N
     assert isinstance(e.value.__cause__, OSError)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG but not really")
-    with pytest.raises(FormatError, match=f"could not decode {str(broken)!r}") as caught:
+    with pytest.raises(ImageDecodeError, match=f"could not decode {str(broken)!r}") as caught:
         load_image(broken)
-    assert caught.value.path == str(broken) and isinstance(caught.value, ValueError)
+    assert caught.value.path == str(broken) and isinstance(caught.value, FormatError | ValueError)
     with pytest.raises(FileNotFoundError):
         load_image(tmp_path / "missing.png")
     with pytest.raises(TypeError, match=r"use load_image\(path\)"):
@@ -235,6 +383,57 @@ def test_construction_opens_no_file(tmp_path: Path) -> None:
     assert len(ds) == 1
     with pytest.raises(FormatError, match=r"broken\.png"):
         ds[0]
+
+
+UNDECODABLE = {
+    "garbage.jpg": b"this is no JPEG at all",
+    "garbage.png": b"\x89PNG\r\n\x1a\n but nothing after the signature",
+    "empty.png": b"",
+    "truncated.png": encode(picture((32, 32, 3)), "PNG")[:-80],
+    "truncated.jpg": encode(picture((64, 64, 3)), "JPEG")[:300],
+    "text.webp": b"RIFF....WEBPVP8 not really",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNDECODABLE))
+def test_undecodable_file_is_an_oserror_naming_it_as_pillows_are(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "c" / name
+    path.parent.mkdir()
+    path.write_bytes(UNDECODABLE[name])
+    ds = ImageFolder(tmp_path)
+    with pytest.raises(
+        OSError, match=rf"could not decode {re.escape(repr(str(path)))}.*is_valid_file="
+    ) as caught:
+        ds[0]
+    error = caught.value
+    assert isinstance(error, ImageDecodeError | FormatError | ValueError)
+    assert error.path == str(path) and error.record is None  # type: ignore[attr-defined]
+    assert isinstance(error.__cause__, OSError | SyntaxError | ValueError)
+    with contextlib.suppress(OSError):  # how torchvision code guards: nothing else to change
+        ds[0]
+
+
+def test_format_errors_pickle_with_their_path_record_and_notes() -> None:
+    for error in (FormatError("bad shard", "/s.shard", 3), ImageDecodeError("bad", "/x.png")):
+        error.add_note("a note")
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert (copy.path, copy.record, copy.__notes__) == (error.path, error.record, ["a note"])
+
+
+@pytest.mark.parametrize("worker_type", ["process", "thread"])
+def test_undecodable_image_reaches_the_main_process_as_the_same_oserror(
+    tree: Path, worker_type: str
+) -> None:
+    broken = tree / "dog" / "z.png"
+    broken.write_bytes(UNDECODABLE["truncated.png"])
+    ds = ImageFolder(tree, transform=CenterCrop(4))
+    loader = ladle.DataLoader(ds, batch_size=4, num_workers=2, worker_type=worker_type)
+    with pytest.raises(OSError, match="could not decode") as caught:
+        list(loader)
+    error = caught.value
+    assert type(error) is ImageDecodeError and error.path == str(broken)
+    assert any("Raised in ladle worker" in note for note in error.__notes__)
 
 
 def test_transforms_loader_and_indexing(tree: Path) -> None:

@@ -255,3 +255,47 @@ def test_every_name_of_torch_utils_data_is_here() -> None:
     assert set(lt.__all__) == set(td.__all__)
     for name in td.__all__:
         assert hasattr(lt, name), name
+
+
+class Draws(td.Dataset):  # type: ignore[misc]
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[float, float, float]:
+        import random
+
+        return float(np.random.rand()), random.random(), float(torch.rand(()))
+
+
+def test_workers_random_streams_are_torchs() -> None:
+    """random, NumPy and torch draws in worker processes equal torch's under manual_seed."""
+    runs = []
+    for cls in (lt.DataLoader, td.DataLoader):
+        torch.manual_seed(2)
+        loader = cls(Draws(), batch_size=None, num_workers=2, timeout=30)
+        runs.append([[float(v) for v in sample] for sample in loader])
+    assert runs[0] == runs[1]
+
+
+def test_an_unseeded_loader_pickles_and_still_draws_from_torchs_generator() -> None:
+    """ddp_spawn and deepcopy pickle loaders; torch's default generator must stay the default
+    one, not come back as a private copy of its state."""
+    import copy
+
+    torch.manual_seed(0)
+    loader = lt.DataLoader(Indexed(), batch_size=4, shuffle=True)
+    iterator = iter(loader)
+    next(iterator)
+    rest = labels(iterator)
+    torch.manual_seed(0)
+    loader = lt.DataLoader(Indexed(), batch_size=4, shuffle=True)
+    iterator = iter(loader)
+    next(iterator)
+    for clone in (pickle.loads(pickle.dumps(loader)), copy.deepcopy(loader)):
+        assert labels(clone) == rest
+    torch.manual_seed(5)
+    expected = labels(td.DataLoader(Indexed(), batch_size=4, shuffle=True))
+    torch.manual_seed(5)
+    assert labels(pickle.loads(pickle.dumps(lt.DataLoader(Indexed(), 4, shuffle=True)))) == (
+        expected
+    )

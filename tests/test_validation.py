@@ -250,7 +250,7 @@ DATASETS: list[Row] = [
     (ConcatDataset, ("ab",), {}, TypeError, "datasets='ab'"),
     (ConcatDataset, ([DS, 5],), {}, TypeError, "datasets[1]=5"),
     (ConcatDataset, ([],), {}, ValueError, "at least one dataset"),
-    (ConcatDataset, ([DS, Stream()],), {}, TypeError, "does not support IterableDataset: dataset 1"),
+    (ConcatDataset, ([DS, Stream()],), {}, TypeError, "support IterableDataset: dataset 1"),
     (ChainDataset, (5,), {}, TypeError, "datasets=5"),
     (ChainDataset, ([DS],), {}, TypeError, "dataset 0 is TensorDataset"),
     (StackDataset, (5,), {}, TypeError, "args[0]=5"),

@@ -6,12 +6,16 @@ same situation, so ``except TypeError`` written for torch keeps working.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "CollateError",
+    "CollateKeyError",
     "CollateSizeError",
     "FormatError",
+    "ImageDecodeError",
     "LadleError",
     "LoaderBrokenError",
     "LoaderClosedError",
@@ -26,6 +30,10 @@ class LadleError(Exception):
 
 class CollateError(LadleError, TypeError):
     """A batch holds values that cannot be combined: unsupported or clashing types."""
+
+
+class CollateKeyError(LadleError, KeyError):
+    """A sample lacks a key the batch's first sample has (ladle.torch: torch raises KeyError)."""
 
 
 class CollateSizeError(LadleError, RuntimeError):
@@ -76,3 +84,17 @@ class FormatError(LadleError, ValueError):
         super().__init__(message)
         self.path = path
         self.record = record
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException pickles self.args, the message alone, which __init__ cannot take: a
+        # worker's FormatError would reach the main process as a RuntimeError.
+        message = str(self.args[0]) if self.args else ""
+        return type(self), (message, self.path, self.record), self.__dict__
+
+
+class ImageDecodeError(FormatError, OSError):
+    """A file that Pillow cannot decode as an image: truncated, damaged or not an image.
+
+    Also an OSError, as Pillow's own ``UnidentifiedImageError`` is, so code written for
+    torchvision's ImageFolder that guards with ``except OSError`` keeps working.
+    """

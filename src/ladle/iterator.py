@@ -48,6 +48,8 @@ class PassSetup:
     dataset: object  # named in warnings
     commit: Callable[[Progress], None]  # the pass has started for real
     release: Callable[[Workers, bool], None]  # the pass is over (broken: the workers failed)
+    # how a worker's exception is raised: (error, worker id) -> the exception to raise
+    present: Callable[[BaseException, int], BaseException] | None = None
 
 
 class LoaderIterator(Iterator[Any]):
@@ -58,13 +60,15 @@ class LoaderIterator(Iterator[Any]):
 
     def __init__(self, setup: PassSetup) -> None:
         self.state = IteratorState.RUNNING
+        # len(loader) as it stood when the pass began, as torch's iterator reads it: list()
+        # asks for the length only after iter()
+        self._reported_length = setup.reported_length()
         self.batches_yielded = 0
         self._setup = setup
         self._lock = threading.Lock()
         self._failure: BaseException | None = None
         self._superseded = False
         self._committed = False
-        self._warned_length = False
         indices = setup.indices
         self._progress = Progress(
             setup.start, indices if isinstance(indices, Renumbered) else None, setup.iterable
@@ -111,9 +115,12 @@ class LoaderIterator(Iterator[Any]):
             progress.stream_done(outcome.worker_id, outcome.position, self._setup.streams)
         if not isinstance(outcome, Delivered):
             # The dataset or collate_fn raised: that batch is consumed, as in torch.
+            present = self._setup.present
+            if present is not None and not self._setup.workers.inline:
+                raise present(outcome.error, outcome.worker_id)
             raise outcome.error
         self.batches_yielded += 1
-        if self._setup.iterable and not self._warned_length:
+        if self._setup.iterable:
             self._check_length()
         postprocess = self._setup.postprocess
         return outcome.batch if postprocess is None else postprocess(outcome.batch)
@@ -141,17 +148,22 @@ class LoaderIterator(Iterator[Any]):
             self._setup.commit(self._progress)
 
     def _check_length(self) -> None:
-        reported = self._setup.reported_length()
+        reported = self._reported_length
         if reported is not None and self.batches_yielded > reported:
-            self._warned_length = True
-            warnings.warn(
-                f"Length of IterableDataset {self._setup.dataset!r} was reported to be "
-                f"{reported} (when accessing len(dataloader)), but {self.batches_yielded} "
-                f"samples have been fetched; with workers, each worker must yield only its "
-                f"share of the stream (split it by ladle.get_worker_info() in __iter__)",
-                UserWarning,
-                stacklevel=3,
+            # torch's words, for every batch past the length, as torch warns
+            message = (
+                f"Length of IterableDataset {self._setup.dataset} was reported to be "
+                f"{reported}(when accessing len(dataloader)), but {self.batches_yielded} "
+                f"samples have been fetched. "
             )
+            if not self._setup.workers.inline:
+                message += (
+                    "For multiprocessing data-loading, this could be caused by not properly "
+                    "configuring the IterableDataset replica at each worker. Please see "
+                    "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset "
+                    "for examples."
+                )
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     def _release(self, broken: bool = False) -> None:
         """Hand the workers back (the loader stops them unless they persist and are sound)."""

@@ -4,7 +4,12 @@ at a time."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import multiprocessing
+import pickle
+import re
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -19,11 +24,72 @@ from ladle.iterator import LoaderIterator
 __all__ = ["Launcher", "engine_spec"]
 
 
-def _default_context() -> Any:
+def _fork_context() -> Any:
     """fork where it exists (Linux): workers start fast and never pickle the dataset."""
     if "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context()
+
+
+def _default_context(config: LoaderConfig) -> Any:
+    """fork, except for ``output="jax"``, whose workers start from a forkserver where one can
+    work: JAX's runtime is multithreaded, and forking it is what JAX warns about (once per
+    worker per pass) as a likely deadlock. The forkserver is a fresh interpreter that imports
+    JAX but never starts its runtime, so it forks workers without the hazard or the warning."""
+    if config.settings.output == "jax":
+        forkserver = _jax_forkserver(config.sampling.dataset)
+        if forkserver is not None:
+            return forkserver
+    return _fork_context()
+
+
+_GUARD = re.compile(r"""__name__\s*==\s*["']__main__["']""")
+
+
+@functools.cache
+def _guarded(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return _GUARD.search(file.read()) is not None
+    except OSError:
+        return False
+
+
+def _jax_forkserver(dataset: Any) -> Any:
+    """The forkserver context for a JAX loader's workers, or None where it cannot work.
+
+    A forkserver's worker unpickles the dataset and re-runs the main module first, as under
+    spawn. So the main module must be a file with an ``if __name__ == "__main__":`` guard (not a
+    notebook, a REPL or an unguarded script); a dataset that does not pickle falls back to fork
+    when its workers start (:meth:`Launcher.workers`). The server preloads ladle's worker, JAX
+    and the dataset's module, so that its workers start with them imported: Python 3.11's
+    forkserver never preloads the main module, so each worker re-runs it and would import JAX
+    again otherwise, seconds per worker per pass.
+    """
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if "forkserver" not in multiprocessing.get_all_start_methods() or not (
+        isinstance(path, str) and _guarded(path)
+    ):
+        return None
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    preload = list(getattr(server, "_preload_modules", ["__main__"]))  # the user's, if set
+    module = type(dataset).__module__
+    for name in ("__main__", "ladle._runtime.worker", "jax.numpy", module):
+        if name not in preload and name != "__mp_main__":
+            preload.append(name)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload)  # no effect once the server runs: it keeps its own
+    return context
+
+
+def _pickles(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def engine_spec(config: LoaderConfig) -> EngineSpec:
@@ -42,7 +108,7 @@ def engine_spec(config: LoaderConfig) -> EngineSpec:
             sampling.drop_last,
         ),
         worker_init_fn=settings.worker_init_fn,
-        context=(settings.context or _default_context()) if kind == "process" else None,
+        context=(settings.context or _default_context(config)) if kind == "process" else None,
         prefetch_factor=settings.prefetch_factor or 1,
         in_order=settings.in_order,
         timeout=settings.timeout or None,
@@ -76,6 +142,19 @@ class Launcher:
     def workers(self, config: LoaderConfig) -> Workers:
         """New workers for one pass."""
         spec = engine_spec(config)
+        try:
+            return self._start(spec)
+        except Exception:
+            # The forkserver chosen for JAX pickles the dataset: one that does not pickle
+            # starts by fork, as without JAX (and JAX warns about the fork).
+            chosen = spec.kind == "process" and spec.context is not config.settings.context
+            if not chosen or spec.context.get_start_method() != "forkserver":
+                raise
+            if _pickles(spec.source):
+                raise
+        return self._start(dataclasses.replace(spec, context=_fork_context()))
+
+    def _start(self, spec: EngineSpec) -> Workers:
         if spec.kind != "process":
             return Workers(spec)
         keep = spec.prefetch_factor + 2  # each worker's prefetched batches, plus two spare
@@ -97,7 +176,11 @@ class Launcher:
                 raise
         owned = SlabPool(shm_directory(), spec.num_workers, keep)
         owned.need(self._slab_bytes)  # sized by earlier passes, so no batch is pickled
-        return Workers(spec, owned, True, _weakly(self._learn_slab_bytes))
+        try:
+            return Workers(spec, owned, True, _weakly(self._learn_slab_bytes))
+        except BaseException:
+            owned.close()
+            raise
 
     def persistent(self, config: LoaderConfig) -> Workers:
         """The workers kept between passes; the pass running on them now is closed (one pass

@@ -22,7 +22,7 @@ from ladle.launcher import Launcher
 from ladle.passplan import index_batches, index_sampler, pass_keys
 from ladle.resume import Progress, check_state
 from ladle.sampler import Sampler, load_sampler_state
-from ladle.seeding import fresh_seed
+from ladle.seeding import fresh_seed, is_global_generator
 from ladle.stream import StreamPosition
 
 __all__ = ["DataLoader"]
@@ -260,6 +260,7 @@ class DataLoader(Iterable[Any]):
             dataset=sampling.dataset,
             commit=self._commit,
             release=self._launcher.release,
+            present=self._present_worker_error,
         )
         try:
             iterator = LoaderIterator(setup)
@@ -268,6 +269,11 @@ class DataLoader(Iterable[Any]):
             raise
         self._launcher.running(iterator, sampling.persistent_workers)
         return iterator
+
+    #: How an exception raised in a worker is presented: ladle raises the worker's own
+    #: exception with its traceback as a note; a subclass may word it otherwise (ladle.torch
+    #: words it as torch does).
+    _present_worker_error: Callable[[BaseException, int], BaseException] | None = None
 
     def _commit(self, progress: Progress) -> None:
         self._stream.commit(progress, self._config.sampling)
@@ -314,10 +320,24 @@ class DataLoader(Iterable[Any]):
             position: dict[str, Any] | None = self.state_dict()
         except TypeError:  # a sampler that cannot report its position
             position = None
-        return {"config": self._config, "seed": self._stream.seed, "position": position}
+        config = self._config
+        global_generator = is_global_generator(config.settings.generator)
+        if global_generator:  # pickled, it would come back as a private copy of its state
+            config = reconfigure_all(config, {"generator": None})
+        return {
+            "config": config,
+            "global_generator": global_generator,
+            "seed": self._stream.seed,
+            "position": position,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        object.__setattr__(self, "_config", state["config"])
+        config = state["config"]
+        if state.get("global_generator"):
+            import torch
+
+            config = reconfigure_all(config, {"generator": torch.default_generator})
+        object.__setattr__(self, "_config", config)
         self._stream = StreamPosition(state["seed"])
         self._pinning = None
         self._launcher = Launcher()

@@ -77,6 +77,7 @@ def plan_start(
     epoch: int,
     streams: int,
     pending: dict[str, Any] | None,
+    between_passes: bool = False,
 ) -> PassStart:
     """The start of the next pass: the loaded state ``pending`` if there is one, else epoch
     ``epoch`` of the loader and the sampler's current epoch, from their beginnings.
@@ -108,7 +109,7 @@ def plan_start(
         saved = fast[0].state_at(fast[0].epoch, 0)
     elif not sampling.is_iterable:
         try:
-            saved = sampler_state(index_sampler(sampling))
+            saved = sampler_state(index_sampler(sampling), between_passes)
         except TypeError as error:  # raised by state_dict() only: a pass needs no state
             unsaveable = str(error)
     return PassStart(

@@ -229,9 +229,15 @@ class BatchSampler(Sampler[list[int]]):
         load_sampler_state(self.sampler, state)
 
 
-def sampler_state(sampler: object) -> dict[str, Any]:
-    """``sampler.state_dict()``; ``{}`` for a fixed sequence (a list, an array)."""
+def sampler_state(sampler: object, between_passes: bool = False) -> dict[str, Any]:
+    """``sampler.state_dict()``; ``{}`` for a fixed sequence (a list, an array).
+
+    ``between_passes``: the state is saved while no pass runs, to start the next one afresh; a
+    sampler whose state at a pass's start holds more than that (the random state it is about
+    to draw from) says so with a ``state_between_passes()`` method."""
     state_dict = getattr(sampler, "state_dict", None)
+    if between_passes:
+        state_dict = getattr(sampler, "state_between_passes", state_dict)
     if state_dict is None and isinstance(sampler, Sequence | np.ndarray):
         return {}  # a fixed sequence: the same order every time
     if state_dict is None:

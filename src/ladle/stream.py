@@ -32,6 +32,7 @@ class StreamPosition:
         self._pending: dict[str, Any] | None = None  # loaded, for the next pass
         self._latest: Progress | None = None  # the latest committed pass
         self._started: PassStart | None = None  # the newest pass begun and not committed
+        self._kept: int | None = None  # the seed drawn for persistent workers' first pass
 
     def start(self, sampling: Sampling, generator: Any, streams: int) -> tuple[PassStart, int]:
         """The next pass's start and its seed (the workers' base seed, sample_rng's root)."""
@@ -53,7 +54,14 @@ class StreamPosition:
         sampler draws (a sampler adapter may snapshot the generator then)."""
         pending = self._pending
         saved = pending["generator"] if pending is not None else None
-        seed = int(saved["drawn"]) if saved is not None else draw_seed(generator)
+        if saved is not None:
+            seed = int(saved["drawn"])
+        elif sampling.persistent_workers and self._kept is not None:
+            seed = self._kept  # torch draws a persistent loader's base seed once, as we do
+        else:
+            seed = draw_seed(generator)
+        if sampling.persistent_workers:
+            self._kept = seed
         start = plan_start(sampling, None, self._next_epoch, streams, pending)
         start = dataclasses.replace(start, generator={"drawn": seed})
         self._started = start
@@ -91,7 +99,7 @@ class StreamPosition:
             start = self._started
             if start is None or generator is None:
                 own = None if is_global_generator(generator) else generator
-                start = plan_start(sampling, own, self._next_epoch, streams, None)
+                start = plan_start(sampling, own, self._next_epoch, streams, None, True)
             if start.unsaveable is not None:
                 raise TypeError(start.unsaveable)
             return Progress(start, None, sampling.is_iterable).saved()

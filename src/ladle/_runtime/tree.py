@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 __all__ = ["is_namedtuple", "map_leaves", "rebuild_mapping"]
@@ -42,4 +42,10 @@ def map_leaves(batch: Any, leaf: Callable[[Any], Any]) -> Any:
         return cls(map_leaves(item, leaf) for item in batch)
     if isinstance(batch, Mapping):
         return rebuild_mapping(batch, {k: map_leaves(v, leaf) for k, v in batch.items()})
+    if isinstance(batch, Sequence):  # a sequence type of the user's, rebuilt as collate does
+        items = [map_leaves(item, leaf) for item in batch]
+        try:
+            return cls(items)
+        except TypeError:
+            return items
     return leaf(batch)

@@ -67,10 +67,14 @@ def describe_indices(indices: object, seq: int) -> str:
     return f"samples {values}"
 
 
-def _seed_globals(seed: int) -> None:
-    """Seed the process-wide RNGs from the worker's seed, as torch does in its workers."""
+def _seed_globals(base_seed: int, worker_id: int) -> None:
+    """Seed the process-wide RNGs as torch seeds its workers': ``random`` and torch from the
+    worker's seed (base seed + id), NumPy's legacy generator from a SeedSequence of the id and
+    the base seed's two 32-bit halves, so ``np.random`` draws in a worker are torch's too."""
+    seed = (base_seed + worker_id) % 2**64
     random.seed(seed)
-    np.random.seed(np.random.SeedSequence(seed).generate_state(1)[0])
+    words = [worker_id, base_seed & 0xFFFFFFFF, base_seed >> 32, 0]
+    np.random.seed(np.random.SeedSequence(words).generate_state(4))
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.manual_seed(seed)
@@ -131,9 +135,9 @@ class Loop:
         self.spec = None
         source = _unpickled_source(spec)
         if not self.inline:
-            seed = (seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
             if self.pickles:  # threads share the main process's RNGs: leave them alone
-                _seed_globals(seed)
+                _seed_globals(seed, spec.worker_id)
+            seed = (seed + spec.worker_id) % 2**64  # torch's rule: base seed + worker id
             info = WorkerInfo(spec.worker_id, spec.num_workers, seed, source.dataset)
             set_worker_info(info)
             if self.pickles:  # a process of its own: torch's process-wide answer can be ours

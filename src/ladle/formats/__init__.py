@@ -1,6 +1,7 @@
-"""Data on disk: image folders, memory-mapped .npy arrays and ladle's packed shard format."""
+"""Data on disk: class folders of images or other files, memory-mapped .npy arrays and ladle's
+packed shard format."""
 
-from ladle.formats.imagefolder import ImageFolder
+from ladle.formats.imagefolder import DatasetFolder, ImageFolder
 from ladle.formats.images import decode_image, load_image
 from ladle.formats.npy import NpyDataset
 from ladle.formats.reader import ShardDataset, ShardStream
@@ -8,6 +9,7 @@ from ladle.formats.sources import open_dataset, pack
 from ladle.formats.writer import write_shards
 
 __all__ = [
+    "DatasetFolder",
     "ImageFolder",
     "NpyDataset",
     "ShardDataset",

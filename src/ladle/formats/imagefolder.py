@@ -1,4 +1,5 @@
-"""A lazy dataset of image files sorted into one folder per class: torchvision's ImageFolder.
+"""Lazy datasets of files sorted into one folder per class: torchvision's DatasetFolder and
+ImageFolder.
 
 Construction only lists directories; samples hold paths, and each image is decoded when it is
 indexed. The dataset is a few lists of strings, so it pickles cheaply for spawned workers.
@@ -19,6 +20,7 @@ from ladle.validation import check_bool, check_callable, check_path
 
 __all__ = [
     "IMG_EXTENSIONS",
+    "DatasetFolder",
     "ImageFolder",
     "find_classes",
     "has_file_allowed_extension",
@@ -55,12 +57,23 @@ def _extension_tuple(extensions: Extensions) -> tuple[str, ...]:
 def _check_selection(
     extensions: Extensions | None, is_valid_file: Any, allow_empty: Any
 ) -> tuple[tuple[str, ...] | None, Callable[[str], bool] | None, bool]:
-    """The file selection arguments of ImageFolder and make_dataset, checked."""
+    """The file selection arguments of the folder datasets and make_dataset, checked: exactly one
+    of ``extensions`` and ``is_valid_file``, as torchvision requires."""
     suffixes = None if extensions is None else _extension_tuple(extensions)
     accept = check_callable(
         is_valid_file, "is_valid_file", optional=True, fix="pass a function of the file's path"
     )
+    if (extensions is None) == (accept is None):
+        raise ValueError(
+            f"Both extensions and is_valid_file cannot be None or not None at the same time, but "
+            f"got extensions={extensions!r} and is_valid_file={is_valid_file!r}; pass exactly "
+            f"one of them (to combine both, check the extension inside is_valid_file)"
+        )
     return suffixes, accept, check_bool(allow_empty, "allow_empty")
+
+
+def _extension_text(extensions: Extensions) -> str:
+    return extensions if isinstance(extensions, str) else ", ".join(extensions)
 
 
 def has_file_allowed_extension(filename: str, extensions: Extensions) -> bool:
@@ -83,8 +96,8 @@ def find_classes(directory: str | os.PathLike[str]) -> tuple[list[str], dict[str
         classes = sorted(entry.name for entry in entries if entry.is_dir())
     if not classes:
         raise FileNotFoundError(
-            f"found no class folder in root={os.fspath(directory)!r}; ImageFolder expects "
-            f"root/<class name>/<image files>, one subdirectory per class"
+            f"Couldn't find any class folder in {os.fspath(directory)}: ImageFolder and "
+            f"DatasetFolder expect root/<class name>/<files>, one subdirectory per class"
         )
     return classes, {name: index for index, name in enumerate(classes)}
 
@@ -105,14 +118,7 @@ def make_dataset(
     (which gets the full path) selects the files.
     """
     directory = check_path(directory, "directory")
-    suffixes_given, is_valid_file, allow_empty = _check_selection(
-        extensions, is_valid_file, allow_empty
-    )
-    if (extensions is None) == (is_valid_file is None):
-        raise ValueError(
-            f"pass exactly one of extensions= and is_valid_file=, but got "
-            f"extensions={extensions!r} and is_valid_file={is_valid_file!r}"
-        )
+    suffixes, accept, allow_empty = _check_selection(extensions, is_valid_file, allow_empty)
     if class_to_idx is None:
         class_to_idx = find_classes(directory)[1]
     if not isinstance(class_to_idx, Mapping) or not all(
@@ -127,11 +133,15 @@ def make_dataset(
         )
     if not class_to_idx:
         raise ValueError(
-            "class_to_idx should have at least one class, but got an empty dict; nothing would "
-            "be collected"
+            "'class_to_index' must have at least one entry to collect any samples, but got "
+            "class_to_idx={}; pass e.g. {'cat': 0, 'dog': 1}, or None to find the classes"
         )
-    suffixes = suffixes_given or ()
-    accept = is_valid_file or (lambda path: path.lower().endswith(suffixes))
+    if accept is None:
+        ends = suffixes or ()
+
+        def accept(path: str) -> bool:
+            return path.lower().endswith(ends)
+
     root = os.path.expanduser(os.fspath(directory))
     samples: list[tuple[str, int]] = []
     empty = []
@@ -149,26 +159,116 @@ def make_dataset(
         if len(samples) == found:
             empty.append(name)
     if empty and not allow_empty:
-        accepted = (
-            f"with extensions {', '.join(suffixes)}" if suffixes else "that is_valid_file accepts"
-        )
+        if extensions is not None:
+            which = f"Supported extensions are: {_extension_text(extensions)}"
+        else:
+            which = "is_valid_file accepted none of their files"
         raise FileNotFoundError(
-            f"found no file for the classes {', '.join(empty)} under root={root!r} {accepted}; "
-            f"add images to those folders, remove them, or pass allow_empty=True"
+            f"Found no valid file for the classes {', '.join(empty)}. {which}. Looked under "
+            f"root={root!r}: add files to those class folders, remove the folders, or pass "
+            f"allow_empty=True"
         )
     return samples
 
 
-class ImageFolder(Dataset[tuple[Any, Any]]):
+class DatasetFolder(Dataset[tuple[Any, Any]]):
+    """Files in ``root/<class name>/**/<file>``; samples are ``(loader(path), class index)``.
+
+    torchvision's ``DatasetFolder``, with its signature: classes are the sorted subdirectories
+    of ``root`` (:meth:`find_classes`, which a subclass may override); files are found
+    recursively, following symlinks, in sorted order, and selected by exactly one of
+    ``extensions`` (matched ignoring case) and ``is_valid_file(path)``. A class without a
+    selected file raises FileNotFoundError unless ``allow_empty=True``. Attributes as in
+    torchvision: ``root``, ``loader``, ``extensions`` (as given), ``classes``, ``class_to_idx``,
+    ``samples`` (``(path, class index)`` pairs) and ``targets``. Construction lists directories
+    only; each file is read when its sample is indexed.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        loader: Callable[[str], Any],
+        extensions: Extensions | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> None:
+        name = type(self).__name__
+        # Checked before the disk is listed, as make_dataset would check them after.
+        _check_selection(extensions, is_valid_file, allow_empty)
+        self.root = os.path.expanduser(check_path(root, "root"))
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(
+                f"{name} root={self.root!r} is not a directory; pass the folder that holds "
+                f"one subdirectory per class"
+            )
+        self.loader: Callable[[str], Any] = check_callable(
+            loader, "loader", fix="pass a function of a path"
+        )
+        self.extensions = extensions
+        self.transform = check_callable(transform, "transform", optional=True)
+        self.target_transform = check_callable(target_transform, "target_transform", optional=True)
+        self.classes, self.class_to_idx = self.find_classes(self.root)
+        self.samples = self.make_dataset(
+            self.root,
+            class_to_idx=self.class_to_idx,
+            extensions=extensions,
+            is_valid_file=is_valid_file,
+            allow_empty=allow_empty,
+        )
+        self.targets = [target for _, target in self.samples]
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        """The classes and their indices; override to choose other folders or labels."""
+        return find_classes(directory)
+
+    @staticmethod
+    def make_dataset(
+        directory: str,
+        class_to_idx: dict[str, int],
+        extensions: Extensions | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        """The samples; see the module function :func:`make_dataset`. ``class_to_idx`` is
+        required here, as in torchvision: the classes come from :meth:`find_classes`, which a
+        subclass may have overridden, not from the module function."""
+        if class_to_idx is None:
+            raise ValueError(
+                "The class_to_idx parameter cannot be None: pass the classes that find_classes() "
+                "found, e.g. self.find_classes(directory)[1]"
+            )
+        return make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: SupportsIndex) -> tuple[Any, Any]:
+        path, target = self.samples[check_index(index, len(self.samples), type(self).__name__)]
+        sample = self.loader(path)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        if self.target_transform is not None:
+            return sample, self.target_transform(target)
+        return sample, target
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={self.root!r}, {len(self.samples)} samples, "
+            f"{len(self.classes)} classes, transform={self.transform!r})"
+        )
+
+
+class ImageFolder(DatasetFolder):
     """Images in ``root/<class name>/**/<file>``; samples are ``(image, class index)``.
 
-    torchvision's ``ImageFolder`` (and ``DatasetFolder``, through ``extensions=`` and
-    ``loader=``). Classes are the sorted subdirectories of ``root``; files are found recursively,
-    in sorted order, by extension (:data:`IMG_EXTENSIONS` by default, ignoring case) or by
-    ``is_valid_file(path)``. The default ``loader`` is :func:`ladle.formats.images.load_image`:
-    an ``(H, W, 3)`` uint8 RGB array, read-only. Attributes as in torchvision: ``classes``,
-    ``class_to_idx``, ``samples`` (``(path, class index)`` pairs), ``imgs`` (the same list) and
-    ``targets``. The torchvision pipeline::
+    torchvision's ``ImageFolder``: a :class:`DatasetFolder` whose files are selected by
+    :data:`IMG_EXTENSIONS` (ignoring case) unless ``is_valid_file`` is given; ``extensions=``,
+    which torchvision's ImageFolder lacks, selects other suffixes instead. The default ``loader``
+    is :func:`ladle.formats.images.load_image`: an ``(H, W, 3)`` uint8 RGB array, read-only; a
+    file it cannot decode raises :class:`ladle.errors.ImageDecodeError`, an OSError as Pillow's
+    errors are. ``imgs`` is ``samples``. The torchvision pipeline::
 
         # torchvision.datasets.ImageFolder(root, transform=T.Compose([
         #     T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()]))
@@ -190,68 +290,20 @@ class ImageFolder(Dataset[tuple[Any, Any]]):
         root: str | os.PathLike[str],
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
-        loader: Callable[[str], Any] | None = None,
+        loader: Callable[[str], Any] | None = load_image,
         is_valid_file: Callable[[str], bool] | None = None,
         allow_empty: bool = False,
         extensions: Extensions | None = None,
     ) -> None:
-        if extensions is not None and is_valid_file is not None:
-            raise ValueError(
-                f"ImageFolder takes extensions= or is_valid_file=, not both, but got "
-                f"extensions={extensions!r} and is_valid_file={is_valid_file!r}; fold the "
-                f"extension check into is_valid_file"
-            )
-        self.root = os.path.expanduser(check_path(root, "root"))
-        if not os.path.isdir(self.root):
-            raise FileNotFoundError(
-                f"ImageFolder root={self.root!r} is not a directory; pass the folder that holds "
-                f"one subdirectory per class"
-            )
         if extensions is None and is_valid_file is None:
             extensions = IMG_EXTENSIONS
-        self.extensions, is_valid_file, allow_empty = _check_selection(
-            extensions, is_valid_file, allow_empty
-        )
-        self.transform = check_callable(transform, "transform", optional=True)
-        self.target_transform = check_callable(target_transform, "target_transform", optional=True)
-        loader = check_callable(loader, "loader", optional=True, fix="pass a function of a path")
-        self.loader: Callable[[str], Any] = load_image if loader is None else loader
-        self.classes, self.class_to_idx = self.find_classes(self.root)
-        self.samples = self.make_dataset(
-            self.root, self.class_to_idx, self.extensions, is_valid_file, allow_empty
+        super().__init__(
+            root,
+            load_image if loader is None else loader,
+            extensions,
+            transform,
+            target_transform,
+            is_valid_file,
+            allow_empty,
         )
         self.imgs = self.samples
-        self.targets = [target for _, target in self.samples]
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        """The classes and their indices; override to choose other folders or labels."""
-        return find_classes(directory)
-
-    @staticmethod
-    def make_dataset(
-        directory: str,
-        class_to_idx: dict[str, int],
-        extensions: Extensions | None = None,
-        is_valid_file: Callable[[str], bool] | None = None,
-        allow_empty: bool = False,
-    ) -> list[tuple[str, int]]:
-        """The samples; see the module function :func:`make_dataset`."""
-        return make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: SupportsIndex) -> tuple[Any, Any]:
-        path, target = self.samples[check_index(index, len(self.samples), "ImageFolder")]
-        image = self.loader(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            return image, self.target_transform(target)
-        return image, target
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(root={self.root!r}, {len(self.samples)} samples, "
-            f"{len(self.classes)} classes, transform={self.transform!r})"
-        )

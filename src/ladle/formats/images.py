@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ladle.errors import FormatError
+from ladle.errors import ImageDecodeError
 from ladle.interop import require
 from ladle.validation import check_path
 
@@ -113,7 +113,8 @@ def load_image(path: str | os.PathLike[str], mode: str | None = "RGB") -> Array:
 
     Opens the file, decodes it with Pillow and converts it to ``mode`` (see
     :func:`decode_image`). A missing file raises FileNotFoundError; a file Pillow cannot decode
-    raises :class:`ladle.errors.FormatError` (a ValueError) naming it.
+    raises :class:`ladle.errors.ImageDecodeError` naming it: a FormatError (so a ValueError) and,
+    like Pillow's own ``UnidentifiedImageError``, an OSError.
     """
     _check_mode(mode)
     path = check_path(path, "path")
@@ -122,7 +123,7 @@ def load_image(path: str | os.PathLike[str], mode: str | None = "RGB") -> Array:
         try:
             return _to_array(file, mode)
         except _decode_errors() as error:
-            raise FormatError(
+            raise ImageDecodeError(
                 f"load_image could not decode {os.fspath(path)!r} as an image "
                 f"({type(error).__name__}: {error}); check that the file is a complete image "
                 f"Pillow reads, or filter it out with is_valid_file=",

@@ -22,13 +22,46 @@ import torch.utils.data as torch_data
 from ladle.config import WORKER_TYPES
 from ladle.errors import ArgumentError
 from ladle.iterator import LoaderIterator
-from ladle.loader import DataLoader as Engine
+from ladle.loader import DataLoader as LadleLoader
 from ladle.seeding import check_seed
 from ladle.torch.collate import COLLATER, default_collate, default_convert
 from ladle.torch.sampling import SamplerState
 from ladle.validation import check_choice
 
 __all__ = ["DataLoader"]
+
+_TRACE_NOTE = "\nRaised in ladle worker "
+_TRACE_START = "Worker traceback:\n"
+
+
+def _as_torch_words(error: BaseException, worker_id: int) -> BaseException:
+    """A worker's exception as torch's loader raises it: the same type, with the message
+    "Caught X in DataLoader worker process N." and the worker's traceback (a RuntimeError with
+    that message when the type cannot be built from one string, as in torch)."""
+    trace = next(
+        (
+            note.split(_TRACE_START, 1)[1]
+            for note in getattr(error, "__notes__", ())
+            if note.startswith(_TRACE_NOTE) and _TRACE_START in note
+        ),
+        f"{type(error).__name__}: {error}\n",
+    )
+    message = (
+        f"Caught {type(error).__name__} in DataLoader worker process {worker_id}.\nOriginal {trace}"
+    )
+    try:
+        worded = type(error)(message)
+    except Exception:
+        return RuntimeError(message)
+    worded.__cause__ = None
+    return worded
+
+
+class Engine(LadleLoader):
+    """ladle's loader with worker errors worded as torch words them."""
+
+    _present_worker_error = staticmethod(_as_torch_words)
+
 
 _DEFAULT_COLLATES = (torch_data.default_collate, default_collate)
 _DEFAULT_CONVERTS = (torch_data.default_convert, default_convert)
@@ -96,6 +129,8 @@ class DataLoader(torch_data.DataLoader[Any]):
             in_order=in_order,
         )
         self.seed = seed
+        if collate_fn is None:  # the namespace's own defaults, as torch's loader holds torch's
+            self.collate_fn = default_collate if self._auto_collation else default_convert
         # The seed's generator is the loader's own, not its ``generator`` attribute: a
         # framework that rebuilds the loader from its attributes passes seed= again, and the
         # rebuilt loader starts the same stream afresh.

@@ -81,6 +81,11 @@ class SamplerState:
             "epochs": [epoch if isinstance(epoch, int) else None for epoch in epochs],
         }
 
+    def state_between_passes(self) -> dict[str, Any]:
+        """The state saved while no pass runs: the next pass draws from torch's default
+        generator afresh, as a new pass does, so the default state is not kept."""
+        return {**self.state_dict(), "default": None}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         chain = _chain(self.sampler)
         generators, epochs = state.get("generators"), state.get("epochs")
@@ -106,7 +111,8 @@ class SamplerState:
         for node, epoch in zip(chain, epochs, strict=True):
             if epoch is not None:
                 node.epoch = epoch  # what set_epoch() sets
-        self._replay = _decode(state["default"])
+        default = state.get("default")
+        self._replay = None if default is None else _decode(default)
 
 
 def _replayed(iterator: Iterator[Any], state: torch.Tensor) -> Iterator[Any]:
