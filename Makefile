@@ -12,9 +12,11 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 # torch is pinned to the CPU build that lies on disk: a bare `torch` would pull a CUDA build.
+# The frameworks (Lightning, accelerate, transformers) come after it, with torch pinned again
+# so that their requirements cannot move it.
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,frameworks]' torch==2.13.0
 	touch $@
 
 demo: $(VENV)/.base
