@@ -170,6 +170,9 @@ def test_hugging_face_iterable_datasets_are_iterable_style() -> None:
     stream = datasets.Dataset.from_dict({"x": list(range(10))}).to_iterable_dataset()
     batches = list(lt.DataLoader(stream, batch_size=4))
     assert [batch["x"].tolist() for batch in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    shards = datasets.Dataset.from_dict({"x": list(range(10))}).to_iterable_dataset(num_shards=2)
+    loader = lt.DataLoader(shards, batch_size=3, num_workers=2, timeout=60)
+    assert sorted(v for batch in loader for v in batch["x"].tolist()) == list(range(10))
 
 
 def test_state_dicts_of_another_kind_are_refused() -> None:

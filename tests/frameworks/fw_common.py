@@ -93,6 +93,7 @@ def keep_ladle_engine() -> None:
     ``skip_first_batches``) by calling the name ``DataLoader`` of its module; pointing that
     name at ladle's class makes the rebuilt loader a ladle one."""
     import accelerate.data_loader
+
     import ladle.torch
 
     accelerate.data_loader.DataLoader = ladle.torch.DataLoader  # type: ignore[misc]
