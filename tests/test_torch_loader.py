@@ -349,3 +349,22 @@ def test_a_sampler_that_makes_its_generator_late_resumes() -> None:
     again = lt.DataLoader(Indexed(), batch_size=4, sampler=LazyGenerator())
     again.load_state_dict(state)
     assert labels(again) == rest
+
+
+def test_the_start_method_is_multiprocessings_default_as_in_torch() -> None:
+    from script_support import run_json
+
+    result = run_json(
+        """
+        import json, multiprocessing, os
+        import ladle.torch as lt
+        from workers_support import ParentPids
+
+        if __name__ == "__main__":
+            multiprocessing.set_start_method("forkserver")
+            loader = lt.DataLoader(ParentPids(), batch_size=None, num_workers=1, timeout=60)
+            print(json.dumps({"main": os.getpid(), "parents": sorted({int(p) for p in loader})}))
+        """,
+        timeout=120,
+    )
+    assert result["parents"] and result["main"] not in result["parents"]  # the forkserver's

@@ -27,6 +27,16 @@ class Pairs(ladle.Dataset[tuple[np.ndarray, int]]):
         return np.full(self.shape, i, np.float32), i
 
 
+class ParentPids(ladle.Dataset[int]):
+    """Each sample is the pid of the loading process's parent: who started the worker."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        return os.getppid()
+
+
 class Blocks(ladle.IterableDataset[int]):
     """A stream of 0..n-1 that shards itself across workers in blocks of ``block``, so that
     round-robin reassembly gives back exactly the single-process order."""
