@@ -20,7 +20,8 @@ The ``disk`` scenario runs every contender in a child process of its own (``disk
 DATA OUT``), one shuffled epoch each, so that the parent can sample the memory of that child's
 whole tree and nothing else: not the parent's torch import, nor another contender's leftovers.
 The child imports only what its library needs: a ladle child never imports torch, a torch
-child never imports ladle.
+child never imports ladle; a ``ladle.torch`` child (torch's Dataset on ladle's engine) imports
+both.
 
 Only the standard library and NumPy are imported at module level (Pillow, ladle and torch
 where used), since ``run.py`` imports this module in every scenario's process.
@@ -341,7 +342,7 @@ def files_under(directory: Path) -> list[Path]:
 # -- the disk scenario's child runs ----------------------------------------------------------
 
 # The contenders: the library each needs and how it reads the data.
-KINDS = ("ladle", "ladle-npy", "ladle-noverify", "torch")
+KINDS = ("ladle", "ladle-npy", "ladle-noverify", "ladle.torch", "torch")
 
 
 def _own_pss() -> int | None:
@@ -380,6 +381,19 @@ def _loader(
             )
 
         return torch_loader, str(torch.__version__)
+    if kind == "ladle.torch":  # torch's Dataset and API on ladle's engine: imports both
+        import torch_datasets
+
+        import ladle
+        import ladle.torch
+
+        def ladle_torch_loader() -> Any:
+            dataset = torch_datasets.TorchMappedRows(str(data.x), str(data.y))
+            return ladle.torch.DataLoader(
+                dataset, batch_size=batch_size, shuffle=True, num_workers=workers
+            )
+
+        return ladle_torch_loader, ladle.__version__
     import ladle
     from ladle.formats import ShardDataset
     from ladle.formats.npy import NpyDataset

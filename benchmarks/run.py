@@ -215,7 +215,9 @@ class Result:
     max_processes: int = 1
     vs_torch: float | None = None
     vs_limit: float | None = None
+    vs_ladle: float | None = None  # over the contender named "ladle"
     first_batch_vs_torch: float | None = None
+    first_batch_vs_ladle: float | None = None
     gb_per_s: float | None = None  # samples/s x bytes a sample / 1e9, where the scenario says
 
 
@@ -224,11 +226,11 @@ class Check:
     scenario: str
     contender: str
     metric: str  # "throughput", "first_batch" or "peak_memory"
-    reference: str  # "torch", "limit" or "absolute"
+    reference: str  # "torch", "limit", "ladle" or "absolute"
     reference_name: str | None
     ratio: float | None  # peak_memory: the peak itself, in MiB
     bound: float
-    passed: bool | None  # None: skipped (no reference measured)
+    passed: bool | None  # None: skipped (the contender or its reference not measured)
 
     @property
     def verdict(self) -> str:
@@ -494,7 +496,10 @@ def measure_start(scenario: Scenario, settings: Settings, memory: TreeMemory) ->
 
 
 def reference(results: Sequence[Result], role: str) -> Result | None:
-    """The fastest contender with ``role`` (by throughput, else by time to first batch)."""
+    """The fastest contender with ``role`` (by throughput, else by time to first batch); for
+    ``"ladle"`` the contender named ``"ladle"``, which the other ladle rows are variants of."""
+    if role == "ladle":
+        return next((r for r in results if r.contender == "ladle"), None)
     candidates = [r for r in results if r.role == role]
     if not candidates:
         return None
@@ -508,17 +513,39 @@ def _over(value: float | None, base: float | None) -> float | None:
 
 
 def compare(results: Sequence[Result], targets: Sequence[Target]) -> list[Check]:
-    torch_ref, limit_ref = reference(results, "torch"), reference(results, "limit")
+    """Fill in every result's ratios and check ``targets``. A target whose contender was not
+    measured (a torch-only contender without torch) reads SKIP."""
+    refs = {role: reference(results, role) for role in ("torch", "limit", "ladle")}
+    torch_ref, limit_ref, ladle_ref = refs["torch"], refs["limit"], refs["ladle"]
     for result in results:
         if torch_ref is not None:
             result.vs_torch = _over(result.samples_per_s, torch_ref.samples_per_s)
             result.first_batch_vs_torch = _over(result.first_batch_ms, torch_ref.first_batch_ms)
         if limit_ref is not None:
             result.vs_limit = _over(result.samples_per_s, limit_ref.samples_per_s)
+        if ladle_ref is not None:
+            result.vs_ladle = _over(result.samples_per_s, ladle_ref.samples_per_s)
+            result.first_batch_vs_ladle = _over(result.first_batch_ms, ladle_ref.first_batch_ms)
     by_name = {r.contender: r for r in results}
+    scenario = results[0].scenario if results else ""
     checks = []
     for target in targets:
-        result = by_name[target.contender]
+        result = by_name.get(target.contender)
+        if result is None:
+            known = refs.get(target.reference)
+            checks.append(
+                Check(
+                    scenario,
+                    target.contender,
+                    target.metric,
+                    target.reference,
+                    None if known is None else known.contender,
+                    None,
+                    target.bound,
+                    None,
+                )
+            )
+            continue
         if target.metric == "peak_memory":  # an absolute bound, in MiB
             peak = result.peak_tree_pss_mib
             peak = result.peak_tree_rss_mib if peak is None else peak
@@ -535,7 +562,7 @@ def compare(results: Sequence[Result], targets: Sequence[Target]) -> list[Check]
                 )
             )
             continue
-        ref = torch_ref if target.reference == "torch" else limit_ref
+        ref = refs[target.reference]
         ratio: float | None = None
         if ref is not None and target.metric == "throughput":
             ratio = _over(result.samples_per_s, ref.samples_per_s)
@@ -597,6 +624,7 @@ HEADERS = (
     "samples/s",
     "vs torch",
     "vs limit",
+    "vs ladle",
     "first batch",
     "1st vs torch",
     "peak PSS tree (+run)",
@@ -604,7 +632,7 @@ HEADERS = (
     "target",
     "result",
 )
-NUMERIC = frozenset(range(2, 9))
+NUMERIC = frozenset(range(2, 10))
 
 
 def _first_batch(ms: float) -> str:
@@ -625,6 +653,7 @@ def table_rows(results: Sequence[Result], checks: Sequence[Check]) -> list[tuple
                 "-" if r.samples_per_s is None else f"{r.samples_per_s:,.0f}",
                 _ratio(r.vs_torch),
                 _ratio(r.vs_limit),
+                _ratio(r.vs_ladle),
                 _first_batch(r.first_batch_ms),
                 _ratio(r.first_batch_vs_torch),
                 pss + over,
@@ -810,7 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{settings.rounds} rounds{f' ({own_rounds})' if own_rounds else ''}, "
         f"~{settings.seconds:g} s timed per contender; samples/s is the median over rounds; vs "
-        f"torch/limit divide by the fastest torch/limit row; workers {workers}"
+        f"torch/limit divide by the fastest torch/limit row, vs ladle by the ladle row; workers "
+        f"{workers}"
     )
     if not memory.available:
         print("memory: /proc unavailable, so the peak is this process's alone, since its start")

@@ -49,6 +49,9 @@ JPEG_FILES_BATCH, JPEG_FILES_LIMIT_BATCHES = 64, 30
 DISK_BATCH, DISK_PEAK_MIB = 64, 1024
 # 700,000 records of (int, str, float) are 128 MiB of Python objects (tracemalloc, Python 3.11).
 STARTUP_RECORDS, STARTUP_BATCH = 700_000, 64
+# ladle.torch against ladle: throughput at least this fraction, time to first batch at most this
+# multiple (startup); the tensor conversion in the main process is the only extra work
+LADLE_TORCH_THROUGHPUT, LADLE_TORCH_FIRST_BATCH = 0.95, 1.05
 
 CACHE = Path(__file__).resolve().parent / "results"  # git-ignored
 
@@ -100,15 +103,16 @@ class Target:
     """``contender``'s figure over the reference's must be within ``bound``.
 
     ``reference`` is a role: ``"torch"`` means the torch contender of the scenario (the fastest
-    one), ``"limit"`` the physical-limit contender; ``"absolute"`` compares with ``bound``
-    itself. ``metric="throughput"``: samples/s ratio at least ``bound``;
-    ``metric="first_batch"``: time-to-first-batch ratio at most ``bound``;
+    one), ``"limit"`` the physical-limit contender; ``"ladle"`` the contender named ``"ladle"``
+    (not the fastest of the role: the other ladle rows are variants measured against it);
+    ``"absolute"`` compares with ``bound`` itself. ``metric="throughput"``: samples/s ratio at
+    least ``bound``; ``metric="first_batch"``: time-to-first-batch ratio at most ``bound``;
     ``metric="peak_memory"`` (reference ``"absolute"``): the peak memory of the contender's
     process tree (PSS, see ``run.py``) at most ``bound`` MiB.
     """
 
     contender: str
-    reference: Literal["torch", "limit", "absolute"]
+    reference: Literal["torch", "limit", "ladle", "absolute"]
     bound: float
     metric: Metric = "throughput"
 
@@ -150,6 +154,13 @@ def make_data(n: int = N_SAMPLES, features: int = N_FEATURES, seed: int = 0) -> 
 def shared_data() -> Data:
     """The data of ``in-memory`` and ``python-dataset``, made once; ``cache_clear()`` drops it."""
     return make_data()
+
+
+def ladle_torch_target(metric: Metric = "throughput") -> Target:
+    """ladle.torch's target: within 5% of the scenario's ``"ladle"`` contender."""
+    if metric == "first_batch":
+        return Target("ladle.torch", "ladle", LADLE_TORCH_FIRST_BATCH, "first_batch")
+    return Target("ladle.torch", "ladle", LADLE_TORCH_THROUGHPUT)
 
 
 def load_torch() -> ModuleType | None:
@@ -317,6 +328,8 @@ def in_memory(setup: Setup) -> Scenario:
         ),
     ]
     if torch is not None:
+        import ladle.torch as lt  # here, not at the top: a spawned ladle worker never imports it
+
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tud = torch.utils.data
         contenders += [
@@ -327,6 +340,12 @@ def in_memory(setup: Setup) -> Scenario:
                     ladle.TensorDataset(x, y), batch_size=size, shuffle=True, output="torch"
                 ),
                 "same, batches handed over as torch tensors (zero-copy)",
+            ),
+            Contender(
+                "ladle.torch",
+                "ladle",
+                lambda: lt.DataLoader(lt.TensorDataset(tx, ty), batch_size=size, shuffle=True),
+                "ladle.torch.DataLoader(ladle.torch.TensorDataset(tx, ty)), the torch tensors",
             ),
             Contender(
                 "torch",
@@ -352,7 +371,11 @@ def in_memory(setup: Setup) -> Scenario:
         samples_per_epoch=n,
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "torch", 6.0), Target("ladle", "limit", 0.70)],
+        targets=[
+            Target("ladle", "torch", 6.0),
+            Target("ladle", "limit", 0.70),
+            ladle_torch_target(),
+        ],
     )
 
 
@@ -371,9 +394,17 @@ def python_dataset(setup: Setup) -> Scenario:
     if torch is not None:
         from torch_datasets import TorchRows as rows
 
+        import ladle.torch as lt
+
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         tud = torch.utils.data
         contenders += [
+            Contender(
+                "ladle.torch",
+                "ladle",
+                lambda: lt.DataLoader(rows(x, y), batch_size=size, shuffle=True),
+                "ladle.torch.DataLoader over torch's Dataset subclass (NumPy arrays)",
+            ),
             Contender(
                 "torch",
                 "torch",
@@ -404,7 +435,7 @@ def python_dataset(setup: Setup) -> Scenario:
         samples_per_epoch=n,
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "torch", 2.0)],
+        targets=[Target("ladle", "torch", 2.0), ladle_torch_target()],
     )
 
 
@@ -446,9 +477,20 @@ def _worker_scenario(
     if setup.torch is not None:
         import torch_datasets
 
+        import ladle.torch as lt
+
         torch_dataset = getattr(torch_datasets, torch_class)(*torch_args)
         tud = setup.torch.utils.data
-        contenders.append(
+        contenders += [
+            Contender(
+                "ladle.torch",
+                "ladle",
+                lambda: lt.DataLoader(
+                    torch_dataset, batch_size=batch_size, shuffle=True, **options
+                ),
+                f"ladle.torch.DataLoader over torch's Dataset subclass, {WORKERS} process workers "
+                f"(fork), tensor batches",
+            ),
             Contender(
                 "torch",
                 "torch",
@@ -456,8 +498,8 @@ def _worker_scenario(
                     torch_dataset, batch_size=batch_size, shuffle=True, **options
                 ),
                 f"torch Dataset subclass, same body, {WORKERS} process workers (fork)",
-            )
-        )
+            ),
+        ]
     scale = limit_scale(WORKERS)
     contenders.append(
         Contender(
@@ -478,7 +520,7 @@ def _worker_scenario(
         samples_per_epoch=len(ladle_dataset),
         batch_size=batch_size,
         contenders=contenders,
-        targets=targets,
+        targets=[*targets, ladle_torch_target()],
         num_workers=WORKERS,
         persistent_workers=setup.persistent_workers,
         warmup_batches=4,
@@ -583,17 +625,26 @@ def jpeg_files(setup: Setup) -> Scenario:
     if setup.torch is not None:
         from torch_datasets import TorchJpegFiles
 
+        import ladle.torch as lt
+
         tud = setup.torch.utils.data
         folder = TorchJpegFiles(files.paths, files.labels, crop)
-        contenders.append(
+        contenders += [
+            Contender(
+                "ladle.torch",
+                "ladle",
+                lambda: lt.DataLoader(folder, batch_size=size, shuffle=True, **options),
+                f"ladle.torch.DataLoader over torch's Dataset of the file paths, {WORKERS} "
+                f"process workers (fork)",
+            ),
             Contender(
                 "torch",
                 "torch",
                 lambda: tud.DataLoader(folder, batch_size=size, shuffle=True, **options),
                 f"torch Dataset over the file paths: open, decode + crop per sample, "
                 f"{WORKERS} process workers (fork)",
-            )
-        )
+            ),
+        ]
     scale, batches = limit_scale(WORKERS), JPEG_FILES_LIMIT_BATCHES
     serial = ShardDataset(files.shards, transform=transform)
     contenders.append(
@@ -621,7 +672,7 @@ def jpeg_files(setup: Setup) -> Scenario:
         samples_per_epoch=n,
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "torch", 1.3)],
+        targets=[Target("ladle", "torch", 1.3), ladle_torch_target()],
         num_workers=WORKERS,
         persistent_workers=setup.persistent_workers,
         warmup_batches=4,
@@ -676,6 +727,16 @@ def disk_data(setup: Setup) -> Scenario:
     if setup.torch is not None:
         contenders.append(
             Contender(
+                "ladle.torch",
+                "ladle",
+                None,
+                f"ladle.torch.DataLoader over torch's per-sample Dataset (x[i] of the mapped "
+                f".npy), {WORKERS} process workers",
+                command=command("ladle.torch"),
+            )
+        )
+        contenders.append(
+            Contender(
                 "torch",
                 "torch",
                 None,
@@ -695,7 +756,10 @@ def disk_data(setup: Setup) -> Scenario:
         samples_per_epoch=n,
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "absolute", DISK_PEAK_MIB, "peak_memory")],
+        targets=[
+            Target("ladle", "absolute", DISK_PEAK_MIB, "peak_memory"),
+            ladle_torch_target(),
+        ],
         num_workers=WORKERS,
         rounds=3,
         epochs_per_round=1,
@@ -719,15 +783,23 @@ def startup(setup: Setup) -> Scenario:
     if setup.torch is not None:
         from torch_datasets import TorchObjects
 
+        import ladle.torch as lt
+
         tud = setup.torch.utils.data
-        contenders.append(
+        contenders += [
+            Contender(
+                "ladle.torch",
+                "ladle",
+                lambda: lt.DataLoader(TorchObjects(records), batch_size=size, **options),
+                f"ladle.torch.DataLoader over torch's Dataset subclass, {WORKERS} spawned workers",
+            ),
             Contender(
                 "torch",
                 "torch",
                 lambda: tud.DataLoader(TorchObjects(records), batch_size=size, **options),
                 f"torch Dataset subclass, same body, {WORKERS} spawned workers",
-            )
-        )
+            ),
+        ]
     return Scenario(
         name="startup",
         description=(
@@ -738,7 +810,7 @@ def startup(setup: Setup) -> Scenario:
         samples_per_epoch=len(records),
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "torch", 0.5, "first_batch")],
+        targets=[Target("ladle", "torch", 0.5, "first_batch"), ladle_torch_target("first_batch")],
         num_workers=WORKERS,
         throughput=False,
     )
