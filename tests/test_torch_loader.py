@@ -368,3 +368,32 @@ def test_the_start_method_is_multiprocessings_default_as_in_torch() -> None:
         timeout=120,
     )
     assert result["parents"] and result["main"] not in result["parents"]  # the forkserver's
+
+
+@pytest.mark.parametrize("n", [12, 13])
+@pytest.mark.parametrize("batch_size", [4, 5])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_torchs_stock_samplers_read_whole_orders_with_torchs_draws(
+    n: int, batch_size: int, drop_last: bool, own_generator: bool
+) -> None:
+    """The fast path over BatchSampler(RandomSampler) draws what torch's does, when it does:
+    the same batches, and the generators left in the same state, epoch after epoch."""
+    data = list(range(n))
+
+    def run(cls: Any) -> tuple[list[list[int]], Any, Any]:
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(1) if own_generator else None
+        loader = cls(data, batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+        epochs = [[batch.tolist() for batch in loader] for _ in range(3)]
+        return epochs, torch.get_rng_state(), generator.get_state() if generator else None
+
+    ours, theirs = run(lt.DataLoader), run(td.DataLoader)
+    assert ours[0] == theirs[0]
+    assert torch.equal(ours[1], theirs[1])
+    assert own_generator is False or torch.equal(ours[2], theirs[2])
+    sampler = td.RandomSampler(data, num_samples=2 * n + 3)  # several rounds and a tail
+    torch.manual_seed(4)
+    mine = [b.tolist() for b in lt.DataLoader(data, batch_size, sampler=sampler)]
+    torch.manual_seed(4)
+    assert mine == [b.tolist() for b in td.DataLoader(data, batch_size, sampler=sampler)]

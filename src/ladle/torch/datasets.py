@@ -18,6 +18,8 @@ class TensorDataset(torch_data.TensorDataset):
     one index per tensor instead of one ``__getitem__`` per sample (torch's loader and ladle's
     both call it; to a custom ``collate_fn`` the batch is the usual list of samples)."""
 
+    accepts_index_array = True  # ladle's loader hands over its batches of indices as arrays
+
     def __getitems__(self, indices: Sequence[int]) -> GatheredBatch:
         array = np.asarray(indices, dtype=np.int64)  # torch.as_tensor walks a list slower
         index = torch.from_numpy(array)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.data as torch_data
 
 __all__ = ["SamplerState", "decode_state", "encode_state"]
 
@@ -67,7 +68,7 @@ class SamplerState:
 
     def __iter__(self) -> Iterator[Any]:
         replay, self._replay = self._replay, None
-        iterator: Iterator[Any] = iter(self.sampler)
+        iterator: Iterator[Any] = _stock_batches(self.sampler) or iter(self.sampler)
         if replay is None:
             return iterator
         return _replayed(iterator, replay)
@@ -121,6 +122,59 @@ class SamplerState:
                 node.epoch = epoch  # what set_epoch() sets
         default = state.get("default")
         self._replay = None if default is None else decode_state(default)
+
+
+def _stock_batches(sampler: Any) -> Iterator[np.ndarray] | None:
+    """torch's ``BatchSampler`` over its own ``RandomSampler`` (without replacement) or
+    ``SequentialSampler``, as int64 slices of whole epoch orders instead of one Python int at a
+    time: the same batches, drawing from the same generators at the same steps. None for any
+    other sampler, which is iterated as it is."""
+    if type(sampler) is not torch_data.BatchSampler:
+        return None
+    inner = sampler.sampler
+    if type(inner) is torch_data.SequentialSampler:
+        rounds: Iterator[np.ndarray] = iter([np.arange(len(inner.data_source), dtype=np.int64)])
+    elif type(inner) is torch_data.RandomSampler and not inner.replacement:
+        rounds = _permutations(inner)
+    else:
+        return None
+    return _batched(rounds, sampler.batch_size, sampler.drop_last)
+
+
+def _permutations(sampler: Any) -> Iterator[np.ndarray]:
+    """The rounds of ``RandomSampler.__iter__``: its draws, in its order, at its steps."""
+    n = len(sampler.data_source)
+    generator = sampler.generator
+    if generator is None:
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    count = sampler.num_samples
+    for _ in range(count // n):
+        yield torch.randperm(n, generator=generator).numpy()
+    yield torch.randperm(n, generator=generator).numpy()[: count % n]  # drawn even if empty
+
+
+def _batched(rounds: Iterator[np.ndarray], size: int, drop_last: bool) -> Iterator[np.ndarray]:
+    """Batches of ``size`` from ``rounds``, taking each round when torch's BatchSampler would
+    first ask for one of its indices."""
+    current, position = np.empty(0, dtype=np.int64), 0
+    while True:
+        parts, need = [], size
+        while need:
+            if position == len(current):
+                following = next(rounds, None)
+                if following is None:
+                    break
+                current, position = following, 0
+                continue
+            part = current[position : position + need]
+            position += len(part)
+            need -= len(part)
+            parts.append(part)
+        if need == size or (drop_last and need):
+            return
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _replayed(iterator: Iterator[Any], state: torch.Tensor) -> Iterator[Any]:
