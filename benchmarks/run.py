@@ -562,7 +562,7 @@ def compare(results: Sequence[Result], targets: Sequence[Target]) -> list[Check]
                 )
             )
             continue
-        ref = refs[target.reference]
+        ref = by_name.get(target.against) if target.against else refs[target.reference]
         ratio: float | None = None
         if ref is not None and target.metric == "throughput":
             ratio = _over(result.samples_per_s, ref.samples_per_s)

@@ -108,13 +108,15 @@ class Target:
     ``"absolute"`` compares with ``bound`` itself. ``metric="throughput"``: samples/s ratio at
     least ``bound``; ``metric="first_batch"``: time-to-first-batch ratio at most ``bound``;
     ``metric="peak_memory"`` (reference ``"absolute"``): the peak memory of the contender's
-    process tree (PSS, see ``run.py``) at most ``bound`` MiB.
+    process tree (PSS, see ``run.py``) at most ``bound`` MiB. ``against`` names another
+    contender to compare with instead of the role's (like with like: the same dataset).
     """
 
     contender: str
     reference: Literal["torch", "limit", "ladle", "absolute"]
     bound: float
     metric: Metric = "throughput"
+    against: str | None = None
 
 
 @dataclass(frozen=True)
@@ -788,6 +790,13 @@ def startup(setup: Setup) -> Scenario:
         tud = setup.torch.utils.data
         contenders += [
             Contender(
+                "ladle, torch Dataset",
+                "ladle",
+                lambda: ladle.DataLoader(TorchObjects(records), batch_size=size, **options),
+                "ladle.DataLoader over torch's Dataset subclass: its spawned workers import "
+                "torch to unpickle it, as ladle.torch's must",
+            ),
+            Contender(
                 "ladle.torch",
                 "ladle",
                 lambda: lt.DataLoader(TorchObjects(records), batch_size=size, **options),
@@ -810,7 +819,17 @@ def startup(setup: Setup) -> Scenario:
         samples_per_epoch=len(records),
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "torch", 0.5, "first_batch"), ladle_torch_target("first_batch")],
+        targets=[
+            Target("ladle", "torch", 0.5, "first_batch"),
+            # like with like: a torch Dataset costs every spawned worker an import of torch
+            Target(
+                "ladle.torch",
+                "ladle",
+                LADLE_TORCH_FIRST_BATCH,
+                "first_batch",
+                against="ladle, torch Dataset",
+            ),
+        ],
         num_workers=WORKERS,
         throughput=False,
     )
