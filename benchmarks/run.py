@@ -216,6 +216,8 @@ class Result:
     vs_torch: float | None = None
     vs_limit: float | None = None
     vs_ladle: float | None = None  # over the contender named "ladle"
+    # over its target's ladle reference, from epochs run in alternation (see paired_ratio)
+    paired_vs_ladle: float | None = None
     first_batch_vs_torch: float | None = None
     first_batch_vs_ladle: float | None = None
     gb_per_s: float | None = None  # samples/s x bytes a sample / 1e9, where the scenario says
@@ -377,6 +379,13 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
             if scenario.epochs_per_round is not None:
                 progress(f"    {contender.name}: {contender.scale * samples / elapsed:,.0f}/s")
         progress(f"  round {round_index + 1}/{rounds} done")
+    for target in scenario.targets:
+        base = target.against or "ladle"
+        pair = loaders.get(target.contender), loaders.get(base)
+        if target.reference == "ladle" and target.metric == "throughput" and None not in pair:
+            result = results[target.contender]
+            result.paired_vs_ladle = paired_ratio(pair[0], pair[1], PAIRS)  # type: ignore[arg-type]
+            progress(f"  {target.contender} / {base}, paired: {result.paired_vs_ladle:.3f}")
     for loader in loaders.values():
         dispose(loader)
 
@@ -386,6 +395,25 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
         result.best_samples_per_s = max(result.round_samples_per_s)
         _record_memory(result, peaks[contender.name])
     return [results[c.name] for c in contenders]
+
+
+PAIRS = 8  # alternations of one epoch each in a paired comparison
+
+
+def paired_ratio(loader: Iterable[Any], base: Iterable[Any], pairs: int) -> float:
+    """``loader``'s throughput over ``base``'s, from ``pairs`` epochs of each run in
+    alternation (ABBA...): a comparison of two near-equal contenders, such as a variant of
+    ladle against ladle, is then made under the same machine conditions, where medians over
+    rounds a few epochs long drift by ±10% on a busy 2-core machine."""
+    spent = [0.0, 0.0]
+    samples = [0, 0]
+    for index in range(pairs):
+        order = (0, 1) if index % 2 == 0 else (1, 0)
+        for which in order:
+            start = time.perf_counter()
+            samples[which] += consume(loader if which == 0 else base)
+            spent[which] += time.perf_counter() - start
+    return (samples[0] / spent[0]) / (samples[1] / spent[1])
 
 
 def _make(contender: Contender) -> Callable[[], Iterable[Any]]:
@@ -564,7 +592,9 @@ def compare(results: Sequence[Result], targets: Sequence[Target]) -> list[Check]
             continue
         ref = by_name.get(target.against) if target.against else refs[target.reference]
         ratio: float | None = None
-        if ref is not None and target.metric == "throughput":
+        if target.reference == "ladle" and result.paired_vs_ladle is not None:
+            ratio = result.paired_vs_ladle
+        elif ref is not None and target.metric == "throughput":
             ratio = _over(result.samples_per_s, ref.samples_per_s)
         elif ref is not None:
             ratio = _over(result.first_batch_ms, ref.first_batch_ms)
