@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections import OrderedDict, namedtuple
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch  # the test gate installs torch 2.13: a missing torch must fail, no
 import torch.utils.data as tud
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch_ns_support import FrozenRecord, Labelled, Point, Record
 
 import ladle
 from ladle.interop import to_torch
@@ -556,47 +557,7 @@ def test_invalid_sampler_arguments_raise_like_torch(
 # --------------------------------------------------------------------------------------------
 # 3. default_collate / default_convert on nested structures
 
-Point = namedtuple("Point", ["x", "y"])
-Labelled = namedtuple("Labelled", ["point", "meta"])
-
-
-class Record(MutableMapping[str, Any]):
-    """A custom mutable mapping with extra state: collate clones it and updates the clone."""
-
-    def __init__(self, data: dict[str, Any], tag: str = "t") -> None:
-        self.data = dict(data)
-        self.tag = tag
-
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
-class FrozenRecord(Mapping[str, Any]):
-    """An immutable mapping that can be rebuilt from a dict."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = dict(data)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
+# the sample types are shared with the ladle.torch differential suite
 
 
 class TaggedMapping(FrozenRecord):
