@@ -65,7 +65,10 @@ def to_numpy(batch: Any) -> Any:
 
 def to_torch(batch: Any) -> Any:
     """Numeric NumPy arrays and scalars in ``batch`` as torch tensors, sharing memory."""
-    return map_leaves(batch, _torch_leaf())
+    leaf = _torch_leaf()
+    if type(batch) is list:  # the usual batch, [x, y]: its arrays without the general walk
+        return [leaf(x) if type(x) is np.ndarray else map_leaves(x, leaf) for x in batch]
+    return map_leaves(batch, leaf)
 
 
 @functools.cache
