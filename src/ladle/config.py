@@ -20,7 +20,7 @@ from ladle.errors import ArgumentError
 from ladle.interop import converter
 from ladle.random_sampler import RandomSampler
 from ladle.sampler import BatchSampler, Sampler, SequentialSampler
-from ladle.seeding import check_generator, check_seed
+from ladle.seeding import check_generator, check_loader_seed, check_seed
 from ladle.validation import check_bool, check_callable, check_choice, check_int, check_number
 
 __all__ = [
@@ -174,14 +174,8 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
         given["worker_type"], "worker_type", WORKER_TYPES, fix="processes are the default"
     )
     context = _check_context(given["multiprocessing_context"], num_workers, worker_type)
-    seed, generator = given["seed"], given["generator"]
-    if seed is not None:
-        seed = check_seed(seed)
-        if generator is not None:
-            raise ValueError(
-                "DataLoader takes seed or generator, not both; seed=<int> fixes the order "
-                "of every epoch, so drop generator="
-            )
+    generator = given["generator"]
+    seed = check_loader_seed(given["seed"], generator)
     if generator is not None:
         check_generator(generator)
     output = given["output"]

@@ -21,6 +21,7 @@ from ladle._runtime.context import SampleSlot, sample_slot
 
 __all__ = [
     "check_generator",
+    "check_loader_seed",
     "check_seed",
     "draw_seed",
     "each_sample",
@@ -50,6 +51,19 @@ def check_seed(seed: object, name: str = "seed") -> int:
     if seed < 0:
         raise ValueError(f"{name} should be a non-negative int, but got {name}={seed}")
     return int(seed)
+
+
+def check_loader_seed(seed: object, generator: object) -> int | None:
+    """A loader's ``seed`` as an int (None when not given), refusing a ``generator`` beside it."""
+    if seed is None:
+        return None
+    checked = check_seed(seed)
+    if generator is not None:
+        raise ValueError(
+            "DataLoader takes seed or generator, not both; seed=<int> fixes the order of every "
+            "epoch, so drop generator="
+        )
+    return checked
 
 
 def fresh_seed() -> int:

@@ -23,7 +23,7 @@ from ladle.config import WORKER_TYPES
 from ladle.errors import ArgumentError
 from ladle.iterator import LoaderIterator
 from ladle.loader import DataLoader as LadleLoader
-from ladle.seeding import check_seed
+from ladle.seeding import check_loader_seed
 from ladle.torch.collate import COLLATER, default_collate, default_convert
 from ladle.torch.sampling import SamplerState, decode_state, encode_state
 from ladle.validation import check_choice
@@ -102,13 +102,7 @@ class DataLoader(torch_data.DataLoader[Any]):
         seed: int | None = None,
         worker_type: str = "process",
     ) -> None:
-        if seed is not None:
-            seed = check_seed(seed)
-            if generator is not None:
-                raise ValueError(
-                    "DataLoader takes seed or generator, not both; seed=<int> fixes the order "
-                    "of every epoch, so drop generator="
-                )
+        seed = check_loader_seed(seed, generator)
         super().__init__(
             dataset,
             batch_size,
