@@ -27,7 +27,7 @@ import torch  # the test gate installs torch 2.13: a missing torch must fail, no
 import torch.utils.data as tud
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch_ns_support import FrozenRecord, Labelled, Point, Record
+from torch_ns_support import FrozenRecord, Labelled, Point, Record, Row
 
 import ladle
 from ladle.interop import to_torch
@@ -566,19 +566,6 @@ class TaggedMapping(FrozenRecord):
     def __init__(self, data: dict[str, Any], tag: str) -> None:
         super().__init__(data)
         self.tag = tag
-
-
-class Row(Sequence[Any]):
-    """An immutable custom sequence, rebuilt from a list."""
-
-    def __init__(self, items: Sequence[Any]) -> None:
-        self._items = list(items)
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._items[i]
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class TaggedRow(Row):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.data as tud
+from workers_support import child_pids
 
 from ladle.errors import LadleError
 
@@ -385,28 +386,6 @@ class FailAt(tud.Dataset):  # type: ignore[type-arg]
 
 def identity(batch: Any) -> Any:
     return batch
-
-
-def child_pids() -> list[int]:
-    """Live children of this process (zombies count as gone), leaving out the helpers
-    multiprocessing keeps for the whole session (resource tracker, forkserver)."""
-    me = os.getpid()
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            if fields[0] == "Z" or int(fields[1]) != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read()
-        except OSError:
-            continue
-        if b"resource_tracker" not in command and b"forkserver" not in command:
-            children.append(int(entry))
-    return children
 
 
 def wait_no_children(grace: float = 10.0) -> list[int]:
