@@ -397,23 +397,30 @@ def measure(scenario: Scenario, settings: Settings, memory: TreeMemory) -> list[
     return [results[c.name] for c in contenders]
 
 
-PAIRS = 8  # alternations of one epoch each in a paired comparison
+PAIRS = 8  # fewest pairs of epochs in a paired comparison
+PAIRED_SECONDS = 4.0  # short epochs: more pairs, until this much time is spent (at most 40)
 
 
 def paired_ratio(loader: Iterable[Any], base: Iterable[Any], pairs: int) -> float:
-    """``loader``'s throughput over ``base``'s, from ``pairs`` epochs of each run in
-    alternation (ABBA...): a comparison of two near-equal contenders, such as a variant of
-    ladle against ladle, is then made under the same machine conditions, where medians over
-    rounds a few epochs long drift by ±10% on a busy 2-core machine."""
-    spent = [0.0, 0.0]
-    samples = [0, 0]
-    for index in range(pairs):
+    """``loader``'s throughput over ``base``'s: the median, over at least ``pairs`` pairs of
+    epochs run back to back (in ABBA order; more while under ``PAIRED_SECONDS``, up to 40), of
+    each pair's ratio. Two near-equal contenders, such as a variant of ladle against ladle,
+    are then compared under the same machine conditions: medians over rounds a few epochs long
+    drift by ±10% on a busy 2-core machine, and a burst of load that slows one epoch moves one
+    pair's ratio rather than the total."""
+    ratios: list[float] = []
+    began = time.perf_counter()
+    index = 0
+    while index < pairs or (time.perf_counter() - began < PAIRED_SECONDS and index < 40):
         order = (0, 1) if index % 2 == 0 else (1, 0)
+        rate = [0.0, 0.0]
         for which in order:
             start = time.perf_counter()
-            samples[which] += consume(loader if which == 0 else base)
-            spent[which] += time.perf_counter() - start
-    return (samples[0] / spent[0]) / (samples[1] / spent[1])
+            samples = consume(loader if which == 0 else base)
+            rate[which] = samples / (time.perf_counter() - start)
+        ratios.append(rate[0] / rate[1])
+        index += 1
+    return statistics.median(ratios)
 
 
 def _make(contender: Contender) -> Callable[[], Iterable[Any]]:

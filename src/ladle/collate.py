@@ -143,6 +143,8 @@ class Collater:
         self, values: Sequence[Any], path: Path, kind: type | tuple[type, ...]
     ) -> None:
         first_type = type(values[0])
+        if len(set(map(type, values))) == 1:  # the usual case, found at C speed
+            return
         for position, value in enumerate(values):
             if type(value) is not first_type and not isinstance(value, kind):
                 raise CollateError(
@@ -226,6 +228,8 @@ class Collater:
     def transpose(self, values: Sequence[Any], path: Path) -> list[tuple[Any, ...]]:
         self.check_uniform(values, path, Sequence)
         size = len(values[0])
+        if len(set(map(len, values))) == 1:
+            return list(zip(*values, strict=True))
         for position, value in enumerate(values):
             if len(value) != size:
                 raise CollateSizeError(
