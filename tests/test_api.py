@@ -26,6 +26,9 @@ CONTRACT = {
     "sample_rng",
 }
 EXTRAS = {
+    "DistributedBatchSampler",
+    "Ranks",
+    "detect_ranks",
     "FormatError",
     "ImageFolder",
     "NpyDataset",

@@ -15,7 +15,7 @@ from ladle.dataset import (
     Subset,
     TensorDataset,
 )
-from ladle.distributed import DistributedSampler
+from ladle.distributed import DistributedBatchSampler, DistributedSampler
 from ladle.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -34,6 +34,7 @@ from ladle.iterator import IteratorState, LoaderIterator
 from ladle.loader import DataLoader
 from ladle.padding import PadCollate, PaddedBatch
 from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+from ladle.ranks import Ranks, detect_ranks
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
@@ -50,6 +51,7 @@ __all__ = [
     "ConcatDataset",
     "DataLoader",
     "Dataset",
+    "DistributedBatchSampler",
     "DistributedSampler",
     "EpochSampler",
     "FormatError",
@@ -66,6 +68,7 @@ __all__ = [
     "PadCollate",
     "PaddedBatch",
     "RandomSampler",
+    "Ranks",
     "Sampler",
     "SequentialSampler",
     "ShardDataset",
@@ -79,6 +82,7 @@ __all__ = [
     "WorkerInfo",
     "default_collate",
     "default_convert",
+    "detect_ranks",
     "formats",
     "get_worker_info",
     "random_split",

@@ -16,10 +16,12 @@ from typing import Any
 
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import is_iterable_dataset
+from ladle.distributed import DistributedBatchSampler
 from ladle.errors import ArgumentError
 from ladle.interop import converter
 from ladle.random_sampler import RandomSampler
-from ladle.sampler import BatchSampler, Sampler, SequentialSampler
+from ladle.ranks import Ranks, resolve_ranks
+from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import check_generator, check_loader_seed, check_seed
 from ladle.validation import check_bool, check_callable, check_choice, check_int, check_number
 
@@ -38,7 +40,7 @@ WORKER_TYPES = ("process", "thread")
 #: Set at construction only: torch refuses to reassign these too.
 FROZEN = frozenset(
     {"dataset", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
-    | {"persistent_workers", "seed"}
+    | {"persistent_workers", "seed", "distributed", "global_batch_size"}
 )
 #: May be reassigned; the whole configuration is checked again when one is.
 SETTINGS = (
@@ -70,6 +72,8 @@ class Sampling:
     drop_last: bool
     auto_collation: bool
     persistent_workers: bool
+    ranks: Ranks | None = None  # distributed=: the ranks the batches are shared across
+    global_batch_size: int | None = None  # distributed=: the batch summed over the ranks
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ def _sampling(
     persistent_workers: bool,
     generator: Any,
     seed: int | None,
+    ranks: Ranks | None = None,
+    global_batch_size: int | None = None,
 ) -> Sampling:
     is_iterable = is_iterable_dataset(dataset)
     if not is_iterable and not hasattr(dataset, "__getitem__"):
@@ -285,6 +291,24 @@ def _sampling(
             sampler = RandomSampler(dataset, generator=generator, seed=seed)
         else:
             sampler = SequentialSampler(dataset)
+    if ranks is not None:
+        return _distributed(
+            dataset,
+            is_iterable,
+            shuffle,
+            sampler,
+            batch_sampler,
+            batch_size,
+            drop_last,
+            persistent_workers,
+            ranks,
+            global_batch_size,
+        )
+    if global_batch_size is not None:
+        raise ValueError(
+            f"global_batch_size={global_batch_size!r} is the batch summed over the ranks of a "
+            f"distributed job, but distributed is off; pass distributed=True, or use batch_size="
+        )
     if batch_size is not None and batch_sampler is None:
         # BatchSampler validates batch_size and drop_last, with torch's messages.
         checked = BatchSampler(sampler if sampler is not None else [], batch_size, drop_last)
@@ -304,6 +328,78 @@ def _sampling(
     )
 
 
+def _distributed(
+    dataset: Any,
+    is_iterable: bool,
+    shuffle: bool,
+    sampler: Any,
+    batch_sampler: Any,
+    batch_size: int | None,
+    drop_last: bool,
+    persistent_workers: bool,
+    ranks: Ranks,
+    global_batch_size: int | None,
+) -> Sampling:
+    """The sampling of ``distributed=``: each rank's share of every global batch."""
+    if is_iterable:
+        raise ValueError(
+            f"distributed=True shards a map-style dataset's batches across the ranks, but "
+            f"dataset={dataset!r:.60} is an IterableDataset, which decides its own stream; "
+            f"split the stream by rank inside its __iter__ (ladle.detect_ranks()), or use a "
+            f"map-style dataset"
+        )
+    if batch_sampler is not None:
+        raise ValueError(
+            "batch_sampler option is mutually exclusive with distributed=True, which makes "
+            "the batches itself from the global batch; pass sampler= (a seeded ladle sampler) "
+            "or shuffle= instead"
+        )
+    if not isinstance(sampler, EpochSampler) or getattr(sampler, "generator", None) is not None:
+        raise ValueError(
+            f"distributed=True needs an order every rank computes alike, but got "
+            f"sampler={sampler!r} ({type(sampler).__name__}); use shuffle=True with seed=, or "
+            f"one of ladle's samplers built with seed= (not generator=)"
+        )
+    if getattr(sampler, "seed", 0) is None:
+        raise ValueError(
+            f"distributed=True needs an order every rank computes alike, but "
+            f"sampler={type(sampler).__name__} has no seed, so each rank would shuffle its "
+            f"own way; build it with seed=<int>"
+        )
+    world = ranks.world_size
+    if global_batch_size is None:
+        if batch_size is None:
+            raise ValueError(
+                "distributed=True batches the epoch, so batch_size=None is not allowed; give "
+                "batch_size= (per rank) or global_batch_size= (summed over the ranks)"
+            )
+        batch_size = BatchSampler([], batch_size, drop_last).batch_size
+        global_batch_size = batch_size * world
+    else:
+        global_batch_size = BatchSampler([], global_batch_size, drop_last).batch_size
+        if batch_size not in (1, None) and batch_size * world != global_batch_size:
+            raise ValueError(
+                f"batch_size={batch_size} on {world} ranks makes a global batch of "
+                f"{batch_size * world}, but global_batch_size={global_batch_size}; give one of "
+                f"them (batch_size is per rank)"
+            )
+        batch_size = global_batch_size // world if global_batch_size % world == 0 else None
+    batches = DistributedBatchSampler(sampler, global_batch_size, drop_last, ranks)
+    return Sampling(
+        dataset=dataset,
+        is_iterable=False,
+        shuffle=shuffle,
+        sampler=sampler,
+        batch_sampler=batches,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        auto_collation=True,
+        persistent_workers=persistent_workers,
+        ranks=ranks,
+        global_batch_size=global_batch_size,
+    )
+
+
 def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
     """The configuration of a new DataLoader from its constructor's arguments."""
     # The seed and generator are checked before they reach a sampler.
@@ -312,6 +408,15 @@ def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
         given["seed"] = check_seed(given["seed"])
     if given["generator"] is not None:
         check_generator(given["generator"])
+    ranks = resolve_ranks(arguments.get("distributed", False))
+    if ranks is not None:
+        if given["generator"] is not None:
+            raise ValueError(
+                "distributed=True needs an order every rank computes alike, which a "
+                "generator's draws are not; pass seed=<int> instead of generator="
+            )
+        if given["seed"] is None:
+            given["seed"] = 0  # as torch's DistributedSampler: every rank the same order
     sampling = _sampling(
         arguments["dataset"],
         arguments["batch_size"],
@@ -322,6 +427,8 @@ def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
         arguments["persistent_workers"],
         given["generator"] if given["seed"] is None else None,
         given["seed"],
+        ranks,
+        arguments.get("global_batch_size"),
     )
     return LoaderConfig(sampling, _settings(given, sampling))
 

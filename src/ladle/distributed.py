@@ -1,29 +1,25 @@
-"""DistributedSampler: each rank of a data-parallel job reads its own share of every epoch."""
+"""Sharding across ranks: each rank of a data-parallel job reads its own share of every epoch.
+
+``DistributedSampler`` is torch's: each rank takes every ``num_replicas``-th index of a padded
+epoch. ``DistributedBatchSampler`` is what ``DataLoader(distributed=True)`` uses: it cuts the
+epoch into *global* batches and gives each rank its share of each, so the sequence of global
+batches does not depend on the number of ranks, and a job can resume on more or fewer.
+"""
 
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sized
+from collections.abc import Iterator, Sized
+from typing import Any
 
 import numpy as np
 
-from ladle.sampler import EpochSampler, check_flag, check_sized
+from ladle.ranks import Ranks, process_group
+from ladle.sampler import EpochSampler, Sampler, check_flag, check_positive_int, check_sized
 from ladle.seeding import check_seed, keyed_rng
 from ladle.validation import check_int
 
-__all__ = ["DistributedSampler"]
-
-
-def _process_group() -> tuple[int, int] | None:
-    """(world size, rank) from an initialised torch.distributed, else None."""
-    if "torch" not in sys.modules:
-        return None
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return None
+__all__ = ["DistributedBatchSampler", "DistributedSampler"]
 
 
 class DistributedSampler(EpochSampler):
@@ -45,7 +41,7 @@ class DistributedSampler(EpochSampler):
     ) -> None:
         super().__init__()
         if num_replicas is None or rank is None:
-            group = _process_group()
+            group = process_group()
             if group is None:
                 missing = "num_replicas" if num_replicas is None else "rank"
                 raise ValueError(
@@ -87,3 +83,82 @@ class DistributedSampler(EpochSampler):
         else:
             order = order[: self.total_size]
         return order[self.rank : self.total_size : self.num_replicas]
+
+
+class DistributedBatchSampler(Sampler[list[int]]):
+    """This rank's share of each global batch of ``sampler``'s epoch.
+
+    The epoch order (one order, the same on every rank: ``sampler`` must be one of ladle's
+    epoch samplers, seeded) is cut into global batches of ``global_batch_size``; rank ``r`` of
+    ``W`` takes every ``W``-th index of each, from the ``r``-th. A short last global batch is
+    dropped with ``drop_last``, else padded with the epoch's first indices up to a multiple of
+    ``W``, so every rank yields the same number of batches. With ``global_batch_size = W * b``
+    this is exactly torch's ``DistributedSampler`` (padding or dropping alike) under a
+    ``BatchSampler`` of ``b``; any global batch of at least ``W`` works, the ranks' shares then
+    differing by at most one index.
+
+    The global batches are a pure function of the epoch order and ``global_batch_size``: the
+    same for any world size, but for the padding of the last one. The state is the epoch
+    sampler's (an epoch and a position counted in the epoch's own indices), so a state saved on
+    one world size resumes on another.
+    """
+
+    def __init__(
+        self, sampler: EpochSampler, global_batch_size: int, drop_last: bool, ranks: Ranks
+    ) -> None:
+        if not isinstance(sampler, EpochSampler):
+            raise TypeError(
+                f"DistributedBatchSampler shards one of ladle's epoch samplers, whose order "
+                f"every rank computes alike, but got sampler={sampler!r} "
+                f"({type(sampler).__name__}); use shuffle=True or a ladle sampler with seed="
+            )
+        self.sampler = sampler
+        self.global_batch_size = check_positive_int(global_batch_size, "global_batch_size")
+        self.drop_last = check_flag(drop_last, "drop_last")
+        self.ranks = ranks
+        if self.global_batch_size < ranks.world_size:
+            raise ValueError(
+                f"global_batch_size={global_batch_size} is smaller than the world size "
+                f"{ranks.world_size}, so some ranks would get no sample in a step; use a "
+                f"global batch of at least {ranks.world_size}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        """The most indices this rank's batches hold."""
+        world, rank = self.ranks.world_size, self.ranks.rank
+        return len(range(rank, self.global_batch_size, world))
+
+    def __len__(self) -> int:
+        count = len(self.sampler)
+        if self.drop_last:
+            return count // self.global_batch_size
+        return -(-count // self.global_batch_size)
+
+    def batches_from(self, epoch: int, position: int) -> Iterator[tuple[np.ndarray, int]]:
+        """This rank's batches of ``epoch`` from global position ``position`` on, each with
+        the position after its global batch. A pure function of its arguments."""
+        order = self.sampler.epoch_order(epoch)
+        total, size = len(order), self.global_batch_size
+        world, rank = self.ranks.world_size, self.ranks.rank
+        while position < total:
+            end = position + size
+            if end > total:
+                if self.drop_last:
+                    return
+                batch = order[position:]
+                batch = np.concatenate([batch, np.resize(order, -len(batch) % world)])
+                yield batch[rank::world], total
+                return
+            yield order[position + rank : end : world], end
+            position = end
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler.run(self.batches_from):
+            yield batch.tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)

@@ -20,6 +20,7 @@ from ladle.interop import accelerator_available, pin
 from ladle.iterator import LoaderIterator, PassSetup
 from ladle.launcher import Launcher
 from ladle.passplan import index_batches, index_sampler, pass_keys
+from ladle.ranks import Ranks
 from ladle.resume import Progress, check_state
 from ladle.sampler import Sampler, load_sampler_state
 from ladle.seeding import fresh_seed, is_global_generator
@@ -45,6 +46,13 @@ class DataLoader(Iterable[Any]):
     ``output`` converts batches: None keeps the samples' array types, ``"numpy"``, ``"torch"``
     and ``"jax"`` convert every numeric array. ``state_dict()`` / ``load_state_dict()`` save and
     restore the position in the stream, to the batch.
+
+    ``distributed=True`` shares the batches across the ranks of the running job (found from
+    torch.distributed, torchrun's environment or JAX; or pass ``ladle.Ranks(rank, world)``):
+    each global batch (``batch_size`` per rank times the world size, or ``global_batch_size``)
+    is split across the ranks, so the sequence of global batches is the same on any number of
+    ranks, and a state saved on one number resumes on another. Without ``seed`` it is 0, as
+    for torch's DistributedSampler, so that every rank computes the same order.
 
     Settings other than the batching ones (dataset, sampler, batch_size, ...) may be reassigned
     (``loader.num_workers = 4``); each assignment is checked like the constructor's argument.
@@ -75,6 +83,8 @@ class DataLoader(Iterable[Any]):
         seed: int | None = None,
         worker_type: str = "process",
         output: str | None = None,
+        distributed: bool | Ranks = False,
+        global_batch_size: int | None = None,
     ) -> None:
         arguments = dict(locals())
         del arguments["self"]
@@ -129,6 +139,16 @@ class DataLoader(Iterable[Any]):
     @property
     def batch_sampler(self) -> Any:
         return self._config.sampling.batch_sampler
+
+    @property
+    def ranks(self) -> Ranks | None:
+        """The ranks the batches are shared across (``distributed=``), else None."""
+        return self._config.sampling.ranks
+
+    @property
+    def global_batch_size(self) -> int | None:
+        """The batch summed over the ranks (``distributed=``), else None."""
+        return self._config.sampling.global_batch_size
 
     @property
     def drop_last(self) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ladle.config import Sampling
+from ladle.distributed import DistributedBatchSampler
 from ladle.sampler import BatchSampler, EpochSampler, load_sampler_state, sampler_state
 from ladle.seeding import generator_state, restore_generator, sample_key
 
@@ -59,9 +60,12 @@ def _plain(sampler: Any, base: type[Any]) -> bool:
 
 
 def epoch_sampler(sampling: Sampling) -> tuple[EpochSampler, int | None, bool] | None:
-    """The epoch sampler under the index sampler, the batch size (None: single indices) and
-    drop_last, when the pass can read the epoch order directly."""
+    """The epoch sampler under the index sampler, the batch size (None: single indices; the
+    global batch when the batches are shared across ranks) and drop_last, when the pass can
+    read the epoch order directly."""
     batch_sampler = sampling.batch_sampler
+    if _plain(batch_sampler, DistributedBatchSampler):
+        return batch_sampler.sampler, batch_sampler.global_batch_size, batch_sampler.drop_last
     if batch_sampler is not None:
         if _plain(batch_sampler, BatchSampler) and _plain(batch_sampler.sampler, EpochSampler):
             return batch_sampler.sampler, batch_sampler.batch_size, batch_sampler.drop_last
@@ -158,8 +162,13 @@ def index_batches(sampling: Sampling, start: PassStart) -> Iterator[Any]:
     indices: Iterator[Any]
     if fast is not None:
         sampler, batch_size, drop_last = fast
+        batch_sampler = sampling.batch_sampler
         if batch_size is None:
             indices = sampler.indices_from(start.sampler_epoch, start.offset + start.skip)
+        elif isinstance(batch_sampler, DistributedBatchSampler):
+            position = start.offset + start.skip * batch_size
+            shares = batch_sampler.batches_from(start.sampler_epoch, position)
+            indices = (share for share, _ in shares)
         else:
             position = start.offset + start.skip * batch_size
             indices = sampler.batches_from(start.sampler_epoch, position, batch_size, drop_last)

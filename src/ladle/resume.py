@@ -19,6 +19,7 @@ import copy
 from typing import Any
 
 from ladle.config import Sampling
+from ladle.distributed import DistributedBatchSampler
 from ladle.passplan import PassStart, Renumbered, epoch_sampler, index_sampler
 from ladle.sampler import BatchSampler
 from ladle.seeding import check_seed, is_global_generator
@@ -77,13 +78,14 @@ class Progress:
 
 
 def _describe(sampler: Any) -> str:
-    if isinstance(sampler, BatchSampler):
-        return f"BatchSampler({type(sampler.sampler).__name__})"
+    if isinstance(sampler, BatchSampler | DistributedBatchSampler):
+        return f"{type(sampler).__name__}({type(sampler.sampler).__name__})"
     return type(sampler).__name__
 
 
 def check_values(sampling: Sampling, streams: int) -> dict[str, Any]:
-    """What must agree between the saved loader and the resuming one."""
+    """What must agree between the saved loader and the resuming one. Across ranks that is
+    the global batch, not the rank's: a state saved on one world size resumes on another."""
     dataset = sampling.dataset
     length = len(dataset) if hasattr(dataset, "__len__") else None
     sampler = None if sampling.is_iterable else index_sampler(sampling)
@@ -92,7 +94,8 @@ def check_values(sampling: Sampling, streams: int) -> dict[str, Any]:
         sampler_length = len(sampler)
     return {
         "dataset_length": length,
-        "batch_size": sampling.batch_size,
+        "batch_size": sampling.batch_size if sampling.global_batch_size is None else None,
+        "global_batch_size": sampling.global_batch_size,
         "drop_last": sampling.drop_last,
         "sampler": None if sampler is None else _describe(sampler),
         "sampler_length": sampler_length,
@@ -245,6 +248,9 @@ def _saved_seed(loader_seed: int | None, seed: Any) -> int | None:
 
 _FIXES = {
     "dataset_length": "resume over the same dataset",
+    "global_batch_size": (
+        "resume with the same global batch: batch_size x world size, or global_batch_size="
+    ),
     "batch_size": "resume with the batch_size the state was saved with",
     "drop_last": "resume with the drop_last the state was saved with",
     "sampler": "resume with the same sampler, batch_sampler and shuffle arguments",

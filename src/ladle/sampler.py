@@ -9,7 +9,7 @@ from them as NumPy slices instead of lists of Python ints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -142,9 +142,23 @@ class EpochSampler(Sampler[int]):
 
     def iter_batches(self, batch_size: int, drop_last: bool) -> Iterator[np.ndarray]:
         """The rest of an epoch as int64 slices of ``batch_size``."""
-        epoch, position = self._begin()
-        for batch in self.batches_from(epoch, position, batch_size, drop_last):
-            position += len(batch)
+
+        def batches(epoch: int, position: int) -> Iterator[tuple[np.ndarray, int]]:
+            for batch in self.batches_from(epoch, position, batch_size, drop_last):
+                position += len(batch)
+                yield batch, position
+
+        return self.run(batches)
+
+    def run(
+        self, batches: Callable[[int, int], Iterator[tuple[np.ndarray, int]]]
+    ) -> Iterator[np.ndarray]:
+        """An iteration of the rest of an epoch, read by ``batches(epoch, position)``: it
+        yields each batch with the epoch position after it, which the sampler's state reports
+        while the iteration runs (a batch sampler that takes a share of each batch moves the
+        position by the whole batch)."""
+        epoch, start = self._begin()
+        for batch, position in batches(epoch, start):
             self._running = (epoch, position)
             yield batch
         self._running = None
