@@ -131,6 +131,7 @@ def test_distributed_argument_is_checked() -> None:
         ({"generator": np.random.default_rng(0)}, "pass seed=<int> instead of generator="),
         ({"sampler": ladle.RandomSampler(range(10))}, "has no seed"),
         ({"sampler": [0, 1, 2]}, "an order every rank computes alike"),
+        ({"sampler": ladle.DistributedSampler(range(10), 2, 0)}, "would share that again"),
         ({"batch_sampler": [[0, 1]], "batch_size": 1}, "mutually exclusive with distributed"),
     ],
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import is_iterable_dataset
-from ladle.distributed import DistributedBatchSampler
+from ladle.distributed import DistributedBatchSampler, DistributedSampler
 from ladle.errors import ArgumentError
 from ladle.interop import converter
 from ladle.random_sampler import RandomSampler
@@ -359,6 +359,12 @@ def _distributed(
             f"distributed=True needs an order every rank computes alike, but got "
             f"sampler={sampler!r} ({type(sampler).__name__}); use shuffle=True with seed=, or "
             f"one of ladle's samplers built with seed= (not generator=)"
+        )
+    if isinstance(sampler, DistributedSampler):
+        raise ValueError(
+            "sampler=DistributedSampler already takes one rank's share, and distributed=True "
+            "would share that again; use one of them (distributed=True keeps the global "
+            "stream the same on any number of ranks)"
         )
     if getattr(sampler, "seed", 0) is None:
         raise ValueError(

@@ -93,7 +93,7 @@ def detect_ranks() -> Ranks:
             "initialised, RANK and WORLD_SIZE are not set (torchrun sets them) and JAX is not "
             "imported; launch the job with torchrun (or Lightning/accelerate), call "
             "torch.distributed.init_process_group() first, or pass "
-            "distributed=ladle.Ranks(rank, world_size)"
+            "distributed=ladle.Ranks(rank, world_size) (ladle.Ranks(0, 1) for one process)"
         )
     return found
 
