@@ -346,7 +346,8 @@ def _distributed(
             f"distributed=True shards a map-style dataset's batches across the ranks, but "
             f"dataset={dataset!r:.60} is an IterableDataset, which decides its own stream; "
             f"split the stream by rank inside its __iter__ (ladle.detect_ranks()), or use a "
-            f"map-style dataset"
+            f"map-style dataset (ShardDataset with shuffle=False reads shards in order, as "
+            f"ShardStream does)"
         )
     if batch_sampler is not None:
         raise ValueError(
