@@ -93,16 +93,27 @@ def test_ranks_half_set_environment_is_refused(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
         detect_ranks()
     monkeypatch.setenv("WORLD_SIZE", "1")
-    with pytest.raises(ValueError, match="rank=1 names no rank of world_size=1"):
+    with pytest.raises(ValueError, match="RANK=1 and WORLD_SIZE=1 name no rank"):
         detect_ranks()
 
 
-def test_ranks_from_jax(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("initialized", [True, False])
+def test_ranks_from_jax_once_its_processes_are_initialised(
+    monkeypatch: pytest.MonkeyPatch, initialized: bool
+) -> None:
     for name in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    fake = types.SimpleNamespace(process_index=lambda: 1, process_count=lambda: 3)
+    fake = types.SimpleNamespace(
+        process_index=lambda: 1,
+        process_count=lambda: 3,
+        distributed=types.SimpleNamespace(is_initialized=lambda: initialized),
+    )
     monkeypatch.setitem(sys.modules, "jax", fake)
-    assert detect_ranks() == ladle.Ranks(1, 3, None, "jax")
+    if initialized:
+        assert detect_ranks() == ladle.Ranks(1, 3, None, "jax")
+    else:  # imported (by a dependency, say) is not a job of many processes
+        with pytest.raises(RuntimeError, match=r"jax\.distributed is not initialised"):
+            detect_ranks()
 
 
 def test_no_ranks_found_says_how_to_launch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,6 +144,8 @@ def test_distributed_argument_is_checked() -> None:
         ({"sampler": [0, 1, 2]}, "an order every rank computes alike"),
         ({"sampler": ladle.DistributedSampler(range(10), 2, 0)}, "would share that again"),
         ({"batch_sampler": [[0, 1]], "batch_size": 1}, "mutually exclusive with distributed"),
+        ({"global_batch_size": 0}, "global_batch_size should be a positive integer"),
+        ({"global_batch_size": 2.5}, "global_batch_size should be a positive integer"),
     ],
 )
 def test_distributed_refuses_what_ranks_cannot_agree_on(
@@ -150,6 +163,70 @@ def test_distributed_refuses_an_iterable_dataset() -> None:
 
     with pytest.raises(ValueError, match="is an IterableDataset, which decides its own"):
         ladle.DataLoader(Stream(), batch_size=2, distributed=ladle.Ranks(0, 2))
+
+
+def test_the_batch_sampler_alone_checks_the_order_and_records_the_global_batch() -> None:
+    ranks = ladle.Ranks(0, 2)
+    with pytest.raises(ValueError, match="has no seed"):
+        ladle.DistributedBatchSampler(ladle.RandomSampler(range(10)), 4, False, ranks)
+    with pytest.raises(ValueError, match="would share that again"):
+        ladle.DistributedBatchSampler(ladle.DistributedSampler(range(10), 2, 0), 4, False, ranks)
+
+    def loader(size: int) -> ladle.DataLoader:
+        sampler = ladle.RandomSampler(range(20), seed=1)
+        batches = ladle.DistributedBatchSampler(sampler, size, False, ranks)
+        return ladle.DataLoader(Named(20), batch_sampler=batches)
+
+    six = loader(6)
+    next(iter(six))
+    with pytest.raises(ValueError, match=r"global_batch_size=6, but this loader has .*=5"):
+        loader(5).load_state_dict(six.state_dict())
+
+
+def test_a_state_moves_between_plain_and_distributed_loaders_never() -> None:
+    plain = ladle.DataLoader(Named(50), batch_size=12, shuffle=True, seed=7)
+    shared = rank_loaders(1)[0]
+    with pytest.raises(ValueError, match="made by a DataLoader without distributed="):
+        shared.load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match="made by a DataLoader with distributed="):
+        plain.load_state_dict(shared.state_dict())
+
+
+def test_a_seed_mismatch_across_ranks_gives_advice_that_works() -> None:
+    state = rank_loaders(2, seed=5)[0].state_dict()
+    loader = rank_loaders(2, seed=None)[0]
+    with pytest.raises(ValueError, match=r"build it with seed=5$"):
+        loader.load_state_dict(state)
+
+
+def test_each_rank_seeds_its_workers_own_global_generators() -> None:
+    """np.random inside __getitem__ differs between ranks (as under torch, where each rank
+    draws its own base seed), while sample_rng() gives the same draws on any world size."""
+
+    class Globals(ladle.Dataset[np.ndarray]):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, index: int) -> np.ndarray:
+            info = ladle.get_worker_info()
+            assert info is not None
+            draw = ladle.sample_rng().integers(1 << 30)
+            return np.array([index, np.random.randint(1 << 30), draw, info.seed])
+
+    def rows(rank: int) -> np.ndarray:
+        loader = ladle.DataLoader(
+            Globals(), batch_size=2, seed=3, num_workers=1, distributed=ladle.Ranks(rank, 2)
+        )
+        return np.concatenate(list(loader))
+
+    zero, one = rows(0), rows(1)
+    assert zero[0, 3] != one[0, 3]  # the workers' seeds
+    assert not np.array_equal(zero[:, 1], one[:, 1])
+    single = ladle.DataLoader(
+        Globals(), batch_size=4, seed=3, num_workers=1, distributed=ladle.Ranks(0, 1)
+    )
+    by_index = {int(row[0]): int(row[2]) for row in np.concatenate(list(single))}
+    assert all(by_index[int(row[0])] == int(row[2]) for row in np.concatenate([zero, one]))
 
 
 def test_global_batch_size_without_distributed_is_refused() -> None:

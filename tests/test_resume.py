@@ -554,3 +554,41 @@ def test_a_state_at_the_very_end_of_an_epoch_resumes_with_the_next() -> None:
     assert list(resumed) == []
     reference = make()
     assert_batches_equal(list(resumed), [batch for _ in range(2) for batch in reference][10:])
+
+
+def test_set_epoch_after_loading_another_epoch_starts_that_epoch() -> None:
+    """A loop that calls ``sampler.set_epoch(e)`` at the top of each epoch, resumed from a
+    state of epoch e - 1: set_epoch asks for epoch e from its start (as EpochSampler says), so
+    that epoch is not lost to the loaded one; skipping unfinished batches is said aloud."""
+
+    def make() -> ladle.DataLoader:
+        return ladle.DataLoader(range(11), batch_size=6, shuffle=True, seed=4)
+
+    reference = make()
+    epochs = []
+    for epoch in range(3):
+        reference.sampler.set_epoch(epoch)
+        epochs.append([batch.tolist() for batch in reference])
+    finished = make()
+    for _ in finished:
+        state = json.loads(json.dumps(finished.state_dict()))  # after the last batch
+    resumed = make()
+    resumed.load_state_dict(state)
+    for epoch in (1, 2):
+        resumed.sampler.set_epoch(epoch)
+        assert [batch.tolist() for batch in resumed] == epochs[epoch]
+
+    cut = make()
+    next(iter(cut))
+    state = cut.state_dict()  # one batch of epoch 0 to go
+    resumed = make()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(0)  # the same epoch: the resume stands
+    assert [batch.tolist() for batch in resumed] == epochs[0][1:]
+    resumed = make()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(1)
+    with pytest.warns(UserWarning, match=r"resumes epoch 0 with 1 batches to go.*skipped"):
+        assert [batch.tolist() for batch in resumed] == epochs[1]
+    resumed.sampler.set_epoch(2)
+    assert [batch.tolist() for batch in resumed] == epochs[2]

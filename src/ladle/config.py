@@ -16,12 +16,12 @@ from typing import Any
 
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import is_iterable_dataset
-from ladle.distributed import DistributedBatchSampler, DistributedSampler
+from ladle.distributed import DistributedBatchSampler, check_agreed_order
 from ladle.errors import ArgumentError
 from ladle.interop import converter
 from ladle.random_sampler import RandomSampler
 from ladle.ranks import Ranks, resolve_ranks
-from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
+from ladle.sampler import BatchSampler, Sampler, SequentialSampler, check_positive_int
 from ladle.seeding import check_generator, check_loader_seed, check_seed
 from ladle.validation import check_bool, check_callable, check_choice, check_int, check_number
 
@@ -355,24 +355,7 @@ def _distributed(
             "the batches itself from the global batch; pass sampler= (a seeded ladle sampler) "
             "or shuffle= instead"
         )
-    if not isinstance(sampler, EpochSampler) or getattr(sampler, "generator", None) is not None:
-        raise ValueError(
-            f"distributed=True needs an order every rank computes alike, but got "
-            f"sampler={sampler!r} ({type(sampler).__name__}); use shuffle=True with seed=, or "
-            f"one of ladle's samplers built with seed= (not generator=)"
-        )
-    if isinstance(sampler, DistributedSampler):
-        raise ValueError(
-            "sampler=DistributedSampler already takes one rank's share, and distributed=True "
-            "would share that again; use one of them (distributed=True keeps the global "
-            "stream the same on any number of ranks)"
-        )
-    if getattr(sampler, "seed", 0) is None:
-        raise ValueError(
-            f"distributed=True needs an order every rank computes alike, but "
-            f"sampler={type(sampler).__name__} has no seed, so each rank would shuffle its "
-            f"own way; build it with seed=<int>"
-        )
+    check_agreed_order(sampler)
     world = ranks.world_size
     if global_batch_size is None:
         if batch_size is None:
@@ -383,15 +366,15 @@ def _distributed(
         batch_size = BatchSampler([], batch_size, drop_last).batch_size
         global_batch_size = batch_size * world
     else:
-        global_batch_size = BatchSampler([], global_batch_size, drop_last).batch_size
+        global_batch_size = check_positive_int(global_batch_size, "global_batch_size")
         if batch_size not in (1, None) and batch_size * world != global_batch_size:
             raise ValueError(
                 f"batch_size={batch_size} on {world} ranks makes a global batch of "
                 f"{batch_size * world}, but global_batch_size={global_batch_size}; give one of "
                 f"them (batch_size is per rank)"
             )
-        batch_size = global_batch_size // world if global_batch_size % world == 0 else None
     batches = DistributedBatchSampler(sampler, global_batch_size, drop_last, ranks)
+    batch_size = batches.batch_size  # this rank's share
     return Sampling(
         dataset=dataset,
         is_iterable=False,

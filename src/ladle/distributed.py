@@ -19,7 +19,7 @@ from ladle.sampler import EpochSampler, Sampler, check_flag, check_positive_int,
 from ladle.seeding import check_seed, keyed_rng
 from ladle.validation import check_int
 
-__all__ = ["DistributedBatchSampler", "DistributedSampler"]
+__all__ = ["DistributedBatchSampler", "DistributedSampler", "check_agreed_order"]
 
 
 class DistributedSampler(EpochSampler):
@@ -85,6 +85,29 @@ class DistributedSampler(EpochSampler):
         return order[self.rank : self.total_size : self.num_replicas]
 
 
+def check_agreed_order(sampler: object) -> None:
+    """``sampler`` gives every rank the same epoch order, unsharded: one of ladle's epoch
+    samplers, seeded (not drawing from a generator), not a DistributedSampler."""
+    if isinstance(sampler, DistributedSampler):
+        raise ValueError(
+            "sampler=DistributedSampler already takes one rank's share, and distributed=True "
+            "would share that again; use one of them (distributed=True keeps the global "
+            "stream the same on any number of ranks)"
+        )
+    if not isinstance(sampler, EpochSampler) or getattr(sampler, "generator", None) is not None:
+        raise ValueError(
+            f"distributed=True needs an order every rank computes alike, but got "
+            f"sampler={sampler!r} ({type(sampler).__name__}); use shuffle=True with seed=, or "
+            f"one of ladle's samplers built with seed= (not generator=)"
+        )
+    if getattr(sampler, "seed", 0) is None:
+        raise ValueError(
+            f"distributed=True needs an order every rank computes alike, but "
+            f"sampler={type(sampler).__name__} has no seed, so each rank would shuffle its "
+            f"own way; build it with seed=<int>"
+        )
+
+
 class DistributedBatchSampler(Sampler[list[int]]):
     """This rank's share of each global batch of ``sampler``'s epoch.
 
@@ -106,12 +129,7 @@ class DistributedBatchSampler(Sampler[list[int]]):
     def __init__(
         self, sampler: EpochSampler, global_batch_size: int, drop_last: bool, ranks: Ranks
     ) -> None:
-        if not isinstance(sampler, EpochSampler):
-            raise TypeError(
-                f"DistributedBatchSampler shards one of ladle's epoch samplers, whose order "
-                f"every rank computes alike, but got sampler={sampler!r} "
-                f"({type(sampler).__name__}); use shuffle=True or a ladle sampler with seed="
-            )
+        check_agreed_order(sampler)
         self.sampler = sampler
         self.global_batch_size = check_positive_int(global_batch_size, "global_batch_size")
         self.drop_last = check_flag(drop_last, "drop_last")

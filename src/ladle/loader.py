@@ -23,7 +23,7 @@ from ladle.passplan import index_batches, index_sampler, pass_keys
 from ladle.ranks import Ranks
 from ladle.resume import Progress, check_state
 from ladle.sampler import Sampler, load_sampler_state
-from ladle.seeding import fresh_seed, is_global_generator
+from ladle.seeding import fresh_seed, is_global_generator, rank_seed
 from ladle.stream import StreamPosition
 
 __all__ = ["DataLoader"]
@@ -52,7 +52,10 @@ class DataLoader(Iterable[Any]):
     each global batch (``batch_size`` per rank times the world size, or ``global_batch_size``)
     is split across the ranks, so the sequence of global batches is the same on any number of
     ranks, and a state saved on one number resumes on another. Without ``seed`` it is 0, as
-    for torch's DistributedSampler, so that every rank computes the same order.
+    for torch's DistributedSampler, so that every rank computes the same order; each rank's
+    workers still seed the global generators (NumPy's, ``random``, torch's) their own way.
+    With ``global_batch_size``, ``batch_size`` is this rank's share (its default 1 is
+    ignored).
 
     Settings other than the batching ones (dataset, sampler, batch_size, ...) may be reassigned
     (``loader.num_workers = 4``); each assignment is checked like the constructor's argument.
@@ -266,9 +269,10 @@ class DataLoader(Iterable[Any]):
         start, seed = self._stream.start(sampling, settings.generator, self._streams)
         if workers is None:
             workers = self._launcher.workers(config)
+        ranks = sampling.ranks
         setup = PassSetup(
             start=start,
-            seed=seed,
+            seed=seed if ranks is None else rank_seed(seed, ranks.rank),
             indices=None if sampling.is_iterable else index_batches(sampling, start),
             keys=pass_keys(sampling, start, seed, self._streams),
             workers=workers,

@@ -8,6 +8,7 @@ abandoned half-way, leave the sampler as it was. Another sampler is iterated as 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class PassStart:
     streams: tuple[int, ...] = ()  # iterable: where each stream starts
     next_stream: int = 0  # iterable: the stream whose batch comes next
     resumes: object = None  # the loaded state this pass resumes, if any
+    supersedes: object = None  # the loaded state set_epoch() replaced with another epoch
+    abandoned: int = 0  # batches of that state's epoch it still had to give
 
 
 def index_sampler(sampling: Sampling) -> Any:
@@ -87,8 +90,24 @@ def plan_start(
     ``epoch`` of the loader and the sampler's current epoch, from their beginnings.
 
     Samplers that keep their own state (not ladle's epoch samplers) and the loader's generator
-    are put back at the pass's start state, which is what they are there for."""
+    are put back at the pass's start state, which is what they are there for.
+
+    An epoch sampler moved to another epoch by ``set_epoch`` after the state was loaded (which
+    put it at the state's epoch) asks for that epoch from its start: the loaded state is
+    superseded, as ``EpochSampler.set_epoch`` says, rather than silently winning."""
     fast = epoch_sampler(sampling)
+    if pending is not None and fast is not None:
+        saved_epoch = int(pending["sampler"]["epoch"])
+        if fast[0].epoch != saved_epoch:
+            fresh = plan_start(
+                sampling,
+                generator,
+                pending["epoch"] + max(0, fast[0].epoch - saved_epoch),
+                streams,
+                None,
+            )
+            left = len(index_sampler(sampling)) - pending["batches"] - len(pending["beyond"])
+            return dataclasses.replace(fresh, supersedes=pending, abandoned=max(0, left))
     if pending is not None:
         saved = pending["sampler"]
         if generator is not None and pending["generator"] is not None:

@@ -68,12 +68,23 @@ def _from_environment() -> Ranks | None:
             f"{missing[0]}; torchrun sets both, so set both or neither"
         )
     local = _environment_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else None
-    return Ranks(_environment_int("RANK"), _environment_int("WORLD_SIZE"), local, "environment")
+    rank, world = _environment_int("RANK"), _environment_int("WORLD_SIZE")
+    try:
+        return Ranks(rank, world, local, "environment")
+    except ValueError as error:
+        raise ValueError(
+            f"the environment's RANK={rank} and WORLD_SIZE={world} name no rank: {error}"
+        ) from None
 
 
 def _from_jax() -> Ranks | None:
+    """JAX's processes, once ``jax.distributed.initialize()`` has run: JAX merely imported (by
+    a dependency, say) is no job of many processes, and asking it would start its backend."""
     jax = sys.modules.get("jax")
     if jax is None:
+        return None
+    initialized = getattr(getattr(jax, "distributed", None), "is_initialized", None)
+    if initialized is None or not initialized():
         return None
     return Ranks(int(jax.process_index()), int(jax.process_count()), None, "jax")
 
@@ -90,9 +101,10 @@ def detect_ranks() -> Ranks:
     if found is None:
         raise RuntimeError(
             "distributed=True found no ranks: no torch.distributed process group is "
-            "initialised, RANK and WORLD_SIZE are not set (torchrun sets them) and JAX is not "
-            "imported; launch the job with torchrun (or Lightning/accelerate), call "
-            "torch.distributed.init_process_group() first, or pass "
+            "initialised, RANK and WORLD_SIZE are not set (torchrun sets them) and "
+            "jax.distributed is not initialised; launch the job with torchrun (or "
+            "Lightning/accelerate), call torch.distributed.init_process_group() or "
+            "jax.distributed.initialize() first, or pass "
             "distributed=ladle.Ranks(rank, world_size) (ladle.Ranks(0, 1) for one process)"
         )
     return found

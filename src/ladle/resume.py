@@ -92,10 +92,13 @@ def check_values(sampling: Sampling, streams: int) -> dict[str, Any]:
     sampler_length = None
     if sampler is not None and hasattr(sampler, "__len__"):
         sampler_length = len(sampler)
+    global_batch = None
+    if isinstance(sampler, DistributedBatchSampler):
+        global_batch = sampler.global_batch_size
     return {
         "dataset_length": length,
-        "batch_size": sampling.batch_size if sampling.global_batch_size is None else None,
-        "global_batch_size": sampling.global_batch_size,
+        "batch_size": sampling.batch_size if global_batch is None else None,
+        "global_batch_size": global_batch,
         "drop_last": sampling.drop_last,
         "sampler": None if sampler is None else _describe(sampler),
         "sampler_length": sampler_length,
@@ -219,6 +222,15 @@ def check_state(
         sampler_ok = isinstance(state["sampler"], dict)
     if not (sampler_ok and isinstance(saved, dict) and isinstance(state["beyond"], list)):
         raise ValueError("the saved loader state is malformed; pass a whole state_dict()")
+    if (saved.get("global_batch_size") is None) != (here["global_batch_size"] is None):
+        made, this = (
+            ("with", "without") if here["global_batch_size"] is None else ("without", "with")
+        )
+        raise ValueError(
+            f"the saved loader state was made by a DataLoader {made} distributed=, and this one "
+            f"is {this} it: the batches are cut differently; resume {made} distributed= (a "
+            f"state of one rank's loader resumes on any number of ranks)"
+        )
     for key, fix in _FIXES.items():
         if saved.get(key) != here[key]:
             raise ValueError(
@@ -228,20 +240,22 @@ def check_state(
     _check_generator(state["generator"], generator)
     check_seed(state["epoch"], "state['epoch']")
     _check_ranges(sampling, state, streams)
+    adopts = sampling.ranks is None  # across ranks seed=None means 0, as for every rank
     return copy.deepcopy({key: state[key] for key in ("format", "seed", *KEYS)}), _saved_seed(
-        loader_seed, state["seed"]
+        loader_seed, state["seed"], adopts
     )
 
 
-def _saved_seed(loader_seed: int | None, seed: Any) -> int | None:
+def _saved_seed(loader_seed: int | None, seed: Any, adopts: bool) -> int | None:
     if seed is None:
         return None
     seed = check_seed(seed, "state['seed']")
     if loader_seed is not None and seed != loader_seed:
+        other = " (or seed=None, which adopts the saved seed)" if adopts else ""
         raise ValueError(
             f"the saved loader state was made with seed={seed}, but this DataLoader has "
-            f"seed={loader_seed}, so it would load another stream; build it with seed={seed} "
-            f"(or seed=None, which adopts the saved seed)"
+            f"seed={loader_seed}, so it would load another stream; build it with "
+            f"seed={seed}{other}"
         )
     return seed  # type: ignore[no-any-return]
 

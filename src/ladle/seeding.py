@@ -30,6 +30,7 @@ __all__ = [
     "is_global_generator",
     "keyed_rng",
     "pass_seed",
+    "rank_seed",
     "restore_generator",
     "sample_key",
     "sample_rng",
@@ -39,6 +40,7 @@ _SEED_BOUND = 2**63
 # Spawn-key tags that keep the derived streams apart. Sampler orders use the one-word key
 # (epoch,); everything else is tagged. Changing any of these changes every seeded stream.
 _PASS_TAG = 0x70617373  # "pass"
+_RANK_TAG = 0x72616E6B  # "rank"
 _SAMPLE_TAG = 0x73616D70  # "samp"
 _MASK = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment
@@ -161,6 +163,14 @@ def keyed_rng(seed: int, *key: int) -> np.random.Generator:
 def pass_seed(seed: int, pass_index: int) -> int:
     """The seed of pass ``pass_index`` of a loader seeded with ``seed`` (torch's base seed)."""
     words = np.random.SeedSequence(seed, spawn_key=(_PASS_TAG, pass_index)).generate_state(2)
+    return (int(words[0]) << 31 | int(words[1]) >> 1) % _SEED_BOUND
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The workers' base seed on rank ``rank`` of a pass seeded ``seed``: each rank's workers
+    seed NumPy's, Python's and torch's global generators their own way, as torch's loaders on
+    different ranks do. ``sample_rng()`` keeps the pass seed, the same on every rank."""
+    words = np.random.SeedSequence(seed, spawn_key=(_RANK_TAG, rank)).generate_state(2)
     return (int(words[0]) << 31 | int(words[1]) >> 1) % _SEED_BOUND
 
 

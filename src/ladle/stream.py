@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
+import warnings
 from typing import Any
 
 from ladle.config import Sampling
@@ -71,10 +72,21 @@ class StreamPosition:
         """``progress``'s pass has started for real: the stream moves past its epoch."""
         start = progress.start
         with self.lock:
-            if start.resumes is not None:
-                if start.resumes is not self._pending:
+            loaded = start.resumes if start.resumes is not None else start.supersedes
+            if loaded is not None:
+                if loaded is not self._pending:
                     return  # a newer state was loaded since this pass began: that one counts
                 self._pending = None
+            if start.abandoned:
+                saved = start.supersedes["sampler"]["epoch"]  # type: ignore[index]
+                warnings.warn(
+                    f"the loaded state resumes epoch {saved} with {start.abandoned} batches "
+                    f"to go, but sampler.set_epoch({start.sampler_epoch}) came after "
+                    f"load_state_dict(), so this pass is epoch {start.sampler_epoch} from its "
+                    f"start and the rest of epoch {saved} is skipped; call "
+                    f"set_epoch({saved}) (or none) to resume it",
+                    stacklevel=2,
+                )
             self._next_epoch = max(self._next_epoch, start.epoch + 1)
             self._latest = progress
             if self._started is start:
