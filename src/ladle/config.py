@@ -292,19 +292,17 @@ def _sampling(
         else:
             sampler = SequentialSampler(dataset)
     if ranks is not None:
-        return _distributed(
+        batch_sampler, batch_size, global_batch_size = _distributed(
             dataset,
             is_iterable,
-            shuffle,
             sampler,
             batch_sampler,
             batch_size,
             drop_last,
-            persistent_workers,
             ranks,
             global_batch_size,
         )
-    if global_batch_size is not None:
+    elif global_batch_size is not None:
         raise ValueError(
             f"global_batch_size={global_batch_size!r} is the batch summed over the ranks of a "
             f"distributed job, but distributed is off; pass distributed=True, or use batch_size="
@@ -325,22 +323,23 @@ def _sampling(
         drop_last=drop_last,
         auto_collation=batch_sampler is not None or (is_iterable and batch_size is not None),
         persistent_workers=persistent_workers,
+        ranks=ranks,
+        global_batch_size=global_batch_size,
     )
 
 
 def _distributed(
     dataset: Any,
     is_iterable: bool,
-    shuffle: bool,
     sampler: Any,
     batch_sampler: Any,
     batch_size: int | None,
     drop_last: bool,
-    persistent_workers: bool,
     ranks: Ranks,
     global_batch_size: int | None,
-) -> Sampling:
-    """The sampling of ``distributed=``: each rank's share of every global batch."""
+) -> tuple[DistributedBatchSampler, int, int]:
+    """The batches of ``distributed=``, each rank's share of every global batch: the batch
+    sampler, this rank's batch size and the global batch size."""
     if is_iterable:
         raise ValueError(
             f"distributed=True shards a map-style dataset's batches across the ranks, but "
@@ -374,20 +373,7 @@ def _distributed(
                 f"them (batch_size is per rank)"
             )
     batches = DistributedBatchSampler(sampler, global_batch_size, drop_last, ranks)
-    batch_size = batches.batch_size  # this rank's share
-    return Sampling(
-        dataset=dataset,
-        is_iterable=False,
-        shuffle=shuffle,
-        sampler=sampler,
-        batch_sampler=batches,
-        batch_size=batch_size,
-        drop_last=drop_last,
-        auto_collation=True,
-        persistent_workers=persistent_workers,
-        ranks=ranks,
-        global_batch_size=global_batch_size,
-    )
+    return batches, batches.batch_size, global_batch_size
 
 
 def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
