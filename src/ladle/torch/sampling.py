@@ -152,7 +152,10 @@ def _permutations(sampler: Any) -> Iterator[np.ndarray]:
     count = sampler.num_samples
     for _ in range(count // n):
         yield torch.randperm(n, generator=generator).numpy()
-    yield torch.randperm(n, generator=generator).numpy()[: count % n]  # drawn even if empty
+    if count % n or sampler.generator is not None:
+        # torch draws this tail even when it is empty, which moves the sampler's generator;
+        # a generator made for this pass alone is dropped after it, so the draw can be too.
+        yield torch.randperm(n, generator=generator).numpy()[: count % n]
 
 
 def _batched(rounds: Iterator[np.ndarray], size: int, drop_last: bool) -> Iterator[np.ndarray]:
