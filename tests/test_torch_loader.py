@@ -397,3 +397,20 @@ def test_torchs_stock_samplers_read_whole_orders_with_torchs_draws(
     mine = [b.tolist() for b in lt.DataLoader(data, batch_size, sampler=sampler)]
     torch.manual_seed(4)
     assert mine == [b.tolist() for b in td.DataLoader(data, batch_size, sampler=sampler)]
+
+
+@pytest.mark.parametrize("n", [70_000, 300_001])
+def test_a_large_shuffle_is_torchs_permutation_whatever_its_thread_count(n: int) -> None:
+    """ladle draws torch's permutation on one intra-op thread (a busy machine's pool is slow to
+    start); torch's own, on its pool, is the same, and the thread count is left as it was."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(3)
+        ours = np.concatenate(list(lt.DataLoader(range(n), batch_size=50_000, shuffle=True)))
+        assert torch.get_num_threads() == 2
+        torch.manual_seed(3)
+        theirs = np.concatenate(list(td.DataLoader(range(n), batch_size=50_000, shuffle=True)))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(ours, theirs)
