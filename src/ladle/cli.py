@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pack.add_argument("--shard-mb", type=float, default=128, help="MiB of data per shard")
     pack.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    pack.add_argument(
+        "--jobs", type=int, default=1, help="processes writing at once (same files for any N)"
+    )
     inspect = commands.add_parser(
         "inspect", help="show a shard directory's records, fields and sizes; verify checksums"
     )
@@ -69,6 +72,8 @@ def _pack(args: argparse.Namespace) -> int:
 
     if not (math.isfinite(args.shard_mb) and args.shard_mb > 0):
         return _error("pack", ValueError(f"--shard-mb should be positive, got {args.shard_mb}"))
+    if args.jobs < 1:
+        return _error("pack", ValueError(f"--jobs should be 1 or more, got {args.jobs}"))
     try:
         out = pack(
             args.src,
@@ -76,6 +81,7 @@ def _pack(args: argparse.Namespace) -> int:
             shard_bytes=max(int(args.shard_mb * 2**20), 1),
             progress=not args.quiet,
             overwrite=args.overwrite,
+            jobs=args.jobs,
         )
     except (OSError, ValueError) as error:
         return _error("pack", error)
