@@ -314,18 +314,25 @@ def commit_parts(
     expected = parts if parts is not None else max(chosen, default=-1) + 1
     if not chosen and parts is None:
         raise PartError(_nothing_to_commit(directory, given))
-    for number in range(expected):
-        if number not in chosen:
-            pending = any(staging.glob(f".{_prefix(number)}*"))
+    missing = [number for number in range(expected) if number not in chosen]
+    if missing:
+        started = [n for n in missing if any(staging.glob(f".{_prefix(n)}*"))]
+        state = "no task has written it" if len(missing) == 1 else "no task has written them"
+        if started:
             state = (
-                "a task started it but did not finish (it failed or was killed)"
-                if pending
-                else "no task has written it"
+                f"a task started part {started[0]} but did not finish (it failed or was "
+                f"killed)" + ("" if missing == started[:1] else "; no task finished the others")
             )
-            raise PartError(
-                f"part {number} of {expected} is missing from {staging}: {state}; run "
-                f"write_part(..., part={number}) again, then commit"
-            )
+        named = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        which = (
+            f"part {named} of {expected} is"
+            if len(missing) == 1
+            else f"parts {named} of {expected} are"
+        )
+        raise PartError(
+            f"{which} missing from {staging}: {state}; run write_part(..., part={missing[0]}) "
+            f"again for each, then commit"
+        )
     for number in sorted(chosen):
         if number >= expected:
             raise PartError(
