@@ -66,6 +66,7 @@ def _error(command: str, error: BaseException) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    from ladle.errors import WorkerDiedError
     from ladle.formats.reader import ShardDataset
     from ladle.formats.report import format_report
     from ladle.formats.sources import pack
@@ -83,7 +84,7 @@ def _pack(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             jobs=args.jobs,
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, WorkerDiedError) as error:
         return _error("pack", error)
     print(format_report(ShardDataset(out, verify=False)))
     return 0

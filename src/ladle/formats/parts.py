@@ -266,10 +266,11 @@ def _read_manifest(path: Path) -> PartManifest:
         ) from None
 
 
-def _attempts(staging: Path) -> dict[int, list[PartManifest]]:
-    """The complete attempts under ``staging``, by part number."""
+def _attempts(staging: Path, parts: set[int] | None) -> dict[int, list[PartManifest]]:
+    """The complete attempts under ``staging`` (at ``parts``, or all), by part number."""
     found: dict[int, list[PartManifest]] = {}
-    for path in sorted(staging.glob("part-*")):
+    paths = staging.glob("part-*") if parts is None else _globs(staging, sorted(parts))
+    for path in sorted(paths):
         manifest = _read_manifest(path / MANIFEST)
         if manifest.attempt != path.name:
             raise PartError(
@@ -278,6 +279,11 @@ def _attempts(staging: Path) -> dict[int, list[PartManifest]]:
             )
         found.setdefault(manifest.part, []).append(manifest)
     return found
+
+
+def _globs(staging: Path, parts: list[int]) -> Iterator[Path]:
+    for part in parts:
+        yield from staging.glob(f"{_prefix(part)}*")
 
 
 def commit_parts(
@@ -401,7 +407,7 @@ def _nothing_to_commit(directory: Path, given: list[PartManifest] | None) -> str
 def _choose(staging: Path, given: list[PartManifest] | None) -> dict[int, PartManifest]:
     """Each part's attempt to commit: the given manifests' (checked against the disk), or the
     one complete attempt found."""
-    found = _attempts(staging)
+    found = _attempts(staging, None if given is None else {m.part for m in given})
     chosen: dict[int, PartManifest] = {}
     if given is None:
         for number, attempts in found.items():

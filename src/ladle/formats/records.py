@@ -8,7 +8,6 @@ processes write it, so ``write_shards(jobs=N)`` gives the same shards for every 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +63,7 @@ def grid_rule(dataset: Any, shard_bytes: int, samples_per_shard: int | None) -> 
     first = dataset[0]
     schema = infer_schema(first)
     sizes = [record_size(encode_record(schema, dataset[i] if i else first, i)) for i in picks]
-    step = max(1, math.ceil(shard_bytes * len(sizes) / max(sum(sizes), 1)))
+    step = max(1, -(-shard_bytes * len(sizes) // max(sum(sizes), 1)))  # ceil, in integers
     if samples_per_shard is not None:
         step = min(step, samples_per_shard)
     return ShardRule(2 * shard_bytes, None, step)
