@@ -336,8 +336,8 @@ def commit_parts(
             else f"parts {named} of {expected} are"
         )
         raise PartError(
-            f"{which} missing from {staging}: {state}; run write_part(..., part={missing[0]}) "
-            f"again for each, then commit"
+            f"{which} missing from {staging}: {state}; run write_part(..., part={missing[0]})"
+            f"{' and the others' if len(missing) > 1 else ''} again, then commit"
         )
     for number in sorted(chosen):
         if number >= expected:
