@@ -40,7 +40,7 @@ from ladle.formats.progress import Progress
 from ladle.formats.records import ShardRule, is_map_style, samples, shard_batches, stream_rule
 from ladle.formats.schema import Schema, SchemaError, is_count
 from ladle.formats.shardfile import encode_shard
-from ladle.formats.writer import DEFAULT_SHARD_BYTES
+from ladle.formats.writer import DEFAULT_SHARD_BYTES, shard_name
 from ladle.validation import check_bool, check_int, check_path
 
 __all__ = ["PARTS", "PartError", "PartManifest", "commit_parts", "committed_shards", "write_part"]
@@ -55,10 +55,6 @@ _OUT_FIX = "name the shard directory every part is written into, e.g. ./shards"
 class PartError(ValueError):
     """The parts of a shard set cannot be committed: one is missing, twice there, damaged, from
     another directory, or of another schema."""
-
-
-def _shard_name(number: int) -> str:
-    return f"shard-{number:05d}.ladle"
 
 
 def _prefix(part: int) -> str:
@@ -125,7 +121,7 @@ class PartManifest:
             fail("it lacks its shard list")
         for raw in raw_shards:
             file = raw.get("file") if isinstance(raw, dict) else None
-            if not isinstance(file, str) or file != _shard_name(len(shards)):
+            if not isinstance(file, str) or file != shard_name(len(shards)):
                 fail(f"shard entry {len(shards)} names {file!r}")
             if not all(is_count(raw.get(k), 2**63) for k in ("records", "bytes", "header_crc")):
                 fail(f"the entry of {file} has an invalid record count, size or checksum")
@@ -227,7 +223,7 @@ def write_attempt(
         schema: Schema | None = None
         with Progress(None, "", False) if bar is None else bar as progress:
             for schema, records in shard_batches(items, rule, progress, start):
-                file = _shard_name(len(entries))
+                file = shard_name(len(entries))
                 with open(pending / file, "wb") as out:
                     header_crc = encode_shard(schema, records, out)
                     size = out.tell()
@@ -359,7 +355,7 @@ def commit_parts(
             path.unlink(missing_ok=True)
         for manifest in ordered:
             for shard in manifest.shards:
-                name = _shard_name(len(entries))
+                name = shard_name(len(entries))
                 _place(staging / manifest.attempt / shard.file, directory / name)
                 entries.append(ShardEntry(name, shard.records, shard.bytes, shard.header_crc))
         total = sum(e.records for e in entries)

@@ -60,8 +60,8 @@ def write_shards(
     fill ``shard_bytes`` at the mean size of a few samples spread over the dataset, at most
     ``samples_per_shard``; a shard closes early at twice ``shard_bytes`` should those samples
     misjudge the rest. ``jobs=N`` writes it with N processes (see ``ladle.formats.parallel``),
-    each a contiguous range of samples, giving the same files as ``jobs=1``; the dataset must
-    then pickle (it is sent to each process).
+    each a contiguous range of samples, giving the same files as ``jobs=1``; they fork where
+    fork exists, so the dataset need not pickle there (elsewhere it must).
     """
     if not (is_map_style(dataset) or isinstance(dataset, Iterable)) or isinstance(
         dataset, str | bytes | Mapping
