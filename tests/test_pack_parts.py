@@ -317,3 +317,23 @@ def test_jobs_run_under_spawn_too() -> None:
         [sys.executable, "-c", SPAWNED], capture_output=True, text=True, timeout=60
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [1, 2, 3, 4], result.stderr
+
+
+def test_a_commit_that_fails_on_the_way_can_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ladle.formats import parts
+
+    manifests = [write_part([i, i + 1], tmp_path, part=i // 2) for i in (0, 2, 4)]
+
+    def broken(directory: Path, index: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(parts, "write_index", broken)
+    with pytest.raises(OSError, match="disk full"):
+        commit_parts(tmp_path, manifests)
+    with pytest.raises(FormatError, match=r"there is no index\.json"):
+        ShardDataset(tmp_path)  # the shards are in place, but nothing reads as a dataset
+    monkeypatch.undo()
+    commit_parts(tmp_path, manifests)  # the parts stayed whole: linked, not moved
+    assert list(ShardDataset(tmp_path)) == [0, 1, 2, 3, 4, 5]

@@ -346,6 +346,7 @@ def commit_parts(
     schema = _one_schema(ordered)
     for manifest in ordered:
         _check_files(staging / manifest.attempt, manifest)
+    _remove_own_leftovers(directory, staging, ordered)
     old = committed_shards(directory, overwrite)
     entries: list[ShardEntry] = []
     try:
@@ -491,6 +492,23 @@ def _check_files(attempt: Path, manifest: PartManifest) -> None:
                 f"part {manifest.part}: {path} is not the shard its manifest describes (it was "
                 f"changed after write_part wrote it); write the part again"
             )
+
+
+def _remove_own_leftovers(directory: Path, staging: Path, ordered: list[PartManifest]) -> None:
+    """Unlink the shards an earlier, failed commit of these same parts linked into place (no
+    index, and the same files as the parts'), so that running the commit again needs no
+    overwrite; any other shard file is left for ``committed_shards`` to refuse."""
+    if (directory / INDEX_NAME).exists():
+        return
+    ours = set()
+    for manifest in ordered:
+        for shard in manifest.shards:
+            status = (staging / manifest.attempt / shard.file).stat()
+            ours.add((status.st_dev, status.st_ino))
+    for path in directory.glob("shard-*.ladle"):
+        status = path.stat()
+        if (status.st_dev, status.st_ino) in ours:
+            path.unlink()
 
 
 def _place(source: Path, target: Path) -> None:
