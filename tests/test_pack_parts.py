@@ -337,3 +337,52 @@ def test_a_commit_that_fails_on_the_way_can_run_again(
     monkeypatch.undo()
     commit_parts(tmp_path, manifests)  # the parts stayed whole: linked, not moved
     assert list(ShardDataset(tmp_path)) == [0, 1, 2, 3, 4, 5]
+
+
+class Slow(ladle.Dataset[Any]):
+    """Samples that take a while; sample ``at`` tells, through a file, that writing is under way."""
+
+    def __init__(self, n: int, at: int, ready: str) -> None:
+        self.n, self.at, self.ready = n, at, ready
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if i == self.at:
+            open(self.ready, "w").close()
+        time.sleep(0.01)  # a slow source, so that the interrupt comes mid-write
+        return np.full(20, i, np.int16)
+
+
+INTERRUPTED = """
+import json, os, signal, sys, threading, time
+sys.path.insert(0, sys.argv[3])
+from test_pack_parts import Slow
+from workers_support import child_pids
+from ladle.formats import write_shards
+out, ready = sys.argv[1], sys.argv[2]
+def interrupt():
+    while not os.path.exists(ready):
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    write_shards(Slow(400, 150, ready), out, shard_bytes=400, jobs=2)
+except KeyboardInterrupt:
+    print(json.dumps({"children": child_pids(), "left": sorted(os.listdir(out))}))
+"""
+
+
+def test_ctrl_c_stops_every_job_and_leaves_nothing(tmp_path: Path) -> None:
+    tests = str(Path(__file__).parent)
+    out, ready = tmp_path / "out", tmp_path / "ready"
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, str(out), str(ready), tests],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr
+    assert json.loads(lines[-1]) == {"children": [], "left": []}
