@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pack.add_argument("--shard-mb", type=float, default=128, help="MiB of data per shard")
     pack.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    pack.add_argument(
+        "--jobs", type=int, default=1, help="processes writing at once (same files for any N)"
+    )
     inspect = commands.add_parser(
         "inspect", help="show a shard directory's records, fields and sizes; verify checksums"
     )
@@ -63,12 +66,15 @@ def _error(command: str, error: BaseException) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    from ladle.errors import WorkerDiedError
     from ladle.formats.reader import ShardDataset
     from ladle.formats.report import format_report
     from ladle.formats.sources import pack
 
     if not (math.isfinite(args.shard_mb) and args.shard_mb > 0):
         return _error("pack", ValueError(f"--shard-mb should be positive, got {args.shard_mb}"))
+    if args.jobs < 1:
+        return _error("pack", ValueError(f"--jobs should be 1 or more, got {args.jobs}"))
     try:
         out = pack(
             args.src,
@@ -76,8 +82,9 @@ def _pack(args: argparse.Namespace) -> int:
             shard_bytes=max(int(args.shard_mb * 2**20), 1),
             progress=not args.quiet,
             overwrite=args.overwrite,
+            jobs=args.jobs,
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, WorkerDiedError) as error:
         return _error("pack", error)
     print(format_report(ShardDataset(out, verify=False)))
     return 0

@@ -4,6 +4,7 @@ packed shard format."""
 from ladle.formats.imagefolder import DatasetFolder, ImageFolder
 from ladle.formats.images import decode_image, load_image
 from ladle.formats.npy import NpyDataset
+from ladle.formats.parts import PartError, PartManifest, commit_parts, write_part
 from ladle.formats.reader import ShardDataset, ShardStream
 from ladle.formats.sources import open_dataset, pack
 from ladle.formats.writer import write_shards
@@ -12,11 +13,15 @@ __all__ = [
     "DatasetFolder",
     "ImageFolder",
     "NpyDataset",
+    "PartError",
+    "PartManifest",
     "ShardDataset",
     "ShardStream",
+    "commit_parts",
     "decode_image",
     "load_image",
     "open_dataset",
     "pack",
+    "write_part",
     "write_shards",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ from typing import Any
 from ladle.errors import FormatError
 from ladle.formats.schema import Schema, SchemaError, is_count
 
-__all__ = ["INDEX_NAME", "INDEX_VERSION", "Index", "ShardEntry", "read_index", "write_index"]
+__all__ = [
+    "INDEX_NAME",
+    "INDEX_VERSION",
+    "Index",
+    "ShardEntry",
+    "check_metadata",
+    "read_index",
+    "write_index",
+]
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "ladle.shards"
@@ -51,6 +60,30 @@ class Index:
             ],
             "metadata": self.metadata,
         }
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` for an index: a dict that comes back from JSON unchanged (or None: {})."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"metadata should be a dict (JSON-serialisable) or None, but got "
+            f"metadata={metadata!r:.60} ({type(metadata).__name__}); pass e.g. "
+            f"metadata={{'source': 'mnist'}}"
+        )
+    meta = dict(metadata or {})
+    try:
+        same = json.loads(json.dumps(meta)) == meta
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"metadata should be JSON-serialisable (str keys; str, number, bool, None, list and "
+            f"dict values), but {error}"
+        ) from None
+    if not same:
+        raise ValueError(
+            f"metadata should come back from JSON unchanged (str keys, lists rather than "
+            f"tuples), but {meta!r} does not; convert it first"
+        )
+    return meta
 
 
 def _canonical(body: dict[str, Any]) -> bytes:

@@ -139,8 +139,10 @@ def pack(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: bool = False,
     overwrite: bool = False,
+    jobs: int = 1,
 ) -> Path:
-    """Write the dataset at ``src`` (an image folder or .npy arrays) into shards at ``out``."""
+    """Write the dataset at ``src`` (an image folder or .npy arrays) into shards at ``out``;
+    ``jobs`` processes give the same files as one."""
     check_path(src, "src", fix=_PATH_FIX)
     check_path(out, "out", fix="name the directory to write, e.g. ./shards")
     source = source_of(src)
@@ -166,4 +168,5 @@ def pack(
         metadata=metadata,
         progress=progress,
         overwrite=overwrite,
+        jobs=jobs,
     )

@@ -9,19 +9,17 @@ A directory never holds a half-written shard, or an index that reads as valid ov
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ladle.formats.index import INDEX_NAME, Index, ShardEntry, write_index
+from ladle.formats.index import INDEX_NAME, Index, ShardEntry, check_metadata, write_index
 from ladle.formats.progress import Progress
-from ladle.formats.schema import Kind, Schema, SchemaError, encode_value, infer_schema
+from ladle.formats.records import grid_rule, is_map_style, samples, shard_batches, stream_rule
+from ladle.formats.schema import Schema
 from ladle.formats.shardfile import encode_shard
 from ladle.validation import check_bool, check_int, check_path
 
@@ -29,7 +27,6 @@ __all__ = ["DEFAULT_SHARD_BYTES", "write_shards"]
 
 DEFAULT_SHARD_BYTES = 128 * 2**20
 _STAGING = ".writing-"
-_SLOT_OVERHEAD = 16  # bytes a field costs besides its payload, for sizing shards
 
 
 def shard_name(number: int) -> str:
@@ -45,6 +42,7 @@ def write_shards(
     metadata: Mapping[str, Any] | None = None,
     progress: bool = False,
     overwrite: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Write every sample of ``dataset`` into shards under ``out_dir``; returns the directory.
 
@@ -57,8 +55,15 @@ def write_shards(
     JSON-serialisable dict, kept in the index (``ShardDataset.metadata``). ``progress=True``
     shows a progress bar (tqdm when installed). ``out_dir`` must not hold shards already,
     unless ``overwrite=True``.
+
+    A map-style dataset's shards hold equal numbers of samples (the last fewer): as many as
+    fill ``shard_bytes`` at the mean size of a few samples spread over the dataset, at most
+    ``samples_per_shard``; a shard closes early at twice ``shard_bytes`` should those samples
+    misjudge the rest. ``jobs=N`` writes it with N processes (see ``ladle.formats.parallel``),
+    each a contiguous range of samples, giving the same files as ``jobs=1``; they fork where
+    fork exists, so the dataset need not pickle there (elsewhere it must).
     """
-    if not (_is_map_style(dataset) or isinstance(dataset, Iterable)) or isinstance(
+    if not (is_map_style(dataset) or isinstance(dataset, Iterable)) or isinstance(
         dataset, str | bytes | Mapping
     ):
         raise TypeError(
@@ -80,27 +85,28 @@ def write_shards(
         )
     progress = check_bool(progress, "progress")
     overwrite = check_bool(overwrite, "overwrite")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(
-            f"metadata should be a dict (JSON-serialisable) or None, but got "
-            f"metadata={metadata!r:.60} ({type(metadata).__name__}); pass e.g. "
-            f"metadata={{'source': 'mnist'}}"
-        )
-    meta = dict(metadata or {})
-    try:
-        same = json.loads(json.dumps(meta)) == meta
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"metadata should be JSON-serialisable (str keys; str, number, bool, None, list and "
-            f"dict values), but {error}"
-        ) from None
-    if not same:
-        raise ValueError(
-            f"metadata should come back from JSON unchanged (str keys, lists rather than "
-            f"tuples), but {meta!r} does not; convert it first"
+    meta = check_metadata(metadata)
+    jobs = check_int(jobs, "jobs", minimum=1, fix="pass the number of processes, e.g. jobs=2")
+    if jobs > 1:
+        from ladle.formats.parallel import write_parallel
+
+        return write_parallel(
+            dataset,
+            directory,
+            jobs=jobs,
+            shard_bytes=shard_bytes,
+            samples_per_shard=samples_per_shard,
+            metadata=meta,
+            progress=progress,
+            overwrite=overwrite,
         )
     old = _existing(directory, overwrite)
-    total = len(dataset) if _is_map_style(dataset) else None
+    total = len(dataset) if is_map_style(dataset) else None
+    rule = (
+        grid_rule(dataset, shard_bytes, samples_per_shard)
+        if total is not None
+        else stream_rule(shard_bytes, samples_per_shard)
+    )
     # shards are written aside, and replace what the directory held only once all are complete
     staging = directory / f"{_STAGING}{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
@@ -108,7 +114,7 @@ def write_shards(
         entries: list[ShardEntry] = []
         schema: Schema | None = None
         with Progress(total, f"writing {directory}", progress) as bar:
-            for schema, records in _batches(dataset, shard_bytes, samples_per_shard, bar):
+            for schema, records in shard_batches(samples(dataset), rule, bar):
                 name = shard_name(len(entries))
                 with open(staging / name, "wb") as out:
                     header_crc = encode_shard(schema, records, out)
@@ -155,78 +161,3 @@ def _alive(pid: str) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _is_map_style(dataset: Any) -> bool:
-    from ladle.dataset import is_iterable_dataset
-
-    return (
-        not is_iterable_dataset(dataset)
-        and hasattr(dataset, "__len__")
-        and hasattr(dataset, "__getitem__")
-    )
-
-
-def _samples(dataset: Any) -> Iterator[Any]:
-    if _is_map_style(dataset):
-        for i in range(len(dataset)):
-            yield dataset[i]
-    else:
-        yield from dataset
-
-
-def _batches(
-    dataset: Any, shard_bytes: int, samples_per_shard: int | None, bar: Progress
-) -> Iterator[tuple[Schema, list[list[Any]]]]:
-    """The dataset's samples encoded and grouped into shards."""
-    schema: Schema | None = None
-    records: list[list[Any]] = []
-    size = 0
-    for index, sample in enumerate(_samples(dataset)):
-        if schema is None:
-            schema = infer_schema(sample)
-        record = _encode(schema, sample, index)
-        records.append(record)
-        size += _size(record)
-        bar.update()
-        if size >= shard_bytes or len(records) == samples_per_shard:
-            yield schema, records
-            records, size = [], 0
-    if records and schema is not None:
-        yield schema, records
-
-
-def _encode(schema: Schema, sample: Any, index: int) -> list[Any]:
-    values = schema.split(sample, index)
-    record = []
-    for field, value in zip(schema.fields, values, strict=True):
-        kind, encoded = encode_value(value, field.name, index)
-        if kind is not field.kind:
-            raise SchemaError(
-                f"field {field.name!r} of sample {index} is {kind.value}, but it was "
-                f"{field.kind.value} in sample 0; every sample's fields must have the same kinds"
-            )
-        if kind is Kind.SCALAR and encoded.dtype.str != field.dtype:
-            raise SchemaError(
-                f"field {field.name!r} of sample {index} is a NumPy {encoded.dtype} scalar, but "
-                f"sample 0's was {np.dtype(field.dtype)}; cast every sample's field to one dtype"
-            )
-        if kind is Kind.ARRAY and (encoded.dtype.str != field.dtype or encoded.ndim != field.ndim):
-            raise SchemaError(
-                f"field {field.name!r} of sample {index} is an array of dtype {encoded.dtype} "
-                f"with {encoded.ndim} dimensions, but sample 0's was {np.dtype(field.dtype)} "
-                f"with {field.ndim}; cast every sample's field to one dtype and ndim"
-            )
-        record.append(encoded)
-    return record
-
-
-def _size(record: list[Any]) -> int:
-    total = 0
-    for value in record:
-        if hasattr(value, "nbytes"):
-            total += value.nbytes
-        elif isinstance(value, bytes | str):
-            total += len(value)
-        total += _SLOT_OVERHEAD
-    return total
