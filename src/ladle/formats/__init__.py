@@ -1,5 +1,5 @@
 """Data on disk: class folders of images or other files, memory-mapped .npy arrays and ladle's
-packed shard format."""
+packed shard format, on a local disk or in an object store (through a node-local cache)."""
 
 from ladle.formats.imagefolder import DatasetFolder, ImageFolder
 from ladle.formats.images import decode_image, load_image
@@ -7,6 +7,7 @@ from ladle.formats.npy import NpyDataset
 from ladle.formats.reader import ShardDataset, ShardStream
 from ladle.formats.sources import open_dataset, pack
 from ladle.formats.writer import write_shards
+from ladle.window_sampler import ShardWindowSampler
 
 __all__ = [
     "DatasetFolder",
@@ -14,6 +15,7 @@ __all__ = [
     "NpyDataset",
     "ShardDataset",
     "ShardStream",
+    "ShardWindowSampler",
     "decode_image",
     "load_image",
     "open_dataset",

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ladle.formats.index import INDEX_NAME, Index, ShardEntry, write_index
+from ladle.formats.index import INDEX_NAME, Index, ShardEntry, shard_name, write_index
 from ladle.formats.progress import Progress
 from ladle.formats.schema import Kind, Schema, SchemaError, encode_value, infer_schema
 from ladle.formats.shardfile import encode_shard
+from ladle.formats.storage import Store, is_url, local_path
+from ladle.formats.upload import upload_shards
 from ladle.validation import check_bool, check_int, check_path
 
 __all__ = ["DEFAULT_SHARD_BYTES", "write_shards"]
@@ -30,10 +32,6 @@ __all__ = ["DEFAULT_SHARD_BYTES", "write_shards"]
 DEFAULT_SHARD_BYTES = 128 * 2**20
 _STAGING = ".writing-"
 _SLOT_OVERHEAD = 16  # bytes a field costs besides its payload, for sizing shards
-
-
-def shard_name(number: int) -> str:
-    return f"shard-{number:05d}.ladle"
 
 
 def write_shards(
@@ -45,7 +43,8 @@ def write_shards(
     metadata: Mapping[str, Any] | None = None,
     progress: bool = False,
     overwrite: bool = False,
-) -> Path:
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
     """Write every sample of ``dataset`` into shards under ``out_dir``; returns the directory.
 
     ``dataset`` is a map-style dataset (``len`` and ``[i]``, read in index order) or any
@@ -56,7 +55,9 @@ def write_shards(
     holds ``shard_bytes`` of data, or ``samples_per_shard`` samples. ``metadata`` is any
     JSON-serialisable dict, kept in the index (``ShardDataset.metadata``). ``progress=True``
     shows a progress bar (tqdm when installed). ``out_dir`` must not hold shards already,
-    unless ``overwrite=True``.
+    unless ``overwrite=True``. ``out_dir`` may be a URL (``s3://bucket/prefix``; returned as
+    given), written through fsspec with ``storage_options``: shards are uploaded as they are
+    made, and the index last (see :mod:`ladle.formats.upload`).
     """
     if not (_is_map_style(dataset) or isinstance(dataset, Iterable)) or isinstance(
         dataset, str | bytes | Mapping
@@ -65,9 +66,8 @@ def write_shards(
             f"write_shards takes a dataset (len and [i]) or an iterable of samples, but got "
             f"dataset={dataset!r:.60} ({type(dataset).__name__}); pass e.g. a list of dicts"
         )
-    directory = Path(
-        check_path(out_dir, "out_dir", fix="name the directory to write, e.g. ./shards")
-    )
+    location = check_path(out_dir, "out_dir", fix="name the directory to write, e.g. ./shards")
+    local = local_path(location) if is_url(location) else Path(location)
     shard_bytes = check_int(
         shard_bytes, "shard_bytes", minimum=1, fix="pass a positive number of bytes, e.g. 2**27"
     )
@@ -99,8 +99,21 @@ def write_shards(
             f"metadata should come back from JSON unchanged (str keys, lists rather than "
             f"tuples), but {meta!r} does not; convert it first"
         )
-    old = _existing(directory, overwrite)
     total = len(dataset) if _is_map_style(dataset) else None
+    if local is None:
+        store = Store(location, storage_options)
+        with Progress(total, f"writing {store.url}", progress) as bar:
+            upload_shards(
+                store, _batches(dataset, shard_bytes, samples_per_shard, bar), meta, overwrite
+            )
+        return location
+    if storage_options is not None:
+        raise ValueError(
+            f"storage_options are for object stores, but out_dir {location!r} is local; drop "
+            f"storage_options, or pass a URL such as s3://bucket/prefix"
+        )
+    directory = local
+    old = _existing(directory, overwrite)
     # shards are written aside, and replace what the directory held only once all are complete
     staging = directory / f"{_STAGING}{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
