@@ -12,12 +12,17 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import itertools
+import logging
 import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import pytest
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -44,6 +49,7 @@ def moto_server() -> Iterator[str]:
     """A moto S3 server on a free port of 127.0.0.1; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -98,6 +104,7 @@ class FaultProxy:
         self.upstream = (host, int(port))
         self.faults: list[Fault] = []
         self.gets: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path), in arrival order
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -138,6 +145,7 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.gets.clear()
+            self.requests.clear()
             self.injected.clear()
 
     def downloads(self, text: str) -> int:
@@ -147,6 +155,7 @@ class FaultProxy:
 
     def _fault(self, method: str, path: str) -> str | None:
         with self._lock:
+            self.requests.append((method, path.split("?")[0]))
             if method == "GET":
                 self.gets[path.split("?")[0]] += 1
             for fault in self.faults:
@@ -217,3 +226,53 @@ def _read_body(handler: http.server.BaseHTTPRequestHandler) -> bytes:
             handler.rfile.readline()
     length = int(handler.headers.get("Content-Length") or 0)
     return handler.rfile.read(length) if length else b""
+
+
+@dataclass
+class S3:
+    """The server of one test module: ``endpoint`` direct, ``proxy`` in front of it."""
+
+    endpoint: str
+    proxy: FaultProxy
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    def bucket(self) -> str:
+        """A new, empty bucket."""
+        name = f"bucket-{next(self._names)}"
+        make_bucket(self.endpoint, name)
+        return name
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """storage_options through the proxy."""
+        return options(self.proxy.endpoint, **extra)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3]:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    with moto_server() as endpoint, FaultProxy(endpoint) as proxy:
+        yield S3(endpoint, proxy)
+    # the proxy is closed before the server, and both before the next module starts its own
+
+
+@pytest.fixture(autouse=False)
+def clean_proxy(s3: S3) -> Iterator[FaultProxy]:
+    s3.proxy.clear()
+    yield s3.proxy
+    s3.proxy.clear()
+
+
+def samples(n: int, size: int = 256) -> list[dict[str, Any]]:
+    """Samples that name their index in every field, so any mix-up shows."""
+    return [
+        {"x": np.full(size, i, np.int32), "name": f"sample {i}", "label": i % 7, "i": i}
+        for i in range(n)
+    ]
+
+
+def check_sample(sample: Any, i: int, size: int = 256) -> None:
+    assert sample["i"] == i
+    assert sample["name"] == f"sample {i}"
+    assert sample["label"] == i % 7
+    np.testing.assert_array_equal(sample["x"], np.full(size, i, np.int32))

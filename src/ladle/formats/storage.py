@@ -119,9 +119,9 @@ class Store:
         if self._fs is None or self._fs[0] != os.getpid():
             fsspec = _fsspec()
             try:
-                fs, root = fsspec.core.url_to_fs(
-                    self.url, skip_instance_cache=True, **self._options()
-                )
+                # fsspec's instance cache is per process (it clears itself after a fork), so
+                # datasets of one store share one client, and a worker makes its own
+                fs, root = fsspec.core.url_to_fs(self.url, **self._options())
             except ImportError as error:
                 raise ImportError(
                     f"{self.url}: fsspec needs another package for {self.protocol}:// "
