@@ -120,8 +120,14 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 128  # many worker processes connect at once
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that exits mid-connection (a finished worker) is no fault
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -276,3 +282,11 @@ def check_sample(sample: Any, i: int, size: int = 256) -> None:
     assert sample["name"] == f"sample {i}"
     assert sample["label"] == i % 7
     np.testing.assert_array_equal(sample["x"], np.full(size, i, np.int32))
+
+
+def check_batch(batch: Any, size: int = 256) -> list[int]:
+    """Check every sample of a collated batch of ``samples``; returns their indices."""
+    indices = [int(i) for i in batch["i"]]
+    for row, i in enumerate(indices):
+        check_sample({key: batch[key][row] for key in batch}, i, size)
+    return indices

@@ -56,8 +56,10 @@ class ShardWindowSampler(_SeededSampler):
                 f"datasets use RandomSampler"
             )
         if window is None:
-            capacity = getattr(data_source, "cache_capacity", len(sizes))
-            window = max(1, capacity // 2)
+            if getattr(data_source, "cache", None) is None:
+                window = len(sizes)  # every shard is local: nothing to bound
+            else:
+                window = max(1, data_source.cache_capacity // 2)
         self.window = min(check_positive_int(window, "window"), len(sizes))
         super().__init__(generator, seed)
         self.data_source = data_source

@@ -124,11 +124,13 @@ class CachedShards:
         self._background.cancel()
 
     def _warm(self, number: int) -> None:
-        if not self.cache.contains(self.keys[number]):
-            entry = self.index.shards[number]
-            self.cache.get(
-                self.keys[number], entry.bytes, lambda p: self._fill(number, p), lambda _: None
-            )
+        # a cached shard is touched too: planned shards become the most recently used, in the
+        # order of the plan, so that making room for the next evicts the shards already read,
+        # not the ones about to be
+        entry = self.index.shards[number]
+        self.cache.get(
+            self.keys[number], entry.bytes, lambda p: self._fill(number, p), lambda _: None
+        )
 
     def _fill(self, number: int, partial: Path) -> None:
         """Download shard ``number`` to ``partial`` and verify all of it, or raise."""

@@ -38,6 +38,12 @@ S3_DEFAULTS: dict[str, Any] = {
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
+# Filesystems a forked process inherited, kept so that they are never closed there: closing
+# one (s3fs does when it is collected) unregisters its sockets from the event loop's epoll set,
+# which the child shares with its parent, and the parent's next response on that connection
+# is then never read (it waits out the read timeout, seen as a 15 s stall).
+_INHERITED: list[Any] = []
+
 
 class StorageError(OSError):
     """An object store kept failing after its retries: the message names the URL."""
@@ -117,6 +123,8 @@ class Store:
     def filesystem(self) -> tuple[Any, str]:
         """(fsspec filesystem, root path inside it) for this process."""
         if self._fs is None or self._fs[0] != os.getpid():
+            if self._fs is not None:
+                _INHERITED.append(self._fs[1])
             fsspec = _fsspec()
             try:
                 # fsspec's instance cache is per process (it clears itself after a fork), so
