@@ -127,6 +127,15 @@ class NodeCache:
     def contains(self, key: str) -> bool:
         return self.path_of(key).exists()
 
+    def touch(self, key: str) -> bool:
+        """Mark ``key`` most recently used; False if it is not cached. Takes no lock: a file
+        evicted meanwhile just reads as absent."""
+        try:
+            os.utime(self.path_of(key))
+        except FileNotFoundError:
+            return False
+        return True
+
     def files(self) -> list[tuple[str, int, float]]:
         """(key, bytes, mtime) of each cached file and partial download."""
         found = []

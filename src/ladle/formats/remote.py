@@ -11,7 +11,6 @@ evicted do not stay pinned on disk by old maps.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,7 +64,6 @@ class CachedShards:
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
         self._maps: OrderedDict[int, ShardFile] = OrderedDict()
         self._background: Background[int] = Background(self._warm, "ladle-prefetch")
 
@@ -74,7 +72,7 @@ class CachedShards:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_maps"], state["_background"], state["_pid"]
+        del state["_maps"], state["_background"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -87,8 +85,8 @@ class CachedShards:
 
     def shard(self, number: int) -> ShardFile:
         """Shard ``number``, mapped from the cache (fetched first if absent)."""
-        if self._pid != os.getpid():
-            self._reset()  # forked: the maps are shared pages, but the bookkeeping is ours
+        # a forked process keeps the maps it inherited (the same pages, and the same shared
+        # flags of verified records); the Background resets itself there
         mapped = self._maps.get(number)
         if mapped is not None:
             self._maps.move_to_end(number)
@@ -107,14 +105,24 @@ class CachedShards:
 
     def prefetch(self, shards: Iterable[int]) -> None:
         """Reading will need ``shards`` next, in this order: fetch as many of them as the cache
-        holds into it, in the background, instead of what was planned before."""
+        holds into it, in the background, instead of what was planned before. Those already
+        cached are mapped here and now, so that worker processes forked from this one later
+        inherit the maps and the records already verified, as they do for local shards."""
         wanted: list[int] = []
         for number in shards:
             if len(wanted) >= self.capacity:
                 break
             if number not in wanted:
                 wanted.append(number)
-        self._background.plan(wanted)
+        missing = []
+        for number in wanted:
+            # planned shards become the most recently used, so that making room for the next
+            # evicts shards already read, not the ones about to be
+            if not self.cache.touch(self.keys[number]):
+                missing.append(number)
+            elif number not in self._maps:
+                self.shard(number)
+        self._background.plan(missing)
 
     def wait(self, timeout: float) -> bool:
         """Wait for the fetching ahead to finish (True), or ``timeout`` seconds (False)."""
@@ -124,9 +132,6 @@ class CachedShards:
         self._background.cancel()
 
     def _warm(self, number: int) -> None:
-        # a cached shard is touched too: planned shards become the most recently used, in the
-        # order of the plan, so that making room for the next evicts the shards already read,
-        # not the ones about to be
         entry = self.index.shards[number]
         self.cache.get(
             self.keys[number], entry.bytes, lambda p: self._fill(number, p), lambda _: None
