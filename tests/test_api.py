@@ -31,6 +31,7 @@ EXTRAS = {
     "NpyDataset",
     "ShardDataset",
     "ShardStream",
+    "ShardWindowSampler",
     "write_shards",
     "formats",
     "CollateError",

@@ -37,6 +37,7 @@ from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRan
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
+from ladle.window_sampler import ShardWindowSampler
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "SequentialSampler",
     "ShardDataset",
     "ShardStream",
+    "ShardWindowSampler",
     "StackDataset",
     "Subset",
     "SubsetRandomSampler",
