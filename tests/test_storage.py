@@ -3,6 +3,7 @@ the command line against a real S3 API server on 127.0.0.1 (moto), through a cou
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -144,3 +145,13 @@ def test_pack_and_inspect_at_a_url(
     np.testing.assert_array_equal(dataset[7], np.arange(21, 24, dtype=np.float32))
     assert main(["inspect", f"{url}-missing", "--quiet"]) == 2
     assert f"{url}-missing/index.json: no such object" in capsys.readouterr().err
+
+
+def test_a_url_dataset_pickles_as_its_url_and_options(s3: S3, tmp_path: Path) -> None:
+    url = f"s3://{s3.bucket()}/pickled"
+    write_shards(samples(20), url, samples_per_shard=10, storage_options=s3.options())
+    dataset = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path)
+    check_sample(dataset[3], 3)
+    copy = pickle.loads(pickle.dumps(dataset))  # what a spawned worker receives
+    check_sample(copy[13], 13)
+    assert copy.cache is not None and copy.cache.directory == tmp_path

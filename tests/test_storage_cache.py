@@ -4,6 +4,7 @@ correctly, each shard downloaded once, within the limit; processes share one dow
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,6 +71,24 @@ def test_a_failed_fill_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError):
         cache.get("k", 10, broken, lambda path: None)
     assert cache.files() == [] and not cache.contains("k")
+
+
+def test_a_dead_process_partial_download_is_swept(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, limit=1000)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    leftover = tmp_path / "d" / f".part-{int(dead.stdout)}-00000000-shard-00000.ladle"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"x" * 600)
+    live = tmp_path / "d" / f".part-{os.getpid()}-00000000-shard-00001.ladle"
+    live.write_bytes(b"x" * 10)
+    cache.get("d/shard-00002.ladle", 500, lambda p: p.write_bytes(b"y" * 500), lambda p: None)
+    assert not leftover.exists() and live.exists()  # room made by sweeping the dead one
+    assert cache.contains("d/shard-00002.ladle")
 
 
 def test_the_cache_defaults_to_ladle_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

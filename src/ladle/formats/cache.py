@@ -158,7 +158,7 @@ class NodeCache:
     def _make_room(self, incoming: int, keep: str) -> None:
         """Evict least-recently-used files until ``incoming`` more bytes fit in the limit."""
         with self._locked(_EVICTING):
-            files = self.files()
+            files = [entry for entry in self.files() if not _abandoned(self.path_of(entry[0]))]
             total = sum(size for _, size, _ in files)
             candidates = sorted(
                 (mtime, key, size)
@@ -174,3 +174,21 @@ class NodeCache:
                 except TimeoutError:
                     continue  # another process is fetching or opening it: keep it
                 total -= size
+
+
+def _abandoned(path: Path) -> bool:
+    """``path`` is the partial download of a process that no longer runs (killed mid-download,
+    or exited with a download in flight): remove it, and say so."""
+    if not path.name.startswith(_PARTIAL):
+        return False
+    try:
+        pid = int(path.name[len(_PARTIAL) :].split("-", 1)[0])
+        os.kill(pid, 0)
+    except ValueError:
+        pass  # not a name this cache gave: leave it be
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return False
