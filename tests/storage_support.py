@@ -107,6 +107,7 @@ class FaultProxy:
         self.requests: list[tuple[str, str]] = []  # (method, path), in arrival order
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -114,6 +115,16 @@ class FaultProxy:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                super().finish()
 
             def _any(self) -> None:
                 proxy._handle(self)
@@ -136,6 +147,11 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
+        with self._lock:
+            open_connections = list(self._connections)
+        for connection in open_connections:  # kept alive by clients: ends their threads
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> FaultProxy:
         return self

@@ -152,6 +152,8 @@ def test_a_url_dataset_pickles_as_its_url_and_options(s3: S3, tmp_path: Path) ->
     write_shards(samples(20), url, samples_per_shard=10, storage_options=s3.options())
     dataset = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path)
     check_sample(dataset[3], 3)
+    index_url = ShardDataset(f"{url}/index.json", storage_options=s3.options(), cache_dir=tmp_path)
+    assert len(index_url) == 20 and index_url.path == url
     copy = pickle.loads(pickle.dumps(dataset))  # what a spawned worker receives
     check_sample(copy[13], 13)
     assert copy.cache is not None and copy.cache.directory == tmp_path

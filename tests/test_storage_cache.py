@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,3 +274,17 @@ def test_worker_processes_read_through_a_quarter_sized_cache(
     assert isinstance(result["peak"], int) and result["peak"] <= limit + biggest
     for shard in range(SHARDS):
         assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard
+
+
+def test_the_proxy_leaves_no_thread_behind(s3: S3) -> None:
+    from storage_support import FaultProxy as Proxy
+
+    before = set(threading.enumerate())
+    with Proxy(s3.endpoint) as proxy:
+        dataset_options = proxy.endpoint
+        assert dataset_options.startswith("http://127.0.0.1:")
+        socket.create_connection(("127.0.0.1", int(dataset_options.rsplit(":", 1)[1]))).close()
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not set(threading.enumerate()) - before

@@ -20,7 +20,7 @@ import numpy as np
 from ladle._runtime.context import get_worker_info
 from ladle.dataset import Dataset, IterableDataset
 from ladle.formats.cache import DEFAULT_LIMIT, NodeCache
-from ladle.formats.index import Index
+from ladle.formats.index import INDEX_NAME, Index
 from ladle.formats.opening import LocalShards, load_local, open_shard
 from ladle.formats.remote import CachedShards, read_remote_index
 from ladle.formats.schema import Kind, Schema, Structure
@@ -85,7 +85,10 @@ class ShardDataset(Dataset[Any]):
             index, opened = load_local(local)
             self._source = LocalShards(local, index, opened)
         else:
-            self.path = location.rstrip("/")
+            location = location.rstrip("/")
+            if location.endswith(f"/{INDEX_NAME}"):  # the index names its directory
+                location = location[: -len(INDEX_NAME) - 1]
+            self.path = location
             store = Store(location, storage_options)
             cache = NodeCache(cache_dir, cache_limit)
             self._source = CachedShards(store, read_remote_index(store), cache)

@@ -151,6 +151,11 @@ class Store:
             return FileNotFoundError(
                 f"{url}: no such object; check the URL (and storage_options' endpoint_url)"
             )
+        if isinstance(error, PermissionError):
+            return PermissionError(
+                f"{url}: access denied ({error}); check the credentials (environment, profile, "
+                f"or storage_options' key and secret)"
+            )
         kind = type(error).__name__
         damaged = kind in _DAMAGED or type(error.__cause__).__name__ in _DAMAGED
         failure = DamagedDownload if damaged else StorageError
