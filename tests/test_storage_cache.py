@@ -126,6 +126,24 @@ def test_windows_cover_the_epoch_from_few_shards_each(local: ShardDataset) -> No
     assert len(ShardWindowSampler(local, seed=0).windows(0)[1]) == 1
 
 
+@pytest.mark.parametrize("window", [2, 4, SHARDS])
+def test_the_shards_a_batch_draws_from_match_the_documented_quality(
+    local: ShardDataset, window: int
+) -> None:
+    batch = 16
+    sampler = ShardWindowSampler(local, window, seed=11)
+    distinct = []
+    for epoch in range(20):
+        order = sampler.epoch_order(epoch)
+        for start in range(0, N - batch + 1, batch):
+            distinct.append(len(set((order[start : start + batch] // PER_SHARD).tolist())))
+    # README: about window * (1 - (1 - 1/window) ** B) shards a batch (sampling within a
+    # window is without replacement, so a little more); a full shuffle's is the same formula
+    # with window = SHARDS
+    expected = window * (1 - (1 - 1 / window) ** batch)
+    assert expected - 0.3 <= np.mean(distinct) <= expected + 0.6, (np.mean(distinct), expected)
+
+
 def test_a_windowed_pass_resumes_exactly(local: ShardDataset) -> None:
     def loader() -> ladle.DataLoader:
         return ladle.DataLoader(local, batch_size=16, sampler=ShardWindowSampler(local, 2, seed=1))
