@@ -16,9 +16,9 @@ full epochs, the contenders taking turns in rounds (median over rounds):
     with 2 workers: target >= 3x.
 
 MosaicML Streaming is not measured: installing it (0.13.0) would replace the test gate's CPU
-torch 2.13 with torch 2.14.1 and CUDA packages (``pip install --dry-run``). moto is a Python server, slower per request than S3 or MinIO, which
-favours the side that makes fewer requests (ladle's); the ratio on a real store depends on its
-latency per GET.
+torch 2.13 with torch 2.14.1 and CUDA packages (``pip install --dry-run``). moto is a Python
+server, slower per request than S3 or MinIO, which favours the side that makes fewer requests
+(ladle's); the ratio on a real store depends on its latency per GET.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storage_support import S3, FaultProxy, check_sample, clean_proxy, s3, samples
+from storage_support import S3, FaultProxy, check_batch, check_sample, clean_proxy, s3, samples
 
 import ladle
 from ladle.cli import main
@@ -157,3 +157,17 @@ def test_a_url_dataset_pickles_as_its_url_and_options(s3: S3, tmp_path: Path) ->
     copy = pickle.loads(pickle.dumps(dataset))  # what a spawned worker receives
     check_sample(copy[13], 13)
     assert copy.cache is not None and copy.cache.directory == tmp_path
+
+
+def test_thread_workers_share_one_url_dataset(s3: S3, tmp_path: Path) -> None:
+    url = f"s3://{s3.bucket()}/threads"
+    write_shards(samples(120), url, samples_per_shard=15, storage_options=s3.options())
+    dataset = ShardDataset(
+        url, storage_options=s3.options(), cache_dir=tmp_path, cache_limit=51_000
+    )
+    assert dataset.cache_capacity < len(dataset.shard_sizes)  # maps dropped as they go
+    loader = ladle.DataLoader(
+        dataset, batch_size=8, shuffle=True, seed=1, num_workers=2, worker_type="thread", timeout=30
+    )
+    seen = [i for batch in loader for i in check_batch(batch)]
+    assert sorted(seen) == list(range(120))

@@ -10,6 +10,7 @@ evicted do not stay pinned on disk by old maps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -89,7 +90,10 @@ class CachedShards:
         # flags of verified records); the Background resets itself there
         mapped = self._maps.get(number)
         if mapped is not None:
-            self._maps.move_to_end(number)
+            # thread workers share these maps: a shard another thread just dropped from the
+            # bookkeeping is still a valid map
+            with contextlib.suppress(KeyError):
+                self._maps.move_to_end(number)
             return mapped
         entry = self.index.shards[number]
         shard = self.cache.get(
@@ -99,8 +103,9 @@ class CachedShards:
             lambda path: check_entry(open_shard(path), entry, self.index, str(path)),
         )
         self._maps[number] = shard
-        while len(self._maps) > self.capacity:
-            self._maps.popitem(last=False)
+        with contextlib.suppress(KeyError):
+            while len(self._maps) > self.capacity:
+                self._maps.popitem(last=False)
         return shard
 
     def prefetch(self, shards: Iterable[int]) -> None:
