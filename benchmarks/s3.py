@@ -1,5 +1,6 @@
 """The ``s3`` scenario: shards from an S3 API server on 127.0.0.1 (moto, started here).
 
+    .venv/bin/python benchmarks/run.py --scenario s3          # in the harness, with the others
     PYTHONPATH=src .venv/bin/python benchmarks/s3.py [--quick] [--rounds N] [--json PATH]
 
 It starts ``moto_server`` in a child process on a free port, uploads the same samples twice —
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -238,6 +241,132 @@ def run(rounds: int, quick: bool) -> dict[str, Any]:
             "cold / torch GET per sample": {"ratio": cold_ratio, "target": COLD_TARGET},
         },
     }
+
+
+class EmptiedFirst:
+    """``loader``, its node cache emptied at the start of every epoch: a cold read each time."""
+
+    def __init__(self, loader: Any, cache: Path) -> None:
+        self.loader, self.cache = loader, cache
+
+    def __iter__(self) -> Iterator[Any]:
+        shutil.rmtree(self.cache, ignore_errors=True)
+        return iter(self.loader)
+
+    def close(self) -> None:
+        self.loader.close()
+
+
+class FirstBatches:
+    """The first ``count`` batches of each epoch of ``loader`` (a GET per sample is slow: a full
+    epoch would take most of the run)."""
+
+    def __init__(self, loader: Any, count: int) -> None:
+        self.loader, self.count = loader, count
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.loader), self.count)
+
+
+def scenario(setup: Any) -> Any:
+    """The harness's ``s3`` scenario (``run.py --scenario s3``); its ``close`` stops moto."""
+    from scenarios import Contender, Scenario, Target
+
+    import ladle
+    from ladle.formats import ShardDataset, ShardWindowSampler
+
+    n = SAMPLES_QUICK if setup.quick else SAMPLES
+    stack = contextlib.ExitStack()
+    try:
+        endpoint = stack.enter_context(moto())
+        work = Path(tempfile.mkdtemp(prefix="ladle-s3-bench-"))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        say(f"  s3: uploading {n} samples of {SAMPLE_BYTES // 1024} KiB to moto at {endpoint}")
+        url = upload(endpoint, work / "local", n)
+    except BaseException:
+        stack.close()
+        raise
+    local = ShardDataset(work / "local")
+    shards = len(local.shard_sizes)
+    warm_cache, cold_cache = work / "warm-cache", work / "cold-cache"
+    filler = ShardDataset(url, storage_options=options(endpoint), cache_dir=warm_cache)
+    for i in range(shards):
+        filler.shard(i)  # every shard in the warm cache, not mapped by the measured dataset
+    warm = ShardDataset(url, storage_options=options(endpoint), cache_dir=warm_cache)
+    limit = max(sum(warm.shard_bytes) // 4, 2 * max(warm.shard_bytes))
+    cold = ShardDataset(
+        url, storage_options=options(endpoint), cache_dir=cold_cache, cache_limit=limit
+    )
+    extra = {"persistent_workers": True} if setup.persistent_workers else {}
+
+    def loader(dataset: Any, window: int | None) -> Any:
+        sampler = ShardWindowSampler(dataset, window, seed=0)
+        return ladle.DataLoader(
+            dataset, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, **extra
+        )
+
+    torch_batches = 8
+    contenders = [
+        Contender(
+            "ladle",
+            "ladle",
+            lambda: loader(local, shards),
+            f"ladle.DataLoader(ShardDataset(local dir)), ShardWindowSampler over all {shards} "
+            f"shards, {WORKERS} workers",
+        ),
+        Contender(
+            "ladle s3 warm cache",
+            "ladle",
+            lambda: loader(warm, shards),
+            "the same shards from s3:// with every shard in the node cache",
+        ),
+        Contender(
+            "ladle s3 cold",
+            "ladle",
+            lambda: EmptiedFirst(loader(cold, None), cold_cache),
+            f"from s3:// with the node cache emptied before each epoch ({limit // 2**20} MiB, a "
+            f"quarter of the data), ShardWindowSampler's default window",
+        ),
+    ]
+    if setup.torch is not None:
+        tud = setup.torch.utils.data
+        contenders.append(
+            Contender(
+                "torch GET per sample",
+                "torch",
+                lambda: FirstBatches(
+                    tud.DataLoader(
+                        GetPerSample(endpoint, n),
+                        batch_size=BATCH,
+                        shuffle=True,
+                        num_workers=WORKERS,
+                        **extra,
+                    ),
+                    torch_batches,
+                ),
+                f"torch.utils.data.DataLoader over a map-style dataset doing one boto3 get_object "
+                f"per sample (one object a sample), shuffle=True, {WORKERS} workers; the first "
+                f"{torch_batches} batches of each epoch",
+                samples_per_epoch=torch_batches * BATCH,
+            )
+        )
+    return Scenario(
+        "s3",
+        f"{n:,} samples of {SAMPLE_BYTES // 1024} KiB in {shards} shards on a local moto S3 "
+        f"server; batch {BATCH}",
+        n,
+        BATCH,
+        contenders,
+        targets=[
+            Target("ladle s3 warm cache", "ladle", WARM_TARGET),
+            Target("ladle s3 cold", "torch", COLD_TARGET),
+        ],
+        num_workers=WORKERS,
+        persistent_workers=setup.persistent_workers,
+        rounds=3,
+        bytes_per_sample=SAMPLE_BYTES,
+        close=stack.close,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
