@@ -32,7 +32,6 @@ class Background(Generic[T]):
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
         self._pending: deque[T] = deque()
         self._thread: threading.Thread | None = None
         self.errors: deque[BaseException] = deque(maxlen=_KEPT_ERRORS)
@@ -52,23 +51,9 @@ class Background(Generic[T]):
             with self._lock:
                 if not self._pending:
                     self._thread = None
-                    self._idle.notify_all()
                     return
                 item = self._pending.popleft()
             try:
                 self._work(item)
             except Exception as error:
                 self.errors.append(error)
-
-    def wait(self, timeout: float) -> bool:
-        """Wait until the plan is done (True) or ``timeout`` seconds pass (False)."""
-        if self._pid != os.getpid():
-            return True
-        with self._lock:
-            return self._idle.wait_for(lambda: self._thread is None, timeout)
-
-    def cancel(self) -> None:
-        """Drop what is pending; the item in progress finishes."""
-        if self._pid == os.getpid():
-            with self._lock:
-                self._pending.clear()

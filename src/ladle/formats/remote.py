@@ -129,13 +129,6 @@ class CachedShards:
                 self.shard(number)
         self._background.plan(missing)
 
-    def wait(self, timeout: float) -> bool:
-        """Wait for the fetching ahead to finish (True), or ``timeout`` seconds (False)."""
-        return self._background.wait(timeout)
-
-    def cancel(self) -> None:
-        self._background.cancel()
-
     def _warm(self, number: int) -> None:
         entry = self.index.shards[number]
         self.cache.get(
