@@ -306,3 +306,36 @@ def test_the_proxy_leaves_no_thread_behind(s3: S3) -> None:
     while set(threading.enumerate()) - before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not set(threading.enumerate()) - before
+
+
+STREAM_CHILD = """
+import json, sys
+sys.path.insert(0, {src!r})
+import ladle
+from ladle.formats import ShardStream
+from storage_support import check_batch, options
+stream = ShardStream({url!r}, storage_options=options({endpoint!r}), cache_dir={cache!r},
+                     cache_limit={limit})
+loader = ladle.DataLoader(stream, batch_size=10, num_workers=2, timeout=60)
+seen = [i for batch in loader for i in check_batch(batch)]
+print(json.dumps({{"seen": seen}}))
+"""
+
+
+def test_a_stream_read_by_worker_processes_fetches_ahead_through_a_small_cache(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    clean_proxy.clear()
+    code = STREAM_CHILD.format(
+        src=SRC,
+        url=url,
+        endpoint=s3.proxy.endpoint,
+        cache=str(tmp_path / "stream"),
+        limit=quarter(probe.shard_bytes),
+    )
+    result = finish(start(code))
+    # each worker streams its half in order; the loader interleaves their batches
+    assert sorted(result["seen"]) == list(range(N))  # type: ignore[arg-type]
+    for shard in range(SHARDS):
+        assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard

@@ -294,10 +294,11 @@ class ShardStream(IterableDataset[Any]):
         dataset = self.dataset
         starts = dataset._starts
         index = start + position
+        last = bisect.bisect_right(starts, stop - 1) - 1  # the last shard of this share
         while index < stop:
             shard = bisect.bisect_right(starts, index) - 1
-            # the current shard and the next: one download ahead of reading, per worker
-            dataset.prefetch(range(shard, min(shard + 2, len(starts) - 1)))
+            # the current shard and the next of this share: one download ahead, per worker
+            dataset.prefetch(range(shard, min(shard + 1, last) + 1))
             end = min(stop, starts[shard + 1])
             for record in range(index, end):
                 yield dataset[record]
