@@ -118,9 +118,13 @@ class ShardWindowSampler(_SeededSampler):
         starts, _ = self.windows(epoch)
         announced = -1
         for batch in super().batches_from(epoch, position, batch_size, drop_last):
-            last = bisect.bisect_right(starts, position + len(batch) - 1) - 1
+            end = position + len(batch) - 1
+            last = bisect.bisect_right(starts, end) - 1
             if last != announced:
-                self._announce(epoch, position)  # from the window this batch starts in
+                # from the window this batch ends in: the next one is then fetched a whole
+                # window ahead (the window before, still in flight for a few batches, is
+                # mapped by the workers reading it)
+                self._announce(epoch, end)
                 announced = last
             position += len(batch)
             yield batch
