@@ -839,7 +839,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{scenario.name}: {scenario.description} (data ready in "
             f"{time.perf_counter() - start:.1f} s)"
         )
-        scenario_results = measure(scenario, settings, memory)
+        try:
+            scenario_results = measure(scenario, settings, memory)
+        finally:
+            if scenario.close is not None:
+                scenario.close()  # its servers and temporary data (the s3 scenario's moto)
         progress(f"  {scenario.name} took {time.perf_counter() - start:.1f} s")
         if scenario.bytes_per_sample is not None:
             for result in scenario_results:

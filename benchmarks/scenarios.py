@@ -11,6 +11,7 @@ installed), the data on disk and the isolated runs in ``disk.py``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import os
 import warnings
@@ -135,6 +136,7 @@ class Scenario:
     epochs_per_round: int | None = None  # set: no calibration epoch, this many epochs a round
     isolated: bool = False  # every contender runs in child processes (Contender.command)
     bytes_per_sample: int | None = None  # set: GB/s is reported too
+    close: Callable[[], None] | None = None  # set: called once measured (servers, temp dirs)
 
 
 @dataclass(frozen=True)
@@ -835,6 +837,20 @@ def startup(setup: Setup) -> Scenario:
     )
 
 
+def s3_objects(setup: Setup) -> Scenario:
+    """Shards on an S3 API server on 127.0.0.1 (moto, started for the scenario): warm node
+    cache vs local disk, cold vs torch with a GET per sample (``benchmarks/s3.py``)."""
+    missing = [m for m in ("s3fs", "moto", "boto3") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise Unavailable(
+            f"needs {', '.join(missing)}: pip install 'ladle[storage]' 'moto[server]'"
+        )
+    import s3
+
+    scenario: Scenario = s3.scenario(setup)
+    return scenario
+
+
 SCENARIOS: dict[str, Callable[[Setup], Scenario]] = {
     "in-memory": in_memory,
     "python-dataset": python_dataset,
@@ -844,6 +860,7 @@ SCENARIOS: dict[str, Callable[[Setup], Scenario]] = {
     "startup": startup,
     "jpeg-files": jpeg_files,
     "disk": disk_data,
+    "s3": s3_objects,
 }
 # The scenarios built on shared_data(): once none of them is left to run, the data can go.
 USES_SHARED_DATA = frozenset({"in-memory", "python-dataset"})

@@ -34,6 +34,7 @@ EXTRAS = {
     "NpyDataset",
     "ShardDataset",
     "ShardStream",
+    "ShardWindowSampler",
     "write_shards",
     "formats",
     "CollateError",

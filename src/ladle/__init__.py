@@ -38,6 +38,7 @@ from ladle.ranks import Ranks, detect_ranks
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
+from ladle.window_sampler import ShardWindowSampler
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "SequentialSampler",
     "ShardDataset",
     "ShardStream",
+    "ShardWindowSampler",
     "StackDataset",
     "Subset",
     "SubsetRandomSampler",

@@ -6,7 +6,6 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ladle import bench
 
@@ -30,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pack", help="write an image folder or .npy arrays into checksummed shards"
     )
     pack.add_argument("src", help="an image folder (root/<class>/<image>), a .npy file or folder")
-    pack.add_argument("out", help="the shard directory to write")
+    pack.add_argument(
+        "out", help="the shard directory to write: a path, or a URL such as s3://bucket/prefix"
+    )
     pack.add_argument("--shard-mb", type=float, default=128, help="MiB of data per shard")
     pack.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect = commands.add_parser(
         "inspect", help="show a shard directory's records, fields and sizes; verify checksums"
     )
-    inspect.add_argument("path", help="a shard directory, its index.json or one shard file")
+    inspect.add_argument(
+        "path", help="a shard directory (a path or a URL), its index.json or one shard file"
+    )
     inspect.add_argument("--no-verify", action="store_true", help="skip the checksum pass")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -84,9 +87,12 @@ def _pack(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             jobs=args.jobs,
         )
-    except (OSError, ValueError, WorkerDiedError) as error:
+    except (OSError, ValueError, ImportError, WorkerDiedError) as error:
         return _error("pack", error)
-    print(format_report(ShardDataset(out, verify=False)))
+    from ladle.formats.storage import is_url
+
+    # from a URL, the report reads the index alone: packing does not download what it wrote
+    print(format_report(ShardDataset(out, verify=False), fields=not is_url(str(out))))
     return 0
 
 
@@ -97,8 +103,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from ladle.formats.report import format_report, verify_all
 
     try:
-        dataset = ShardDataset(Path(args.path))
-    except (OSError, FormatError) as error:
+        dataset = ShardDataset(args.path)
+    except (OSError, FormatError, ImportError) as error:
         return _error("inspect", error)
     print(format_report(dataset))
     if args.no_verify:

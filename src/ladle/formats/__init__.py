@@ -1,5 +1,5 @@
 """Data on disk: class folders of images or other files, memory-mapped .npy arrays and ladle's
-packed shard format."""
+packed shard format, on a local disk or in an object store (through a node-local cache)."""
 
 from ladle.formats.imagefolder import DatasetFolder, ImageFolder
 from ladle.formats.images import decode_image, load_image
@@ -8,6 +8,7 @@ from ladle.formats.parts import PartError, PartManifest, commit_parts, write_par
 from ladle.formats.reader import ShardDataset, ShardStream
 from ladle.formats.sources import open_dataset, pack
 from ladle.formats.writer import write_shards
+from ladle.window_sampler import ShardWindowSampler
 
 __all__ = [
     "DatasetFolder",
@@ -17,6 +18,7 @@ __all__ = [
     "PartManifest",
     "ShardDataset",
     "ShardStream",
+    "ShardWindowSampler",
     "commit_parts",
     "decode_image",
     "load_image",

@@ -24,13 +24,21 @@ __all__ = [
     "Index",
     "ShardEntry",
     "check_metadata",
+    "index_text",
+    "parse_index",
     "read_index",
+    "shard_name",
     "write_index",
 ]
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "ladle.shards"
 INDEX_VERSION = 1
+
+
+def shard_name(number: int) -> str:
+    """The file name of shard ``number`` in a directory write_shards writes."""
+    return f"shard-{number:05d}.ladle"
 
 
 @dataclass(frozen=True)
@@ -90,31 +98,40 @@ def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def index_text(index: Index) -> str:
+    """The text of ``index.json`` for ``index``, with its checksum."""
+    body = index.to_json()
+    return json.dumps({"crc32": zlib.crc32(_canonical(body)), "index": body}, indent=1) + "\n"
+
+
 def write_index(directory: Path, index: Index) -> None:
     """Write ``index.json`` atomically: a reader sees the old index, none, or this one."""
-    body = index.to_json()
-    text = json.dumps({"crc32": zlib.crc32(_canonical(body)), "index": body}, indent=1)
     partial = directory / f".{INDEX_NAME}.partial"
-    partial.write_text(text + "\n", encoding="utf-8")
+    partial.write_text(index_text(index), encoding="utf-8")
     os.replace(partial, directory / INDEX_NAME)
 
 
 def read_index(path: Path) -> Index:
     """Parse and validate ``path``; anything unexpected raises FormatError naming the file."""
-    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(
+            f"{path}: there is no {INDEX_NAME}: the directory is not a ladle shard directory, or "
+            f"writing it was interrupted; write it again with write_shards or `ladle pack`",
+            str(path),
+        ) from None
+    return parse_index(raw, str(path))
+
+
+def parse_index(data: bytes, name: str) -> Index:
+    """Parse and validate the index ``data`` read from ``name`` (a path or URL, for errors)."""
 
     def fail(message: str) -> Any:
         raise FormatError(f"{name}: {message}", name)
 
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        fail(
-            f"there is no {INDEX_NAME}: the directory is not a ladle shard directory, or "
-            f"writing it was interrupted; write it again with write_shards or `ladle pack`"
-        )
-    try:
-        document = json.loads(raw)
+        document = json.loads(data)
     except (ValueError, RecursionError) as error:
         fail(f"it is not valid JSON ({error})")
     if not isinstance(document, dict) or not isinstance(document.get("index"), dict):

@@ -2,16 +2,16 @@
 
 Shards are memory-mapped, so a dataset far larger than memory costs only the pages a batch
 touches, and those live in the shared page cache, not in any process. Pickling a ShardDataset
-(for spawned workers) sends its paths; the receiving process maps the files again.
+(for spawned workers) sends its paths; the receiving process maps the files again. A directory
+at a URL (``s3://bucket/prefix``) is read through the node cache (:mod:`ladle.formats.remote`):
+each shard is downloaded once per node, verified, and then mapped like a local one.
 """
 
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
-import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,13 @@ import numpy as np
 
 from ladle._runtime.context import get_worker_info
 from ladle.dataset import Dataset, IterableDataset
-from ladle.errors import FormatError
-from ladle.formats.index import INDEX_NAME, Index, ShardEntry, read_index
+from ladle.formats.cache import DEFAULT_LIMIT, NodeCache
+from ladle.formats.index import INDEX_NAME, Index
+from ladle.formats.opening import LocalShards, load_local, open_shard
+from ladle.formats.remote import CachedShards, read_remote_index
 from ladle.formats.schema import Kind, Schema, Structure
 from ladle.formats.shardread import ShardFile
+from ladle.formats.storage import Store, is_url, local_path
 from ladle.gathered import GatheredBatch
 from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
@@ -30,44 +33,29 @@ from ladle.validation import check_bool, check_callable, check_int, check_path
 
 __all__ = ["ShardDataset", "ShardStream", "open_shard"]
 
-_PATH_FIX = "pass a shard directory written by write_shards or `ladle pack`, or one of its files"
+_PATH_FIX = (
+    "pass a shard directory written by write_shards or `ladle pack` (a local path or a URL "
+    "such as s3://bucket/prefix), or one of its files"
+)
 
 _PYTHON_SCALARS = (Kind.INT, Kind.FLOAT, Kind.BOOL)
-
-
-def open_shard(path: str | os.PathLike[str]) -> ShardFile:
-    """Map one shard file read-only and validate its header."""
-    name = os.fspath(path)
-    try:
-        # O_NONBLOCK: a FIFO named by a hostile index must not block the open
-        descriptor = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as error:
-        raise FormatError(f"{name}: cannot open it as a shard ({error})", name) from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise FormatError(f"{name}: it is not a regular file, so not a ladle shard", name)
-        if status.st_size == 0:
-            raise FormatError(f"{name}: the file is empty: it is not a ladle shard", name)
-        buffer = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
-    finally:
-        os.close(descriptor)
-    return ShardFile(buffer, name)
 
 
 class ShardDataset(Dataset[Any]):
     """The samples ``write_shards`` wrote, by index: ``ShardDataset(path)[i]``.
 
-    ``path`` is a shard directory (or its ``index.json``), or one shard file. Samples come back
-    with the structure and types they were written with; arrays are read-only, zero-copy views
-    of the mapped file (copy one to write into it). ``__getitems__`` gathers a whole batch with
-    one NumPy gather per field and shard. Each record is checked against its checksum the first
-    time the dataset reads it (in any process forked from this one: workers share what was
-    checked); ``verify=False`` skips that for data already verified (``ladle inspect``), though
-    offsets and sizes are still checked, so a damaged file raises FormatError either way.
-    ``transform`` is applied to each sample; it makes ``__getitems__`` return a list.
+    ``path`` is a shard directory (or its ``index.json``), or one shard file; or a directory at
+    a URL (``s3://bucket/prefix``, ``gs://...``, ``file://...``), read through fsspec with
+    ``storage_options`` (credentials and endpoint; the environment's are used otherwise) and
+    cached on this node in ``cache_dir`` (default ``$LADLE_CACHE`` or ``~/.cache/ladle``), which
+    holds at most ``cache_limit`` bytes. Samples come back with the structure and types they
+    were written with; arrays are read-only, zero-copy views of the mapped file (copy one to
+    write into it). ``__getitems__`` gathers a whole batch with one NumPy gather per field and
+    shard. Each record is checked against its checksum the first time the dataset reads it (in
+    any process forked from this one: workers share what was checked); ``verify=False`` skips
+    that for data already verified (``ladle inspect``), though offsets and sizes are still
+    checked, so a damaged file raises FormatError either way. Downloads are always checked in
+    full. ``transform`` is applied to each sample; it makes ``__getitems__`` return a list.
     """
 
     accepts_index_array = True
@@ -78,32 +66,63 @@ class ShardDataset(Dataset[Any]):
         *,
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int = DEFAULT_LIMIT,
     ) -> None:
-        self.path = Path(check_path(path, "path", fix=_PATH_FIX))
+        location = check_path(path, "path", fix=_PATH_FIX)
         self.transform = check_callable(transform, "transform", optional=True)
         self.verify = check_bool(verify, "verify", fix="pass verify=False to skip checksums")
-        self._index, self._shards = _load_index(self.path)
-        self.directory = self.path if self.path.is_dir() else self.path.parent
+        self._source: LocalShards | CachedShards
+        local = local_path(location) if is_url(location) else Path(location)
+        if local is not None:
+            if storage_options is not None:
+                raise ValueError(
+                    f"storage_options are for object stores, but path {location!r} is local; "
+                    f"drop storage_options, or pass a URL such as s3://bucket/prefix"
+                )
+            self.path: Path | str = local
+            index, opened = load_local(local)
+            self._source = LocalShards(local, index, opened)
+        else:
+            location = location.rstrip("/")
+            if location.endswith(f"/{INDEX_NAME}"):  # the index names its directory
+                location = location[: -len(INDEX_NAME) - 1]
+            self.path = location
+            store = Store(location, storage_options)
+            cache = NodeCache(cache_dir, cache_limit)
+            self._source = CachedShards(store, read_remote_index(store), cache)
+        self._index: Index = self._source.index
         self._starts = [0]
         for entry in self._index.shards:
             self._starts.append(self._starts[-1] + entry.records)
         self._start_array = np.asarray(self._starts)  # for the batch path's searchsorted
-        self._open()
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _open(self) -> list[ShardFile]:
-        if self._shards is None:
-            shards = [
-                _open_entry(self.directory, e, self._index, self.path) for e in self._index.shards
-            ]
-            self._shards = shards
-        return self._shards
+    def shard(self, number: int) -> ShardFile:
+        """Shard file ``number``, mapped (from the node cache, fetched first, for a URL)."""
+        return self._source.shard(number)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_shards"] = None  # maps are reopened by the process that unpickles
-        return state
+    def _open(self) -> list[ShardFile]:
+        """Every shard, mapped (for a URL: all of them fetched into the cache)."""
+        return [self._source.shard(i) for i in range(len(self._source))]
+
+    def prefetch(self, shards: Iterable[int]) -> None:
+        """Reading will need ``shards`` next, in this order: for a URL, fetch as many of them
+        as the cache holds in the background (replacing the plan before). Local: nothing."""
+        self._source.prefetch(shards)
+
+    @property
+    def cache(self) -> NodeCache | None:
+        """The node cache a dataset at a URL reads through (None for a local one)."""
+        return self._source.cache if isinstance(self._source, CachedShards) else None
+
+    @property
+    def cache_capacity(self) -> int:
+        """How many shards the node cache holds at once (all of them for a local dataset)."""
+        source = self._source
+        return source.capacity if isinstance(source, CachedShards) else len(source)
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -117,27 +136,32 @@ class ShardDataset(Dataset[Any]):
         return self._index.metadata
 
     @property
-    def shard_files(self) -> list[Path]:
-        return [self.directory / e.file if e.file else self.path for e in self._index.shards]
+    def shard_files(self) -> list[Path] | list[str]:
+        """The shard files: local paths, or URLs for a dataset at a URL."""
+        source = self._source
+        return source.urls if isinstance(source, CachedShards) else list(source.files)
 
     @property
     def shard_sizes(self) -> list[int]:
         return [entry.records for entry in self._index.shards]
 
+    @property
+    def shard_bytes(self) -> list[int]:
+        return [entry.bytes for entry in self._index.shards]
+
     def check(self, shard: int, record: int) -> None:
         """Raise FormatError unless record ``record`` of shard ``shard`` passes its checksum."""
-        shards = self._open()
         shard, record = check_int(shard, "shard"), check_int(record, "record")
-        if not 0 <= shard < len(shards):
+        count = len(self._index.shards)
+        if not 0 <= shard < count:
             raise IndexError(
-                f"shard {shard} is out of range: the dataset has {len(shards)} shards, "
-                f"numbered from 0"
+                f"shard {shard} is out of range: the dataset has {count} shards, numbered from 0"
             )
-        shards[shard].check(record)
+        self.shard(shard).check(record)
 
     def stream(self) -> ShardStream:
         """A ShardStream over the same shards, with the same transform and verification."""
-        return ShardStream(self.path, transform=self.transform, verify=self.verify)
+        return ShardStream.over(self)
 
     def __repr__(self) -> str:
         return f"ShardDataset({str(self.path)!r}, records={len(self)})"
@@ -150,7 +174,7 @@ class ShardDataset(Dataset[Any]):
     def __getitem__(self, index: int) -> Any:
         index = check_index(index, len(self), "ShardDataset")
         shard = bisect.bisect_right(self._starts, index) - 1
-        values = self._open()[shard].record(index - self._starts[shard], self.verify)
+        values = self.shard(shard).record(index - self._starts[shard], self.verify)
         schema = self._index.schema
         assert schema is not None  # a non-empty dataset has one
         sample = schema.join(values)
@@ -174,19 +198,19 @@ class ShardDataset(Dataset[Any]):
         return GatheredBatch(columns[0], len(idx))
 
     def _gather(self, idx: np.ndarray, schema: Schema) -> list[Any]:
-        shards = self._open()
+        shards = self._source
         starts = self._start_array
         owner = np.searchsorted(starts, idx, side="right") - 1
         first = int(owner[0]) if idx.size else 0
         parts: list[tuple[np.ndarray | None, list[Any]]]
         if not idx.size or (owner == first).all():
-            parts = [(None, shards[first].gather(idx - starts[first], self.verify))]
+            parts = [(None, shards.shard(first).gather(idx - starts[first], self.verify))]
         else:
             parts = []
             for shard in np.unique(owner).tolist():
                 positions = np.flatnonzero(owner == shard)
                 local = idx[positions] - starts[shard]
-                parts.append((positions, shards[shard].gather(local, self.verify)))
+                parts.append((positions, shards.shard(shard).gather(local, self.verify)))
         columns = []
         for position, field in enumerate(schema.fields):
             pieces = [(where, part[position]) for where, part in parts]
@@ -222,8 +246,10 @@ class ShardStream(IterableDataset[Any]):
     """The samples of a shard directory in order, for sequential reading.
 
     With ``num_workers`` workers, worker ``w`` streams the ``w``-th contiguous share of the
-    records, so each reads its files front to back. It implements the resume protocol
-    (``iter_from``), so ``DataLoader.state_dict()`` can save a position mid-epoch.
+    records, so each reads its files front to back; from a URL, each worker fetches its next
+    shard into the node cache while it reads the current one. It implements the resume protocol
+    (``iter_from``), so ``DataLoader.state_dict()`` can save a position mid-epoch. The arguments
+    are ShardDataset's.
     """
 
     def __init__(
@@ -232,8 +258,25 @@ class ShardStream(IterableDataset[Any]):
         *,
         transform: Callable[[Any], Any] | None = None,
         verify: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int = DEFAULT_LIMIT,
     ) -> None:
-        self.dataset = ShardDataset(path, transform=transform, verify=verify)
+        self.dataset = ShardDataset(
+            path,
+            transform=transform,
+            verify=verify,
+            storage_options=storage_options,
+            cache_dir=cache_dir,
+            cache_limit=cache_limit,
+        )
+
+    @classmethod
+    def over(cls, dataset: ShardDataset) -> ShardStream:
+        """A stream of ``dataset``'s samples (sharing its files and cache)."""
+        stream = cls.__new__(cls)
+        stream.dataset = dataset
+        return stream
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -249,51 +292,14 @@ class ShardStream(IterableDataset[Any]):
         n = len(self.dataset)
         start, stop = worker * n // workers, (worker + 1) * n // workers
         dataset = self.dataset
-        for index in range(start + position, stop):
-            yield dataset[index]
-
-
-def _load_index(path: Path) -> tuple[Index, list[ShardFile] | None]:
-    """The index at ``path``, and the shard already opened when ``path`` is a shard file."""
-    if path.is_dir():
-        return read_index(path / INDEX_NAME), None
-    if path.name == INDEX_NAME:
-        return read_index(path), None
-    if not path.exists():
-        raise FileNotFoundError(
-            f"path {path} does not exist; pass a shard directory written by write_shards or "
-            f"`ladle pack`, or one of its shard files"
-        )
-    shard = open_shard(path)
-    # one shard file read on its own: an index of one entry ("" marks the file itself)
-    entry = ShardEntry("", shard.records, len(shard._view), shard.header_crc)
-    return Index(shard.records, (entry,), shard.schema, {}), [shard]
-
-
-def _open_entry(directory: Path, entry: ShardEntry, index: Index, own_path: Path) -> ShardFile:
-    path = directory / entry.file if entry.file else own_path  # "": a shard read on its own
-    try:
-        shard = open_shard(path)
-    except FileNotFoundError:
-        raise FormatError(
-            f"{path}: the index lists this shard, but the file is missing; copy the whole "
-            f"directory, or write it again",
-            str(path),
-        ) from None
-    found = {"records": shard.records, "bytes": len(shard._view), "header crc": shard.header_crc}
-    wanted = {"records": entry.records, "bytes": entry.bytes, "header crc": entry.header_crc}
-    differ = [
-        f"{key} {found[key]} (expected {wanted[key]})" for key in found if found[key] != wanted[key]
-    ]
-    if differ:
-        raise FormatError(
-            f"{path}: its {', '.join(differ)} differ from the index: the shard was replaced or "
-            f"the index is stale; write the directory again",
-            str(path),
-        )
-    if shard.schema != index.schema:
-        raise FormatError(
-            f"{path}: its schema differs from the index's: the shard belongs to another dataset",
-            str(path),
-        )
-    return shard
+        starts = dataset._starts
+        index = start + position
+        last = bisect.bisect_right(starts, stop - 1) - 1  # the last shard of this share
+        while index < stop:
+            shard = bisect.bisect_right(starts, index) - 1
+            # the current shard and the next of this share: one download ahead, per worker
+            dataset.prefetch(range(shard, min(shard + 1, last) + 1))
+            end = min(stop, starts[shard + 1])
+            for record in range(index, end):
+                yield dataset[record]
+            index = end

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,10 +99,11 @@ def _size(n: float) -> str:
     return f"{n:,.1f} TiB"  # pragma: no cover
 
 
-def format_report(dataset: ShardDataset) -> str:
-    """The header of ``ladle inspect``: counts, sizes, metadata and fields."""
+def format_report(dataset: ShardDataset, fields: bool = True) -> str:
+    """The header of ``ladle inspect``: counts, sizes, metadata and (unless ``fields=False``,
+    which reads only the index: no shard is fetched from a URL) fields."""
     files = dataset.shard_files
-    on_disk = sum(os.path.getsize(f) for f in files)
+    on_disk = sum(dataset.shard_bytes)
     records = len(dataset)
     lines = [
         f"{dataset.path}: ladle shards, format version {FORMAT_VERSION}",
@@ -114,7 +114,7 @@ def format_report(dataset: ShardDataset) -> str:
     if dataset.metadata:
         text = json.dumps(dataset.metadata)
         lines.append(f"metadata  {text if len(text) <= 200 else text[:197] + '...'}")
-    reports = describe(dataset)
+    reports = describe(dataset) if fields else []
     if reports:
         structure = dataset.schema.structure.value if dataset.schema else ""
         lines.append(f"samples   {structure} of {len(reports)} field{'s' * (len(reports) != 1)}")

@@ -21,6 +21,8 @@ from ladle.formats.schema import Field, Kind, Schema, SchemaError, is_count, is_
 
 __all__ = ["ShardFile"]
 
+_CHECK_CHUNK = 65536
+
 
 class ShardFile:
     """A shard held in ``buffer`` (a read-only mmap, or bytes): validated on construction."""
@@ -30,6 +32,7 @@ class ShardFile:
         self._buffer = buffer
         self._view = memoryview(buffer)
         size = len(self._view)
+        self.size: int = size
         if size < PREAMBLE.size + len(END):
             self._fail(f"it is {size} bytes, too short for a shard: the file is truncated")
         magic, version, header_size, header_crc, _ = PREAMBLE.unpack_from(self._view, 0)
@@ -183,6 +186,11 @@ class ShardFile:
         if bad.size:
             self.check(int(records[bad[0]]))  # raises, naming the record
         self._verified[records] = 1
+
+    def check_all(self) -> None:
+        """``check`` every record, a chunk at a time (a whole download, before it is used)."""
+        for start in range(0, self.records, _CHECK_CHUNK):
+            self.check_many(np.arange(start, min(start + _CHECK_CHUNK, self.records)))
 
     def value(self, position: int, record: int) -> Any:
         """Field ``position`` of ``record``: arrays are read-only views of the file."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import numpy as np
 
 from ladle._runtime.context import sample_slot
 from ladle.dataset import Dataset
+from ladle.formats.cache import DEFAULT_LIMIT
 from ladle.formats.imagefolder import ImageFolder
 from ladle.formats.images import decode_image
 from ladle.formats.index import INDEX_NAME
 from ladle.formats.npy import NpyDataset
 from ladle.formats.reader import ShardDataset
+from ladle.formats.storage import is_url, local_path
 from ladle.formats.writer import DEFAULT_SHARD_BYTES, write_shards
 from ladle.transforms import RandomCrop
 from ladle.validation import check_int, check_path
@@ -42,8 +45,17 @@ class Source(enum.Enum):
 
 
 def source_of(path: str | os.PathLike[str]) -> Source:
-    """What kind of dataset ``path`` holds; ValueError (or FileNotFoundError) if none."""
-    where = Path(check_path(path, "path", fix=_PATH_FIX))
+    """What kind of dataset ``path`` holds; ValueError (or FileNotFoundError) if none. A URL
+    (other than ``file://``) names a shard directory in an object store."""
+    location = check_path(path, "path", fix=_PATH_FIX)
+    if is_url(location):
+        if local_path(location) is None:
+            return Source.SHARDS
+        raise ValueError(
+            f"path {location!r}: a file:// URL names a shard directory only; pass other "
+            f"local datasets as plain paths"
+        )
+    where = Path(location)
     if not where.exists():
         raise FileNotFoundError(
             f"path {os.fspath(path)!r} does not exist; pass a shard directory, a .npy file, a "
@@ -101,13 +113,32 @@ class DecodeCrop(Crop):
         return super().__call__(decode_image(encoded)), label
 
 
-def open_dataset(path: str | os.PathLike[str], *, crop: int = 224) -> Dataset[Any]:
+def open_dataset(
+    path: str | os.PathLike[str],
+    *,
+    crop: int = 224,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int = DEFAULT_LIMIT,
+) -> Dataset[Any]:
     """The map-style dataset at ``path``; images are decoded and randomly cropped to ``crop``
-    so that batches stack (image folders, and shards packed from one)."""
+    so that batches stack (image folders, and shards packed from one). A URL is a shard
+    directory in an object store, read as ShardDataset reads it (``storage_options``,
+    ``cache_dir``, ``cache_limit``)."""
     crop = check_int(crop, "crop", minimum=1, fix="pass the crop's side in pixels, e.g. 224")
     source = source_of(path)
+    if storage_options is not None and not is_url(os.fspath(path)):
+        raise ValueError(
+            f"storage_options are for object stores, but path {os.fspath(path)!r} is local; "
+            f"drop storage_options, or pass a URL such as s3://bucket/prefix"
+        )
     if source is Source.SHARDS:
-        shards = ShardDataset(path)
+        shards = ShardDataset(
+            path,
+            storage_options=storage_options,
+            cache_dir=cache_dir,
+            cache_limit=cache_limit,
+        )
         if shards.metadata.get("kind") == IMAGES:
             shards.transform = DecodeCrop(crop)
         return shards
@@ -140,9 +171,11 @@ def pack(
     progress: bool = False,
     overwrite: bool = False,
     jobs: int = 1,
-) -> Path:
-    """Write the dataset at ``src`` (an image folder or .npy arrays) into shards at ``out``;
-    ``jobs`` processes give the same files as one."""
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
+    """Write the dataset at ``src`` (an image folder or .npy arrays) into shards at ``out``, a
+    local directory or a URL (written through fsspec with ``storage_options``); ``jobs``
+    processes give the same files as one."""
     check_path(src, "src", fix=_PATH_FIX)
     check_path(out, "out", fix="name the directory to write, e.g. ./shards")
     source = source_of(src)
@@ -169,4 +202,5 @@ def pack(
         progress=progress,
         overwrite=overwrite,
         jobs=jobs,
+        storage_options=storage_options,
     )

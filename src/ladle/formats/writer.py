@@ -16,21 +16,26 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ladle.formats.index import INDEX_NAME, Index, ShardEntry, check_metadata, write_index
+from ladle.formats.index import (
+    INDEX_NAME,
+    Index,
+    ShardEntry,
+    check_metadata,
+    shard_name,
+    write_index,
+)
 from ladle.formats.progress import Progress
 from ladle.formats.records import grid_rule, is_map_style, samples, shard_batches, stream_rule
 from ladle.formats.schema import Schema
 from ladle.formats.shardfile import encode_shard
+from ladle.formats.storage import Store, is_url, local_path
+from ladle.formats.upload import upload_shards
 from ladle.validation import check_bool, check_int, check_path
 
-__all__ = ["DEFAULT_SHARD_BYTES", "write_shards"]
+__all__ = ["DEFAULT_SHARD_BYTES", "shard_name", "write_shards"]
 
 DEFAULT_SHARD_BYTES = 128 * 2**20
 _STAGING = ".writing-"
-
-
-def shard_name(number: int) -> str:
-    return f"shard-{number:05d}.ladle"
 
 
 def write_shards(
@@ -43,7 +48,8 @@ def write_shards(
     progress: bool = False,
     overwrite: bool = False,
     jobs: int = 1,
-) -> Path:
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
     """Write every sample of ``dataset`` into shards under ``out_dir``; returns the directory.
 
     ``dataset`` is a map-style dataset (``len`` and ``[i]``, read in index order) or any
@@ -62,6 +68,10 @@ def write_shards(
     misjudge the rest. ``jobs=N`` writes it with N processes (see ``ladle.formats.parallel``),
     each a contiguous range of samples, giving the same files as ``jobs=1``; they fork where
     fork exists, so the dataset need not pickle there (elsewhere it must).
+
+    ``out_dir`` may be a URL (``s3://bucket/prefix``; returned as given), written through
+    fsspec with ``storage_options``: shards are uploaded as they are made, and the index last
+    (see :mod:`ladle.formats.upload`).
     """
     if not (is_map_style(dataset) or isinstance(dataset, Iterable)) or isinstance(
         dataset, str | bytes | Mapping
@@ -70,9 +80,8 @@ def write_shards(
             f"write_shards takes a dataset (len and [i]) or an iterable of samples, but got "
             f"dataset={dataset!r:.60} ({type(dataset).__name__}); pass e.g. a list of dicts"
         )
-    directory = Path(
-        check_path(out_dir, "out_dir", fix="name the directory to write, e.g. ./shards")
-    )
+    location = check_path(out_dir, "out_dir", fix="name the directory to write, e.g. ./shards")
+    local = local_path(location) if is_url(location) else Path(location)
     shard_bytes = check_int(
         shard_bytes, "shard_bytes", minimum=1, fix="pass a positive number of bytes, e.g. 2**27"
     )
@@ -87,6 +96,28 @@ def write_shards(
     overwrite = check_bool(overwrite, "overwrite")
     meta = check_metadata(metadata)
     jobs = check_int(jobs, "jobs", minimum=1, fix="pass the number of processes, e.g. jobs=2")
+    total = len(dataset) if is_map_style(dataset) else None
+    if local is None:
+        if jobs > 1:
+            raise ValueError(
+                f"jobs={jobs} writes parts into a local directory, but out_dir={location!r} is "
+                f"a URL; pack locally with jobs= and upload the directory, or pass jobs=1"
+            )
+        rule = (
+            grid_rule(dataset, shard_bytes, samples_per_shard)
+            if total is not None
+            else stream_rule(shard_bytes, samples_per_shard)
+        )
+        store = Store(location, storage_options)
+        with Progress(total, f"writing {store.url}", progress) as bar:
+            upload_shards(store, shard_batches(samples(dataset), rule, bar), meta, overwrite)
+        return location
+    if storage_options is not None:
+        raise ValueError(
+            f"storage_options are for object stores, but out_dir {location!r} is local; drop "
+            f"storage_options, or pass a URL such as s3://bucket/prefix"
+        )
+    directory = local
     if jobs > 1:
         from ladle.formats.parallel import write_parallel
 
@@ -101,7 +132,6 @@ def write_shards(
             overwrite=overwrite,
         )
     old = _existing(directory, overwrite)
-    total = len(dataset) if is_map_style(dataset) else None
     rule = (
         grid_rule(dataset, shard_bytes, samples_per_shard)
         if total is not None

@@ -1,0 +1,194 @@
+"""The node-local shard cache: one directory, a size limit, shared by every process of a node.
+
+Files are fetched at most once per node: each cached file has a lock file (``filelock``, an
+``flock`` on POSIX), and a process that finds a file absent downloads it to a temporary name
+in the cache directory while holding that lock, has it verified, and renames it into place, so
+no reader ever sees a torn file. The others wait on the lock, then find the file. Room is made
+before a download, least-recently-used first (a hit refreshes the file's mtime), skipping any
+file whose lock another process holds (it is being fetched or opened): the directory stays
+within its limit, but for downloads running at the same moment. An evicted file that a
+process has mapped stays readable there (POSIX keeps unlinked files until unmapped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ladle.formats.storage import INSTALL_HINT
+from ladle.validation import check_int, check_number, check_path
+
+__all__ = ["DEFAULT_LIMIT", "NodeCache", "default_directory"]
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 32 * 2**30
+_LOCKS = ".locks"
+_PARTIAL = ".part-"
+_EVICTING = ".evicting.lock"
+
+
+def default_directory() -> Path:
+    """``$LADLE_CACHE``, else ``$XDG_CACHE_HOME/ladle``, else ``~/.cache/ladle``."""
+    if os.environ.get("LADLE_CACHE"):
+        return Path(os.environ["LADLE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ladle"
+
+
+def _filelock() -> Any:
+    try:
+        import filelock
+    except ImportError:
+        raise ImportError(
+            f"the shard cache needs filelock for its cross-process locks; install it with "
+            f"{INSTALL_HINT}"
+        ) from None
+    return filelock
+
+
+class NodeCache:
+    """``directory`` (default :func:`default_directory`) holding at most ``limit`` bytes.
+
+    ``lock_timeout`` bounds how long a process waits for another's download of one file.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        limit: int = DEFAULT_LIMIT,
+        *,
+        lock_timeout: float = 600.0,
+    ) -> None:
+        fix = "name a local directory, e.g. /local/ladle-cache (or set $LADLE_CACHE)"
+        self.directory = (
+            default_directory()
+            if directory is None
+            else Path(check_path(directory, "cache_dir", fix=fix))
+        )
+        self.limit = check_int(
+            limit, "cache_limit", minimum=1, fix="pass the cache's size in bytes, e.g. 2**34"
+        )
+        self.lock_timeout = check_number(
+            lock_timeout, "lock_timeout", minimum=0, fix="pass seconds, e.g. 600"
+        )
+
+    def __repr__(self) -> str:
+        return f"NodeCache({str(self.directory)!r}, limit={self.limit})"
+
+    def path_of(self, key: str) -> Path:
+        return self.directory / key
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, timeout: float | None = None) -> Iterator[None]:
+        filelock = _filelock()
+        locks = self.directory / _LOCKS
+        locks.mkdir(parents=True, exist_ok=True)
+        name = key.replace("/", "--")
+        lock = filelock.FileLock(
+            locks / f"{name}.lock", timeout=self.lock_timeout if timeout is None else timeout
+        )
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise TimeoutError(
+                f"{self.path_of(key)}: waited {lock.timeout:g} s for another process to finish "
+                f"fetching it; raise lock_timeout, or remove {locks} if no process is running"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def get(self, key: str, size: int, fill: Callable[[Path], None], use: Callable[[Path], T]) -> T:
+        """``use(path)`` of the cached file ``key`` (``size`` bytes), made first if absent by
+        ``fill(temporary path)``, which must leave a complete, verified file or raise."""
+        path = self.path_of(key)
+        with self._locked(key):
+            if path.exists():
+                os.utime(path)  # most recently used
+                return use(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_room(size, keep=key)
+            partial = path.parent / f"{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
+            try:
+                fill(partial)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+            # ``use`` runs under the lock, so that no other process evicts the file before it
+            # is opened
+            return use(path)
+
+    def contains(self, key: str) -> bool:
+        return self.path_of(key).exists()
+
+    def touch(self, key: str) -> bool:
+        """Mark ``key`` most recently used; False if it is not cached. Takes no lock: a file
+        evicted meanwhile just reads as absent."""
+        try:
+            os.utime(self.path_of(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def files(self) -> list[tuple[str, int, float]]:
+        """(key, bytes, mtime) of each cached file and partial download."""
+        found = []
+        for folder, directories, names in os.walk(self.directory):
+            directories[:] = [d for d in directories if d != _LOCKS]
+            for name in names:
+                full = os.path.join(folder, name)
+                try:
+                    status = os.stat(full)
+                except FileNotFoundError:
+                    continue  # evicted or renamed meanwhile
+                key = os.path.relpath(full, self.directory).replace(os.sep, "/")
+                found.append((key, status.st_size, status.st_mtime))
+        return found
+
+    def size(self) -> int:
+        """Bytes the cache directory holds now (partial downloads included)."""
+        return sum(size for _, size, _ in self.files())
+
+    def _make_room(self, incoming: int, keep: str) -> None:
+        """Evict least-recently-used files until ``incoming`` more bytes fit in the limit."""
+        with self._locked(_EVICTING):
+            files = [entry for entry in self.files() if not _abandoned(self.path_of(entry[0]))]
+            total = sum(size for _, size, _ in files)
+            candidates = sorted(
+                (mtime, key, size)
+                for key, size, mtime in files
+                if key != keep and not os.path.basename(key).startswith(_PARTIAL)
+            )
+            for _, key, size in candidates:
+                if total + incoming <= self.limit:
+                    break
+                try:
+                    with self._locked(key, timeout=0):
+                        self.path_of(key).unlink(missing_ok=True)
+                except TimeoutError:
+                    continue  # another process is fetching or opening it: keep it
+                total -= size
+
+
+def _abandoned(path: Path) -> bool:
+    """``path`` is the partial download of a process that no longer runs (killed mid-download,
+    or exited with a download in flight): remove it, and say so."""
+    if not path.name.startswith(_PARTIAL):
+        return False
+    try:
+        pid = int(path.name[len(_PARTIAL) :].split("-", 1)[0])
+        os.kill(pid, 0)
+    except ValueError:
+        pass  # not a name this cache gave: leave it be
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return False

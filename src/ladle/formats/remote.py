@@ -1,0 +1,165 @@
+"""The shards of a directory in an object store, read through the node cache: ``CachedShards``.
+
+A shard is downloaded into the node cache when first needed (or ahead of need, by
+``prefetch``), checked in full against its checksums and its index entry before it is renamed
+into place, and then read by memory map like a local one. A download that fails its checks
+(truncated, corrupted) is fetched again, up to ``attempts`` times; it is never served.
+Each process keeps at most as many shards mapped as the cache holds, so that files the cache
+evicted do not stay pinned on disk by old maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ladle._runtime.background import Background
+from ladle.errors import FormatError
+from ladle.formats.cache import NodeCache
+from ladle.formats.index import INDEX_NAME, Index, parse_index
+from ladle.formats.opening import check_entry, open_shard
+from ladle.formats.shardread import ShardFile
+from ladle.formats.storage import DamagedDownload, Store
+
+__all__ = ["DOWNLOAD_ATTEMPTS", "CachedShards", "read_remote_index"]
+
+DOWNLOAD_ATTEMPTS = 3
+
+
+def read_remote_index(store: Store) -> Index:
+    """The index of the directory ``store`` names; FileNotFoundError naming it if absent."""
+    url = store.url_of(INDEX_NAME)
+    try:
+        raw = store.read_bytes(INDEX_NAME)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{url}: no such object: {store.url} is not a ladle shard directory, or writing it "
+            f"was interrupted; check the URL, or write it with write_shards or `ladle pack`"
+        ) from None
+    return parse_index(raw, url)
+
+
+class CachedShards:
+    """The shards of ``index`` at ``store``, through ``cache``."""
+
+    def __init__(
+        self, store: Store, index: Index, cache: NodeCache, *, attempts: int = DOWNLOAD_ATTEMPTS
+    ) -> None:
+        self.store, self.index, self.cache, self.attempts = store, index, cache, attempts
+        # the header crc in the name: a dataset written again under the same URL gets new keys
+        digest = hashlib.sha256(store.url.encode()).hexdigest()[:16]
+        self.keys = [f"{digest}/{e.header_crc:08x}-{e.file}" for e in index.shards]
+        biggest = max((e.bytes for e in index.shards), default=1)
+        if biggest > cache.limit:
+            raise ValueError(
+                f"cache_limit={cache.limit} is smaller than the biggest shard of {store.url} "
+                f"({biggest} bytes); pass a cache_limit of several shards, e.g. "
+                f"cache_limit={8 * biggest}"
+            )
+        #: how many shards fit in the cache at once
+        self.capacity = cache.limit // biggest
+        self._reset()
+
+    def _reset(self) -> None:
+        self._maps: OrderedDict[int, ShardFile] = OrderedDict()
+        self._background: Background[int] = Background(self._warm, "ladle-prefetch")
+
+    def __len__(self) -> int:
+        return len(self.index.shards)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_maps"], state["_background"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.store.url_of(e.file) for e in self.index.shards]
+
+    def shard(self, number: int) -> ShardFile:
+        """Shard ``number``, mapped from the cache (fetched first if absent)."""
+        # a forked process keeps the maps it inherited (the same pages, and the same shared
+        # flags of verified records); the Background resets itself there
+        mapped = self._maps.get(number)
+        if mapped is not None:
+            # thread workers share these maps: a shard another thread just dropped from the
+            # bookkeeping is still a valid map
+            with contextlib.suppress(KeyError):
+                self._maps.move_to_end(number)
+            return mapped
+        entry = self.index.shards[number]
+        shard = self.cache.get(
+            self.keys[number],
+            entry.bytes,
+            lambda partial: self._fill(number, partial),
+            lambda path: check_entry(open_shard(path), entry, self.index, str(path)),
+        )
+        self._maps[number] = shard
+        with contextlib.suppress(KeyError):
+            while len(self._maps) > self.capacity:
+                self._maps.popitem(last=False)
+        return shard
+
+    def prefetch(self, shards: Iterable[int]) -> None:
+        """Reading will need ``shards`` next, in this order: fetch as many of them as the cache
+        holds into it, in the background, instead of what was planned before. Those already
+        cached are mapped here and now, so that worker processes forked from this one later
+        inherit the maps and the records already verified, as they do for local shards."""
+        wanted: list[int] = []
+        for number in shards:
+            if len(wanted) >= self.capacity:
+                break
+            if number not in wanted:
+                wanted.append(number)
+        missing = []
+        for number in wanted:
+            # planned shards become the most recently used, so that making room for the next
+            # evicts shards already read, not the ones about to be
+            if not self.cache.touch(self.keys[number]):
+                missing.append(number)
+            elif number not in self._maps:
+                self.shard(number)
+        self._background.plan(missing)
+
+    def _warm(self, number: int) -> None:
+        entry = self.index.shards[number]
+        self.cache.get(
+            self.keys[number], entry.bytes, lambda p: self._fill(number, p), lambda _: None
+        )
+
+    def _fill(self, number: int, partial: Path) -> None:
+        """Download shard ``number`` to ``partial`` and verify all of it, or raise."""
+        entry = self.index.shards[number]
+        url = self.store.url_of(entry.file)
+        failure: Exception | None = None
+        for _ in range(self.attempts):
+            try:
+                self.store.download(entry.file, partial)
+            except FileNotFoundError:
+                raise FormatError(
+                    f"{url}: the index lists this shard, but the object is missing; write the "
+                    f"dataset again (upload the whole directory, index.json last)",
+                    url,
+                ) from None
+            except DamagedDownload as error:
+                failure = error  # the client's own checksum caught it: fetch it again
+                continue
+            try:
+                shard = check_entry(open_shard(partial), entry, self.index, url)
+                shard.check_all()
+                return
+            except FormatError as error:
+                failure = error  # truncated or corrupted on the way: fetch it again
+        raise FormatError(
+            f"{url}: {self.attempts} downloads in a row failed their checks, the last with: "
+            f"{failure}; if the object itself is damaged, write the dataset again",
+            url,
+        )

@@ -1,0 +1,216 @@
+"""Shard directories at URLs: ``s3://bucket/prefix``, ``gs://...``, ``az://...``, ``file://...``.
+
+A :class:`Store` names one directory in an object store and reads or writes whole objects in it
+through fsspec (s3fs, gcsfs, adlfs), configured the way fsspec is: credentials and endpoint from
+the environment and profiles, or ``storage_options`` (e.g. ``{"endpoint_url": ...}``).
+Retrying is fsspec's and botocore's: ladle only sets bounded defaults (see
+:data:`S3_DEFAULTS`), and turns what still fails into an error naming the URL. fsspec is
+imported only here, and only when a URL is used, so the core keeps depending on NumPy alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "INSTALL_HINT",
+    "S3_DEFAULTS",
+    "DamagedDownload",
+    "Store",
+    "StorageError",
+    "is_url",
+    "local_path",
+]
+
+INSTALL_HINT = "pip install 'ladle[storage]'"
+
+# botocore retries 5xx, 429/SlowDown and dropped connections itself ("standard" mode: jittered
+# exponential backoff, capped at 20 s); s3fs adds its own bounded retries (5, about 2 s of
+# backoff in all) around each call for timeouts and broken reads. This bound keeps a dead
+# endpoint from stalling a job for long; storage_options' config_kwargs override it.
+S3_DEFAULTS: dict[str, Any] = {
+    "config_kwargs": {"retries": {"max_attempts": 4, "mode": "standard"}},
+}
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+# Filesystems a forked process inherited, kept so that they are never closed there: closing
+# one (s3fs does when it is collected) unregisters its sockets from the event loop's epoll set,
+# which the child shares with its parent, and the parent's next response on that connection
+# is then never read (it waits out the read timeout, seen as a 15 s stall).
+_INHERITED: list[Any] = []
+
+
+class StorageError(OSError):
+    """An object store kept failing after its retries: the message names the URL."""
+
+
+class DamagedDownload(StorageError):
+    """A download arrived damaged (the client's own checksum or length check failed): fetching
+    it again may succeed, as for a download that fails ladle's checksums."""
+
+
+# botocore's names for a body that arrived damaged (its checksum, or a short read)
+_DAMAGED = {"FlexibleChecksumError", "IncompleteReadError", "ResponseStreamingError"}
+
+
+def is_url(path: object) -> bool:
+    """``path`` is a str of the form ``scheme://...``."""
+    return isinstance(path, str) and _SCHEME.match(path) is not None
+
+
+def local_path(url: str) -> Path | None:
+    """The local path a ``file://`` URL names (read by memory map, with no cache), else None."""
+    if url.startswith("file://"):
+        return Path(url[len("file://") :] or "/")
+    return None
+
+
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(
+            f"reading or writing shards at a URL needs fsspec (and s3fs for s3://, gcsfs for "
+            f"gs://, adlfs for az://); install them with {INSTALL_HINT}"
+        ) from None
+    return fsspec
+
+
+class Store:
+    """The object-store directory ``url``; a filesystem is made per process, on first use.
+
+    Pickling sends the URL and options: fsspec filesystems hold an event loop and sockets that
+    belong to the process that made them (a forked worker makes its own).
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        match = _SCHEME.match(url)
+        if match is None:
+            raise ValueError(f"{url!r} is not a URL; pass e.g. 's3://bucket/prefix'")
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise TypeError(
+                f"storage_options should be a dict of fsspec options or None, but got "
+                f"storage_options={storage_options!r:.60} ({type(storage_options).__name__}); "
+                f"pass e.g. {{'endpoint_url': 'http://127.0.0.1:9000'}}"
+            )
+        self.url = url.rstrip("/")
+        self.protocol = match.group(1).lower()
+        self.storage_options = dict(storage_options or {})
+        self._fs: tuple[int, Any, str] | None = None  # (pid, filesystem, root path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fs": None}
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def _options(self) -> dict[str, Any]:
+        if self.protocol not in ("s3", "s3a"):
+            return dict(self.storage_options)
+        options = {**S3_DEFAULTS, **self.storage_options}
+        if "config_kwargs" in self.storage_options:  # the user's config wins key by key
+            options["config_kwargs"] = {
+                **S3_DEFAULTS["config_kwargs"],
+                **self.storage_options["config_kwargs"],
+            }
+        return options
+
+    def filesystem(self) -> tuple[Any, str]:
+        """(fsspec filesystem, root path inside it) for this process."""
+        if self._fs is None or self._fs[0] != os.getpid():
+            if self._fs is not None:
+                _INHERITED.append(self._fs[1])
+            fsspec = _fsspec()
+            try:
+                # fsspec's instance cache is per process (it clears itself after a fork), so
+                # datasets of one store share one client, and a worker makes its own
+                fs, root = fsspec.core.url_to_fs(self.url, **self._options())
+            except ImportError as error:
+                raise ImportError(
+                    f"{self.url}: fsspec needs another package for {self.protocol}:// "
+                    f"({error}); install it, e.g. {INSTALL_HINT}"
+                ) from None
+            self._fs = (os.getpid(), fs, root.rstrip("/"))
+        return self._fs[1], self._fs[2]
+
+    def url_of(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def _path(self, name: str) -> tuple[Any, str]:
+        fs, root = self.filesystem()
+        return fs, f"{root}/{name}"
+
+    def _failed(self, name: str, action: str, error: Exception) -> Exception:
+        url = self.url_of(name)
+        if isinstance(error, FileNotFoundError):
+            return FileNotFoundError(
+                f"{url}: no such object; check the URL (and storage_options' endpoint_url)"
+            )
+        if isinstance(error, PermissionError):
+            return PermissionError(
+                f"{url}: access denied ({error}); check the credentials (environment, profile, "
+                f"or storage_options' key and secret)"
+            )
+        kind = type(error).__name__
+        damaged = kind in _DAMAGED or type(error.__cause__).__name__ in _DAMAGED
+        failure = DamagedDownload if damaged else StorageError
+        return failure(f"{url}: {action} failed: {kind}: {error}")
+
+    def read_bytes(self, name: str) -> bytes:
+        """The whole object ``name``."""
+        fs, path = self._path(name)
+        try:
+            data: bytes = fs.cat_file(path)
+        except Exception as error:
+            raise self._failed(name, "reading", error) from error
+        return data
+
+    def download(self, name: str, destination: Path) -> None:
+        """Copy the object ``name`` to the local file ``destination``."""
+        fs, path = self._path(name)
+        try:
+            fs.get_file(path, os.fspath(destination))
+        except Exception as error:
+            raise self._failed(name, "downloading", error) from error
+
+    def upload(self, source: Path, name: str) -> None:
+        """Copy the local file ``source`` to the object ``name`` (replacing it)."""
+        fs, path = self._path(name)
+        try:
+            fs.put_file(os.fspath(source), path)
+        except Exception as error:
+            raise self._failed(name, "uploading", error) from error
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        fs, path = self._path(name)
+        try:
+            fs.pipe_file(path, data)
+        except Exception as error:
+            raise self._failed(name, "writing", error) from error
+
+    def remove(self, name: str) -> None:
+        """Delete the object ``name``; one that is already gone is no error."""
+        fs, path = self._path(name)
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        except Exception as error:
+            raise self._failed(name, "deleting", error) from error
+
+    def names(self) -> list[str]:
+        """The object names directly under the directory (none if it does not exist)."""
+        fs, root = self.filesystem()
+        try:
+            fs.invalidate_cache(root)
+            listed = fs.ls(root, detail=False)
+        except FileNotFoundError:
+            return []
+        except Exception as error:
+            raise self._failed("", "listing", error) from error
+        return sorted(str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in listed)

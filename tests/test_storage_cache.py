@@ -1,0 +1,341 @@
+"""The node cache and the windowed shuffle: a dataset four times the cache reads whole epochs
+correctly, each shard downloaded once, within the limit; processes share one download."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from script_support import PRELUDE
+from storage_support import S3, FaultProxy, check_batch, clean_proxy, s3, samples
+
+import ladle
+from ladle.formats import ShardDataset, ShardWindowSampler, write_shards
+from ladle.formats.cache import NodeCache
+
+__all__ = ["clean_proxy", "s3"]  # fixtures, used by name
+
+SHARDS, PER_SHARD = 16, 25
+N = SHARDS * PER_SHARD
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def url(s3: S3) -> Iterator[str]:
+    location = f"s3://{s3.bucket()}/cached"
+    write_shards(samples(N), location, samples_per_shard=PER_SHARD, storage_options=s3.options())
+    yield location
+
+
+def quarter(dataset_bytes: list[int]) -> int:
+    """A cache limit of a quarter of the dataset: four of its sixteen shards."""
+    return 4 * max(dataset_bytes)
+
+
+# -- the cache on its own -------------------------------------------------------------------------
+
+
+def test_the_cache_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, limit=300)
+    made: list[str] = []
+
+    def fill(key: str) -> object:
+        def write(partial: Path) -> None:
+            made.append(key)
+            partial.write_bytes(b"x" * 100)
+
+        return write
+
+    for key in ["a", "b", "c"]:
+        assert cache.get(key, 100, fill(key), lambda path: path.read_bytes()) == b"x" * 100
+    cache.get("a", 100, fill("a"), lambda path: None)  # a hit: "a" is now the newest
+    cache.get("d", 100, fill("d"), lambda path: None)  # makes room by evicting "b"
+    assert made == ["a", "b", "c", "d"]
+    assert sorted(key for key, _, _ in cache.files()) == ["a", "c", "d"]
+    assert cache.size() == 300
+
+
+def test_a_failed_fill_leaves_no_file(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, limit=1000)
+
+    def broken(partial: Path) -> None:
+        partial.write_bytes(b"half")
+        raise ConnectionError("the connection dropped")
+
+    with pytest.raises(ConnectionError):
+        cache.get("k", 10, broken, lambda path: None)
+    assert cache.files() == [] and not cache.contains("k")
+
+
+def test_a_dead_process_partial_download_is_swept(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, limit=1000)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    leftover = tmp_path / "d" / f".part-{int(dead.stdout)}-00000000-shard-00000.ladle"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"x" * 600)
+    live = tmp_path / "d" / f".part-{os.getpid()}-00000000-shard-00001.ladle"
+    live.write_bytes(b"x" * 10)
+    cache.get("d/shard-00002.ladle", 500, lambda p: p.write_bytes(b"y" * 500), lambda p: None)
+    assert not leftover.exists() and live.exists()  # room made by sweeping the dead one
+    assert cache.contains("d/shard-00002.ladle")
+
+
+def test_the_cache_defaults_to_ladle_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LADLE_CACHE", str(tmp_path / "here"))
+    assert NodeCache().directory == tmp_path / "here"
+    with pytest.raises(ValueError, match="cache_limit should be"):
+        NodeCache(tmp_path, limit=0)
+
+
+# -- the windowed shuffle -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> ShardDataset:
+    directory = tmp_path_factory.mktemp("local") / "shards"
+    write_shards(samples(N, size=4), directory, samples_per_shard=PER_SHARD)
+    return ShardDataset(directory)
+
+
+def test_windows_cover_the_epoch_from_few_shards_each(local: ShardDataset) -> None:
+    sampler = ShardWindowSampler(local, window=3, seed=7)
+    order = sampler.epoch_order(0)
+    assert sorted(order.tolist()) == list(range(N))
+    starts, groups = sampler.windows(0)
+    assert [len(g) for g in groups] == [3, 3, 3, 3, 3, 1]
+    for start, stop, group in zip(starts, starts[1:], groups, strict=False):
+        assert set((order[start:stop] // PER_SHARD).tolist()) == set(group)
+    assert not np.array_equal(order, sampler.epoch_order(1))  # a new order each epoch
+    again = ShardWindowSampler(local, window=3, seed=7)
+    assert np.array_equal(again.epoch_order(1), sampler.epoch_order(1))  # and a pure function
+    # a window of every shard is a full shuffle; a local dataset defaults to it
+    assert len(ShardWindowSampler(local, seed=0).windows(0)[1]) == 1
+
+
+@pytest.mark.parametrize("window", [2, 4, SHARDS])
+def test_the_shards_a_batch_draws_from_match_the_documented_quality(
+    local: ShardDataset, window: int
+) -> None:
+    batch = 16
+    sampler = ShardWindowSampler(local, window, seed=11)
+    distinct = []
+    for epoch in range(20):
+        order = sampler.epoch_order(epoch)
+        for start in range(0, N - batch + 1, batch):
+            distinct.append(len(set((order[start : start + batch] // PER_SHARD).tolist())))
+    # README: about window * (1 - (1 - 1/window) ** B) shards a batch (sampling within a
+    # window is without replacement, so a little more); a full shuffle's is the same formula
+    # with window = SHARDS
+    expected = window * (1 - (1 - 1 / window) ** batch)
+    assert expected - 0.3 <= np.mean(distinct) <= expected + 0.6, (np.mean(distinct), expected)
+
+
+def test_a_windowed_pass_resumes_exactly(local: ShardDataset) -> None:
+    def loader() -> ladle.DataLoader:
+        return ladle.DataLoader(local, batch_size=16, sampler=ShardWindowSampler(local, 2, seed=1))
+
+    full = [b["i"].tolist() for b in loader()]
+    first = loader()
+    it = iter(first)
+    for _ in range(7):
+        next(it)
+    state = first.state_dict()
+    json.dumps(state)  # small and serialisable
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert [b["i"].tolist() for b in resumed] == full[7:]
+
+
+def test_the_sampler_refuses_other_datasets() -> None:
+    with pytest.raises(TypeError, match="data_source should be a ShardDataset"):
+        ShardWindowSampler(list(range(10)))
+
+
+# -- a dataset four times the cache ----------------------------------------------------------------
+
+
+def test_a_shuffled_epoch_through_a_quarter_sized_cache(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    limit = quarter(probe.shard_bytes)
+    biggest = max(probe.shard_bytes)
+    dataset = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path, cache_limit=limit)
+    assert dataset.cache_capacity == 4 and dataset.cache is not None
+    sampler = ShardWindowSampler(dataset, seed=5)
+    assert sampler.window == 2
+    clean_proxy.clear()
+
+    def downloads() -> list[int]:
+        return [clean_proxy.downloads(f"cached/shard-{s:05d}.ladle") for s in range(SHARDS)]
+
+    for epoch in range(2):
+        before = downloads()
+        seen = []
+        loader = ladle.DataLoader(dataset, batch_size=10, sampler=sampler)
+        for batch in loader:
+            seen.extend(check_batch(batch))
+            assert dataset.cache.size() <= limit + biggest
+        assert sorted(seen) == list(range(N))
+        fetched = [after - was for after, was in zip(downloads(), before, strict=True)]
+        # each shard once in the first epoch; in the next, those still cached not at all
+        assert fetched == [1] * SHARDS if epoch == 0 else set(fetched) <= {0, 1}, (epoch, fetched)
+
+
+CHILD = """
+import json, sys
+sys.path.insert(0, {src!r})
+import ladle
+from ladle.formats import ShardDataset, ShardWindowSampler
+from storage_support import check_batch, options
+dataset = ShardDataset({url!r}, storage_options=options({endpoint!r}), cache_dir={cache!r},
+                       cache_limit={limit})
+sampler = ShardWindowSampler(dataset, seed={seed})
+loader = ladle.DataLoader(dataset, batch_size=10, sampler=sampler, num_workers={workers},
+                          timeout=60)
+seen, peak = [], 0
+for batch in loader:
+    seen.extend(check_batch(batch))
+    peak = max(peak, dataset.cache.size())
+print(json.dumps({{"seen": sorted(seen), "peak": peak}}))
+"""
+
+
+def start(code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> dict[str, object]:
+    try:
+        out, err = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    assert process.returncode == 0, err
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def test_worker_processes_and_two_loaders_share_one_download_per_shard(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    biggest = max(probe.shard_bytes)
+    cache = str(tmp_path / "shared")
+    # two loaders of 2 worker processes each, on one node, at once: one with a quarter-sized
+    # cache would evict what the other still needs, so here the cache holds the dataset
+    limit = sum(probe.shard_bytes) + biggest
+    clean_proxy.clear()
+    code = [
+        CHILD.format(
+            src=SRC,
+            url=url,
+            endpoint=s3.proxy.endpoint,
+            cache=cache,
+            limit=limit,
+            seed=s,
+            workers=2,
+        )
+        for s in (1, 2)
+    ]
+    children = [start(c) for c in code]
+    try:
+        results = [finish(child) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    for result in results:
+        assert result["seen"] == list(range(N))
+    for shard in range(SHARDS):
+        assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard
+
+
+def test_worker_processes_read_through_a_quarter_sized_cache(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    limit, biggest = quarter(probe.shard_bytes), max(probe.shard_bytes)
+    clean_proxy.clear()
+    code = CHILD.format(
+        src=SRC,
+        url=url,
+        endpoint=s3.proxy.endpoint,
+        cache=str(tmp_path / "small"),
+        limit=limit,
+        seed=3,
+        workers=2,
+    )
+    result = finish(start(code))
+    assert result["seen"] == list(range(N))
+    assert isinstance(result["peak"], int) and result["peak"] <= limit + biggest
+    for shard in range(SHARDS):
+        assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard
+
+
+def test_the_proxy_leaves_no_thread_behind(s3: S3) -> None:
+    from storage_support import FaultProxy as Proxy
+
+    before = set(threading.enumerate())
+    with Proxy(s3.endpoint) as proxy:
+        dataset_options = proxy.endpoint
+        assert dataset_options.startswith("http://127.0.0.1:")
+        socket.create_connection(("127.0.0.1", int(dataset_options.rsplit(":", 1)[1]))).close()
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not set(threading.enumerate()) - before
+
+
+STREAM_CHILD = """
+import json, sys
+sys.path.insert(0, {src!r})
+import ladle
+from ladle.formats import ShardStream
+from storage_support import check_batch, options
+stream = ShardStream({url!r}, storage_options=options({endpoint!r}), cache_dir={cache!r},
+                     cache_limit={limit})
+loader = ladle.DataLoader(stream, batch_size=10, num_workers=2, timeout=60)
+seen = [i for batch in loader for i in check_batch(batch)]
+print(json.dumps({{"seen": seen}}))
+"""
+
+
+def test_a_stream_read_by_worker_processes_fetches_ahead_through_a_small_cache(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    clean_proxy.clear()
+    code = STREAM_CHILD.format(
+        src=SRC,
+        url=url,
+        endpoint=s3.proxy.endpoint,
+        cache=str(tmp_path / "stream"),
+        limit=quarter(probe.shard_bytes),
+    )
+    result = finish(start(code))
+    # each worker streams its half in order; the loader interleaves their batches
+    assert sorted(result["seen"]) == list(range(N))  # type: ignore[arg-type]
+    for shard in range(SHARDS):
+        assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard

@@ -1,0 +1,104 @@
+"""Faults between ladle and the object store, injected by the proxy: retried, re-fetched or
+reported naming the URL, and never a wrong sample."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from storage_support import S3, FaultProxy, check_sample, clean_proxy, s3, samples
+
+from ladle.errors import FormatError
+from ladle.formats import ShardDataset, write_shards
+from ladle.formats.storage import StorageError
+
+__all__ = ["clean_proxy", "s3"]  # fixtures, used by name
+
+N, PER_SHARD = 200, 40
+SHARD = "shard-00002.ladle"
+
+
+@pytest.fixture(scope="module")
+def url(s3: S3) -> Iterator[str]:
+    location = f"s3://{s3.bucket()}/faults"
+    write_shards(samples(N), location, samples_per_shard=PER_SHARD, storage_options=s3.options())
+    yield location
+
+
+def quick(s3: S3, checksums: bool = True, attempts: int = 2) -> dict[str, Any]:
+    """Options with ``attempts`` botocore attempts per request (s3fs adds its own 5 around
+    them); ``checksums=False`` leaves botocore's response checksums off, so that only ladle's
+    own checks stand between a damaged body and a reader."""
+    config: dict[str, Any] = {"retries": {"max_attempts": attempts, "mode": "standard"}}
+    if not checksums:
+        config["response_checksum_validation"] = "when_required"
+    return s3.options(config_kwargs=config)
+
+
+def read_all(dataset: ShardDataset) -> None:
+    for i in range(len(dataset)):
+        check_sample(dataset[i], i)
+
+
+@pytest.mark.parametrize("kind", ["503", "429", "drop", "cut", "short", "flip"])
+def test_a_passing_fault_is_retried_and_every_sample_is_right(
+    kind: str, s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    clean_proxy.add(kind, SHARD)
+    dataset = ShardDataset(url, storage_options=quick(s3), cache_dir=tmp_path)
+    read_all(dataset)
+    assert clean_proxy.injected[kind] == 1
+    assert clean_proxy.downloads(SHARD) >= 2  # the faulty answer, then a good one
+
+
+@pytest.mark.parametrize("kind", ["short", "flip"])
+def test_a_damaged_body_is_caught_by_the_shard_checksums_and_fetched_again(
+    kind: str, s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    clean_proxy.add(kind, SHARD)
+    dataset = ShardDataset(url, storage_options=quick(s3, checksums=False), cache_dir=tmp_path)
+    read_all(dataset)
+    assert clean_proxy.injected[kind] == 1 and clean_proxy.downloads(SHARD) == 2
+
+
+def test_a_body_damaged_every_time_is_never_served(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    clean_proxy.add("flip", SHARD, times=1000)
+    dataset = ShardDataset(url, storage_options=quick(s3, checksums=False), cache_dir=tmp_path)
+    check_sample(dataset[0], 0)
+    with pytest.raises(FormatError, match=f"{url}/{SHARD}: 3 downloads in a row failed") as error:
+        dataset[2 * PER_SHARD]
+    assert "checksum mismatch" in str(error.value)
+    assert clean_proxy.downloads(SHARD) == 3
+    assert not [p for p in tmp_path.rglob(f"*{SHARD}")]  # nothing cached, no partial left
+    clean_proxy.clear()  # the store heals: the next read fetches it whole
+    check_sample(dataset[2 * PER_SHARD], 2 * PER_SHARD)
+
+
+@pytest.mark.parametrize("kind", ["503", "429", "drop"])
+def test_a_lasting_fault_raises_naming_the_url_within_bounds(
+    kind: str, s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # one botocore attempt: the bound is s3fs's 5 tries (about 2 s of backoff in all)
+    dataset = ShardDataset(url, storage_options=quick(s3, attempts=1), cache_dir=tmp_path)
+    clean_proxy.add(kind, SHARD, times=1000)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=f"{url}/{SHARD}: downloading failed"):
+        dataset[2 * PER_SHARD]
+    assert time.monotonic() - started < 20
+    # bounded: s3fs's 5 tries, each of which botocore and aiohttp may repeat a few times on a
+    # dropped connection (they count a connection error apart from the attempts)
+    assert 1 <= clean_proxy.injected[kind] <= 25
+    assert not [p for p in tmp_path.rglob(f"*{SHARD}")]
+
+
+def test_a_lasting_fault_on_the_index_names_it(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    clean_proxy.add("503", "faults/index.json", times=1000)
+    with pytest.raises(StorageError, match=f"{url}/index.json: reading failed"):
+        ShardDataset(url, storage_options=quick(s3, attempts=1), cache_dir=tmp_path)
