@@ -161,6 +161,7 @@ class DistributedBatchSampler(Sampler[list[int]]):
         world, rank = self.ranks.world_size, self.ranks.rank
         while position < total:
             end = position + size
+            self.sampler.will_read(epoch, min(end, total) - 1)
             if end > total:
                 if self.drop_last:
                     return

@@ -132,6 +132,11 @@ class EpochSampler(Sampler[int]):
             yield order[position : position + batch_size]
             position += batch_size
 
+    def will_read(self, epoch: int, position: int) -> None:
+        """A reader of the epoch order that does not go through :meth:`batches_from` (the
+        shares of ``DistributedBatchSampler``) is about to read from ``position`` of
+        ``epoch``: a sampler over remote data fetches ahead here. Nothing by default."""
+
     def __iter__(self) -> Iterator[int]:
         epoch, position = self._begin()
         for index in self.indices_from(epoch, position):

@@ -65,6 +65,7 @@ class ShardWindowSampler(_SeededSampler):
         self.data_source = data_source
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._layout: tuple[int, list[int], list[list[int]]] | None = None
+        self._announced: tuple[int, int] | None = None  # (epoch, window) will_read announced
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -100,6 +101,15 @@ class ShardWindowSampler(_SeededSampler):
         starts, groups = self.windows(epoch)
         window = bisect.bisect_right(starts, position) - 1
         prefetch(shard for group in groups[window:] for shard in group)
+
+    def will_read(self, epoch: int, position: int) -> None:
+        """Announce the shards from the window of ``position`` on, once per window (the
+        shares of a DistributedBatchSampler read the order through this)."""
+        starts, _ = self.windows(epoch)
+        window = (epoch, bisect.bisect_right(starts, position) - 1)
+        if window != self._announced:
+            self._announced = window
+            self._announce(epoch, position)
 
     def indices_from(self, epoch: int, position: int) -> Iterator[int]:
         starts, _ = self.windows(epoch)
