@@ -8,9 +8,10 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from storage_support import S3, FaultProxy, check_batch, clean_proxy, s3, sample
 import ladle
 from ladle.formats import ShardDataset, ShardWindowSampler, write_shards
 from ladle.formats.cache import NodeCache
+from ladle.formats.remote import CachedShards
 
 __all__ = ["clean_proxy", "s3"]  # fixtures, used by name
 
@@ -99,6 +101,56 @@ def test_the_cache_defaults_to_ladle_cache(monkeypatch: pytest.MonkeyPatch, tmp_
     assert NodeCache().directory == tmp_path / "here"
     with pytest.raises(ValueError, match="cache_limit should be"):
         NodeCache(tmp_path, limit=0)
+
+
+def write_100(partial: Path) -> None:
+    partial.write_bytes(b"x" * 100)
+
+
+def cached(cache: NodeCache) -> list[str]:
+    return sorted(key for key, _, _ in cache.files())
+
+
+def test_pinned_files_are_evicted_last_and_the_limit_still_holds(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, limit=300)
+    for key in ["a", "b", "c"]:
+        cache.get(key, 100, write_100, lambda path: None)
+    assert cache.pin("a") and not cache.pin("z")  # "z" is not cached: the caller fetches it
+    assert cache.touch("b") and cache.touch("c")  # "a" is now the oldest, but planned
+    cache.get("d", 100, write_100, lambda path: None)
+    assert cached(cache) == ["a", "c", "d"]
+    cache.unpin("a")
+    cache.get("e", 100, write_100, lambda path: None)  # no longer planned: the oldest goes
+    assert cached(cache) == ["c", "d", "e"]
+    for key in ["c", "d", "e"]:
+        assert cache.pin(key)
+    # planned by more than the cache holds: the oldest pinned file goes, the limit holds
+    cache.get("f", 100, write_100, lambda path: None)
+    assert cached(cache) == ["d", "e", "f"] and cache.size() == 300
+
+
+def test_another_process_pin_holds_until_it_ends(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, limit=200)
+    for key in ["d/a", "d/b"]:
+        cache.get(key, 100, write_100, lambda path: None)
+    code = f"""
+        sys.path.insert(0, {SRC!r})
+        from ladle.formats.cache import NodeCache
+        print(NodeCache({str(tmp_path)!r}, limit=200).pin("d/a"), flush=True)
+        sys.stdin.read()  # until the test closes it
+    """
+    child = start(textwrap.dedent(code), stdin=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "True"
+        assert cache.touch("d/b") and cache.pinned("d/a")
+        cache.get("d/c", 100, write_100, lambda path: None)  # evicts "d/b", not the pinned
+        assert cached(cache) == ["d/a", "d/c"]
+    finally:
+        finish_quietly(child)
+    assert not cache.pinned("d/a")  # its process ended: the pin is swept
+    assert cache.touch("d/c")
+    cache.get("d/e", 100, write_100, lambda path: None)
+    assert cached(cache) == ["d/c", "d/e"]
 
 
 # -- the windowed shuffle -------------------------------------------------------------------------
@@ -215,13 +267,23 @@ print(json.dumps({{"seen": sorted(seen), "peak": peak}}))
 """
 
 
-def start(code: str) -> subprocess.Popen[str]:
+def start(code: str, stdin: int | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", PRELUDE + code],
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def finish_quietly(process: subprocess.Popen[str]) -> None:
+    """End a child that waits for its stdin to close (killing it after 30 s)."""
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 def finish(process: subprocess.Popen[str]) -> dict[str, object]:
@@ -339,3 +401,38 @@ def test_a_stream_read_by_worker_processes_fetches_ahead_through_a_small_cache(
     assert sorted(result["seen"]) == list(range(N))  # type: ignore[arg-type]
     for shard in range(SHARDS):
         assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard
+
+
+def until(condition: Callable[[], bool], what: str, bound: float = 30.0) -> None:
+    """Wait for ``condition`` (a state the code under test reaches by itself), failing the test
+    after ``bound`` seconds instead of hanging."""
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {bound} s for {what}"
+        time.sleep(0.002)
+
+
+def test_a_prefetch_of_a_replaced_plan_does_not_fetch_what_the_reader_moved_past(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    dataset = ShardDataset(
+        url,
+        storage_options=s3.options(),
+        cache_dir=tmp_path / "c",
+        cache_limit=quarter(probe.shard_bytes),
+    )
+    source, cache = dataset._source, dataset.cache
+    assert isinstance(source, CachedShards) and cache is not None
+    background = source._background
+    clean_proxy.clear()
+    # the reader holds shard 0's lock (as while fetching it itself) when the thread takes
+    # shard 0 from the plan; the reader then reads it, moves on, and the shard is evicted
+    with cache._locked(source.keys[0]):
+        dataset.prefetch([0, 1])
+        until(lambda: list(background._pending) == [1], "the thread to take shard 0")
+        dataset.prefetch([2])
+    until(lambda: background._thread is None, "the thread to finish its plan")
+    assert [clean_proxy.downloads(f"cached/shard-{s:05d}.ladle") for s in range(3)] == [0, 0, 1]
+    assert not cache.contains(source.keys[0]) and cache.contains(source.keys[2])
+    assert not background.errors

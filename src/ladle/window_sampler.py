@@ -132,8 +132,10 @@ class ShardWindowSampler(_SeededSampler):
             last = bisect.bisect_right(starts, end) - 1
             if last != announced:
                 # from the window this batch ends in: the next one is then fetched a whole
-                # window ahead (the window before, still in flight for a few batches, is
-                # mapped by the workers reading it)
+                # window ahead. The window before, still in flight for a few batches, is no
+                # longer pinned: its shards are the first evicted when the next window's
+                # arrive, so a worker process that had not opened one yet by then fetches it
+                # again (rare: that worker lags more than a download behind)
                 self._announce(epoch, end)
                 announced = last
             position += len(batch)

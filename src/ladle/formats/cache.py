@@ -3,11 +3,20 @@
 Files are fetched at most once per node: each cached file has a lock file (``filelock``, an
 ``flock`` on POSIX), and a process that finds a file absent downloads it to a temporary name
 in the cache directory while holding that lock, has it verified, and renames it into place, so
-no reader ever sees a torn file. The others wait on the lock, then find the file. Room is made
-before a download, least-recently-used first (a hit refreshes the file's mtime), skipping any
-file whose lock another process holds (it is being fetched or opened): the directory stays
-within its limit, but for downloads running at the same moment. An evicted file that a
-process has mapped stays readable there (POSIX keeps unlinked files until unmapped).
+no reader ever sees a torn file. The others wait on the lock, then find the file.
+
+Eviction. Room is made before a download, least-recently-used first (a hit refreshes the
+file's mtime), skipping any file whose lock another process holds (it is being fetched or
+opened), and sparing *pinned* files: a process pins the files it plans to read next (``pin``,
+a file ``.pins/<key>@<pid>``, made under the file's lock; ``unpin`` when its plan moves on; the
+pins of processes that ended are swept), so that a reader that runs ahead never evicts what
+another, slower one fetched ahead and has not opened yet. Only when the unpinned files are not
+enough (the processes sharing the cache plan to read more than it holds) are pinned ones
+evicted too, oldest first: the directory stays within its limit, but for downloads running at
+the same moment. An evicted file that a process has mapped stays readable there (POSIX keeps
+unlinked files until unmapped). A fetch ahead of need (``warm``) checks, once it holds the
+lock, that the file is still wanted, so a plan replaced while it waited does not bring back a
+file that was read and evicted meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 32 * 2**30
 _LOCKS = ".locks"
+_PINS = ".pins"
 _PARTIAL = ".part-"
 _EVICTING = ".evicting.lock"
 
@@ -111,18 +121,39 @@ class NodeCache:
         with self._locked(key):
             if path.exists():
                 os.utime(path)  # most recently used
-                return use(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._make_room(size, keep=key)
-            partial = path.parent / f"{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
-            try:
-                fill(partial)
-                os.replace(partial, path)
-            finally:
-                partial.unlink(missing_ok=True)
+            else:
+                self._fill_locked(key, size, fill)
             # ``use`` runs under the lock, so that no other process evicts the file before it
             # is opened
             return use(path)
+
+    def warm(
+        self, key: str, size: int, fill: Callable[[Path], None], wanted: Callable[[], bool]
+    ) -> bool:
+        """Fetch ``key`` ahead of need, as :meth:`get` does, unless ``wanted()`` is False once
+        its lock is held: a plan replaced while this waited for another process's (or
+        thread's) fetch of it must not bring back a file that was read and evicted meanwhile.
+        True if the file is cached now."""
+        path = self.path_of(key)
+        with self._locked(key):
+            if path.exists():
+                os.utime(path)
+                return True
+            if not wanted():
+                return False
+            self._fill_locked(key, size, fill)
+            return True
+
+    def _fill_locked(self, key: str, size: int, fill: Callable[[Path], None]) -> None:
+        path = self.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_room(size, keep=key)
+        partial = path.parent / f"{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
+        try:
+            fill(partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def contains(self, key: str) -> bool:
         return self.path_of(key).exists()
@@ -140,7 +171,7 @@ class NodeCache:
         """(key, bytes, mtime) of each cached file and partial download."""
         found = []
         for folder, directories, names in os.walk(self.directory):
-            directories[:] = [d for d in directories if d != _LOCKS]
+            directories[:] = [d for d in directories if d not in (_LOCKS, _PINS)]
             for name in names:
                 full = os.path.join(folder, name)
                 try:
@@ -155,8 +186,44 @@ class NodeCache:
         """Bytes the cache directory holds now (partial downloads included)."""
         return sum(size for _, size, _ in self.files())
 
+    def pin(self, key: str) -> bool:
+        """Keep ``key`` from eviction while this process plans to read it, until :meth:`unpin`
+        (or this process ends): True if it is cached now, and then marked most recently used.
+        False, too, while another process or thread holds its lock (fetching, opening or
+        evicting it): the caller then fetches it as if absent, and finds it if it is there."""
+        pins = self.directory / _PINS
+        pins.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._locked(key, timeout=0):
+                # under the lock an evictor holds while it checks for pins and unlinks: the
+                # file is either gone already, or kept
+                (pins / _pin_name(key, os.getpid())).touch()
+                return self.touch(key)
+        except TimeoutError:
+            (pins / _pin_name(key, os.getpid())).touch()
+            return False
+
+    def unpin(self, key: str) -> None:
+        """This process no longer plans to read ``key``: it may be evicted (oldest first)."""
+        (self.directory / _PINS / _pin_name(key, os.getpid())).unlink(missing_ok=True)
+
+    def pinned(self, key: str) -> bool:
+        """Some live process plans to read ``key``. Pins of processes that ended are swept."""
+        prefix = _pin_name(key, None)
+        try:
+            names = os.listdir(self.directory / _PINS)
+        except FileNotFoundError:
+            return False
+        found = False
+        for name in names:
+            if name.startswith(prefix) and not _abandoned(self.directory / _PINS / name, prefix):
+                found = True
+        return found
+
     def _make_room(self, incoming: int, keep: str) -> None:
-        """Evict least-recently-used files until ``incoming`` more bytes fit in the limit."""
+        """Evict least-recently-used files until ``incoming`` more bytes fit in the limit: those
+        no process has pinned first, then, if that is not enough (processes sharing the cache
+        plan to read more than it holds), pinned ones too, so that the limit holds."""
         with self._locked(_EVICTING):
             files = [entry for entry in self.files() if not _abandoned(self.path_of(entry[0]))]
             total = sum(size for _, size, _ in files)
@@ -165,24 +232,37 @@ class NodeCache:
                 for key, size, mtime in files
                 if key != keep and not os.path.basename(key).startswith(_PARTIAL)
             )
-            for _, key, size in candidates:
-                if total + incoming <= self.limit:
-                    break
-                try:
-                    with self._locked(key, timeout=0):
-                        self.path_of(key).unlink(missing_ok=True)
-                except TimeoutError:
-                    continue  # another process is fetching or opening it: keep it
-                total -= size
+            for spare_pinned in (True, False):
+                kept = []
+                for entry in candidates:
+                    _, key, size = entry
+                    if total + incoming <= self.limit:
+                        return
+                    try:
+                        with self._locked(key, timeout=0):
+                            if spare_pinned and self.pinned(key):
+                                kept.append(entry)
+                                continue
+                            self.path_of(key).unlink(missing_ok=True)
+                    except TimeoutError:
+                        continue  # another process is fetching or opening it: keep it
+                    total -= size
+                candidates = kept
 
 
-def _abandoned(path: Path) -> bool:
-    """``path`` is the partial download of a process that no longer runs (killed mid-download,
-    or exited with a download in flight): remove it, and say so."""
-    if not path.name.startswith(_PARTIAL):
+def _pin_name(key: str, pid: int | None) -> str:
+    """The pin file of ``key`` for process ``pid`` (its prefix for all of them, if None)."""
+    prefix = key.replace("/", "--") + "@"
+    return prefix if pid is None else f"{prefix}{pid}"
+
+
+def _abandoned(path: Path, prefix: str = _PARTIAL) -> bool:
+    """``path`` is the partial download (or the pin) of a process that no longer runs (killed
+    mid-download, or exited with a download in flight): remove it, and say so."""
+    if not path.name.startswith(prefix):
         return False
     try:
-        pid = int(path.name[len(_PARTIAL) :].split("-", 1)[0])
+        pid = int(path.name[len(prefix) :].split("-", 1)[0])
         os.kill(pid, 0)
     except ValueError:
         pass  # not a name this cache gave: leave it be

@@ -5,13 +5,17 @@ A shard is downloaded into the node cache when first needed (or ahead of need, b
 into place, and then read by memory map like a local one. A download that fails its checks
 (truncated, corrupted) is fetched again, up to ``attempts`` times; it is never served.
 Each process keeps at most as many shards mapped as the cache holds, so that files the cache
-evicted do not stay pinned on disk by old maps.
+evicted do not stay pinned on disk by old maps. The shards of the latest ``prefetch`` plan are
+pinned in the cache (see :mod:`ladle.formats.cache`) until the next plan, and the background
+thread skips a shard that is no longer planned by the time it gets the shard's lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -66,6 +70,10 @@ class CachedShards:
 
     def _reset(self) -> None:
         self._maps: OrderedDict[int, ShardFile] = OrderedDict()
+        #: the shards the latest ``prefetch`` asked for, pinned in the cache by this process
+        #: (replaced whole: the thread reads it)
+        self._plan = _Plan(self.cache, self.keys)
+        weakref.finalize(self, self._plan.release)
         self._background: Background[int] = Background(self._warm, "ladle-prefetch")
 
     def __len__(self) -> int:
@@ -73,7 +81,7 @@ class CachedShards:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_maps"], state["_background"]
+        del state["_maps"], state["_background"], state["_plan"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -120,19 +128,26 @@ class CachedShards:
             if number not in wanted:
                 wanted.append(number)
         missing = []
+        self._plan.replace(wanted)
         for number in wanted:
-            # planned shards become the most recently used, so that making room for the next
-            # evicts shards already read, not the ones about to be
-            if not self.cache.touch(self.keys[number]):
+            # planned shards are pinned, and the most recently used, so that making room for
+            # the next evicts shards already read, never the ones about to be
+            if not self.cache.pin(self.keys[number]):
                 missing.append(number)
             elif number not in self._maps:
                 self.shard(number)
         self._background.plan(missing)
 
     def _warm(self, number: int) -> None:
+        # the thread may have taken ``number`` from a plan since replaced, and then waited for
+        # the reader's own fetch of it; by the time it holds the lock the shard may have been
+        # read and evicted: fetching it again then would be a second download in one epoch
         entry = self.index.shards[number]
-        self.cache.get(
-            self.keys[number], entry.bytes, lambda p: self._fill(number, p), lambda _: None
+        self.cache.warm(
+            self.keys[number],
+            entry.bytes,
+            lambda p: self._fill(number, p),
+            lambda: number in self._plan.shards,
         )
 
     def _fill(self, number: int, partial: Path) -> None:
@@ -163,3 +178,26 @@ class CachedShards:
             f"{failure}; if the object itself is damaged, write the dataset again",
             url,
         )
+
+
+class _Plan:
+    """The shards a process plans to read next, pinned in the cache under its pid; a forked
+    child starts with none (the parent's pins are the parent's)."""
+
+    def __init__(self, cache: NodeCache, keys: list[str]) -> None:
+        self.cache, self.keys = cache, keys
+        self.shards: frozenset[int] = frozenset()
+        self._pid = os.getpid()
+
+    def replace(self, shards: Iterable[int]) -> None:
+        """Plan ``shards`` instead: unpin those no longer planned (the caller pins the new)."""
+        new = frozenset(shards)
+        if self._pid != os.getpid():
+            self.shards, self._pid = frozenset(), os.getpid()
+        for number in self.shards - new:
+            self.cache.unpin(self.keys[number])
+        self.shards = new
+
+    def release(self) -> None:
+        if self._pid == os.getpid():
+            self.replace(())
