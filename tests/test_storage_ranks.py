@@ -61,3 +61,46 @@ def test_ranks_share_a_windowed_epoch_and_the_node_cache(
     assert downloads == [1] * SHARDS  # once per node, whichever rank asked first
     # each rank's share tells the dataset what comes next, a window at a time
     assert len(announced) == SHARDS // 2 and len(announced[0]) == SHARDS
+
+
+def test_a_window_that_follows_the_cache_is_refused_across_ranks_and_on_resume(
+    s3: S3, url: str, tmp_path: Path
+) -> None:
+    """The default window is half of what this node's cache holds: ranks on nodes with other
+    cache limits, or a resume with another limit, would cut the epoch into other windows and
+    lose and repeat records without a word. So across ranks it must be given, and a state
+    records it."""
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    shard = max(probe.shard_bytes)
+
+    def dataset(shards: int) -> ShardDataset:
+        return ShardDataset(
+            url,
+            storage_options=s3.options(),
+            cache_dir=tmp_path / f"cache-{shards}",
+            cache_limit=shards * shard,
+        )
+
+    small = dataset(4)
+    with pytest.raises(ValueError, match=r"follows this node's cache_limit.*pass window="):
+        ladle.DataLoader(
+            small,
+            global_batch_size=GLOBAL,
+            sampler=ShardWindowSampler(small, seed=3),
+            distributed=ladle.Ranks(0, 2),
+        )
+    loader = ladle.DataLoader(small, batch_size=10, sampler=ShardWindowSampler(small, seed=3))
+    next(iter(loader))
+    state = loader.state_dict()
+    large = dataset(8)
+    resumed = ladle.DataLoader(large, batch_size=10, sampler=ShardWindowSampler(large, seed=3))
+    with pytest.raises(ValueError, match="window=2, but this one has window=4"):
+        resumed.load_state_dict(state)
+    given = ladle.DataLoader(
+        large, batch_size=10, sampler=ShardWindowSampler(large, window=2, seed=3)
+    )
+    given.load_state_dict(state)  # the same window, given: the same epoch
+    rest = [i for batch in given for i in check_batch(batch)]
+    reference = ladle.DataLoader(small, batch_size=10, sampler=ShardWindowSampler(small, seed=3))
+    order = [i for batch in reference for i in check_batch(batch)]
+    assert rest == order[10:]

@@ -100,6 +100,14 @@ def check_agreed_order(sampler: object) -> None:
             f"sampler={sampler!r} ({type(sampler).__name__}); use shuffle=True with seed=, or "
             f"one of ladle's samplers built with seed= (not generator=)"
         )
+    if getattr(sampler, "window_follows_cache", False):
+        window = getattr(sampler, "window", None)
+        raise ValueError(
+            f"distributed=True needs an order every rank computes alike, but "
+            f"{type(sampler).__name__}'s default window={window} follows this node's "
+            f"cache_limit, which other nodes may not share (their ranks would then cut the "
+            f"epoch otherwise, losing and repeating records); pass window= explicitly"
+        )
     if getattr(sampler, "seed", 0) is None:
         raise ValueError(
             f"distributed=True needs an order every rank computes alike, but "

@@ -55,12 +55,18 @@ class ShardWindowSampler(_SeededSampler):
                 f"data_source={data_source!r:.60} ({type(data_source).__name__}); for other "
                 f"datasets use RandomSampler"
             )
+        given_window = window
         if window is None:
             if getattr(data_source, "cache", None) is None:
                 window = len(sizes)  # every shard is local: nothing to bound
             else:
                 window = max(1, data_source.cache_capacity // 2)
         self.window = min(check_positive_int(window, "window"), len(sizes))
+        # The default window follows this node's cache (its limit, its shard sizes): another
+        # node, or a rerun with another cache_limit, would cut the epoch otherwise.
+        self.window_follows_cache = (
+            given_window is None and getattr(data_source, "cache", None) is not None
+        )
         super().__init__(generator, seed)
         self.data_source = data_source
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -69,6 +75,21 @@ class ShardWindowSampler(_SeededSampler):
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def state_at(self, epoch: int, offset: int) -> dict[str, Any]:
+        """The position and seed, and the window: the order depends on it too."""
+        return {**super().state_at(epoch, offset), "window": self.window}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("window", self.window)
+        if saved != self.window:
+            raise ValueError(
+                f"the state was saved from a ShardWindowSampler with window={saved}, but this "
+                f"one has window={self.window}, so the epoch would be cut into other windows "
+                f"and records lost or repeated; pass window={saved} (the default follows the "
+                f"cache_limit, which differs here)"
+            )
+        super().load_state_dict(state)
 
     def _compute_order(self, epoch: int) -> np.ndarray:
         rng = self._rng(epoch)
