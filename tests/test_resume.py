@@ -592,3 +592,30 @@ def test_set_epoch_after_loading_another_epoch_starts_that_epoch() -> None:
         assert [batch.tolist() for batch in resumed] == epochs[1]
     resumed.sampler.set_epoch(2)
     assert [batch.tolist() for batch in resumed] == epochs[2]
+
+
+def test_a_state_loaded_into_a_loader_that_already_ran_continues_that_stream() -> None:
+    """The passes after the resumed one are numbered from the state, not from the passes the
+    loader ran before it: their sample_rng() draws are the uninterrupted run's."""
+
+    class Draws(ladle.Dataset[np.ndarray]):
+        def __len__(self) -> int:
+            return 12
+
+        def __getitem__(self, index: int) -> np.ndarray:
+            return np.array([index, ladle.sample_rng().integers(1 << 30)])
+
+    def make() -> ladle.DataLoader:
+        return ladle.DataLoader(Draws(), batch_size=4, shuffle=True, seed=9)
+
+    reference = make()
+    epochs = [[b.tolist() for b in reference] for _ in range(2)]
+    cut = make()
+    next(iter(cut))
+    state = cut.state_dict()
+    used = make()
+    for _ in range(3):
+        list(used)  # three passes before the state is loaded
+    used.load_state_dict(state)
+    assert [b.tolist() for b in used] == epochs[0][1:]
+    assert [b.tolist() for b in used] == epochs[1]

@@ -158,7 +158,7 @@ def test_wrong_index_version_and_damaged_index(tmp_path: Path) -> None:
 # -- fuzzing ------------------------------------------------------------------------------------
 
 FUZZ = settings(
-    max_examples=2_000,
+    max_examples=4_000,
     deadline=None,
     derandomize=True,
     database=None,

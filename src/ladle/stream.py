@@ -77,6 +77,9 @@ class StreamPosition:
                 if loaded is not self._pending:
                     return  # a newer state was loaded since this pass began: that one counts
                 self._pending = None
+                # the loaded state places the stream: passes this loader ran before it do not
+                # count (they would renumber the following passes, and their sample_rng draws)
+                self._next_epoch = start.epoch
             if start.abandoned:
                 saved = start.supersedes["sampler"]["epoch"]  # type: ignore[index]
                 warnings.warn(
