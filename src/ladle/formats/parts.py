@@ -37,7 +37,14 @@ from ladle.formats.index import (
     write_index,
 )
 from ladle.formats.progress import Progress
-from ladle.formats.records import ShardRule, is_map_style, samples, shard_batches, stream_rule
+from ladle.formats.records import (
+    ShardRule,
+    check_shard_sizes,
+    is_map_style,
+    samples,
+    shard_batches,
+    stream_rule,
+)
 from ladle.formats.schema import Schema, SchemaError, is_count
 from ladle.formats.shardfile import encode_shard
 from ladle.formats.writer import DEFAULT_SHARD_BYTES, shard_name
@@ -186,16 +193,7 @@ def write_part(
         )
     directory = Path(check_path(out_dir, "out_dir", fix=_OUT_FIX))
     part = check_int(part, "part", minimum=0, fix="number the parts 0, 1, 2, ... in order")
-    shard_bytes = check_int(
-        shard_bytes, "shard_bytes", minimum=1, fix="pass a positive number of bytes, e.g. 2**27"
-    )
-    if samples_per_shard is not None:
-        samples_per_shard = check_int(
-            samples_per_shard,
-            "samples_per_shard",
-            minimum=1,
-            fix="pass a positive int, or None to size shards by shard_bytes alone",
-        )
+    shard_bytes, samples_per_shard = check_shard_sizes(shard_bytes, samples_per_shard)
     committed_shards(directory, check_bool(overwrite, "overwrite"))
     rule = stream_rule(shard_bytes, samples_per_shard)
     return write_attempt(samples(data), directory, part, rule)

@@ -16,8 +16,10 @@ import numpy as np
 
 from ladle.formats.progress import Progress
 from ladle.formats.schema import Kind, Schema, SchemaError, encode_value, infer_schema
+from ladle.validation import check_int
 
 __all__ = [
+    "check_shard_sizes",
     "ESTIMATE_SAMPLES",
     "ShardRule",
     "encode_record",
@@ -41,6 +43,21 @@ class ShardRule:
     limit_bytes: int
     limit_records: int | None = None
     step: int | None = None
+
+
+def check_shard_sizes(shard_bytes: Any, samples_per_shard: Any) -> tuple[int, int | None]:
+    """The shard-size arguments of every writer (write_shards, write_part), checked."""
+    shard_bytes = check_int(
+        shard_bytes, "shard_bytes", minimum=1, fix="pass a positive number of bytes, e.g. 2**27"
+    )
+    if samples_per_shard is not None:
+        samples_per_shard = check_int(
+            samples_per_shard,
+            "samples_per_shard",
+            minimum=1,
+            fix="pass a positive int, or None to size shards by shard_bytes alone",
+        )
+    return shard_bytes, samples_per_shard
 
 
 def stream_rule(shard_bytes: int, samples_per_shard: int | None) -> ShardRule:

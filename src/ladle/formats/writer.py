@@ -25,7 +25,14 @@ from ladle.formats.index import (
     write_index,
 )
 from ladle.formats.progress import Progress
-from ladle.formats.records import grid_rule, is_map_style, samples, shard_batches, stream_rule
+from ladle.formats.records import (
+    check_shard_sizes,
+    grid_rule,
+    is_map_style,
+    samples,
+    shard_batches,
+    stream_rule,
+)
 from ladle.formats.schema import Schema
 from ladle.formats.shardfile import encode_shard
 from ladle.formats.storage import Store, is_url, local_path
@@ -82,16 +89,7 @@ def write_shards(
         )
     location = check_path(out_dir, "out_dir", fix="name the directory to write, e.g. ./shards")
     local = local_path(location) if is_url(location) else Path(location)
-    shard_bytes = check_int(
-        shard_bytes, "shard_bytes", minimum=1, fix="pass a positive number of bytes, e.g. 2**27"
-    )
-    if samples_per_shard is not None:
-        samples_per_shard = check_int(
-            samples_per_shard,
-            "samples_per_shard",
-            minimum=1,
-            fix="pass a positive int, or None to size shards by shard_bytes alone",
-        )
+    shard_bytes, samples_per_shard = check_shard_sizes(shard_bytes, samples_per_shard)
     progress = check_bool(progress, "progress")
     overwrite = check_bool(overwrite, "overwrite")
     meta = check_metadata(metadata)
