@@ -6,25 +6,31 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo test lint typecheck unit bench clean
 
+# uv installs the environment: pip took minutes to unpack and byte-compile the framework stack.
+# uv is told where pip is configured to find packages (tools/uv_flags.py).
+UV_VERSION := 0.13.9
+UV = VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --python $(PY) $(shell $(PYTHON) tools/uv_flags.py)
+# torch is pinned to the CPU build that lies on disk: a bare `torch` would pull a CUDA build.
+TORCH ?= torch==2.13.0+cpu
+
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -e .
+	$(PIP) install --no-compile uv==$(UV_VERSION)
+	$(UV) -e .
 	touch $@
 
-# torch is pinned to the CPU build that lies on disk: a bare `torch` would pull a CUDA build.
-# The frameworks (Lightning, accelerate, transformers) come after it, with torch pinned again
+# The frameworks (Lightning, accelerate, transformers) resolve in one step with torch pinned,
 # so that their requirements cannot move it.
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev,frameworks]' torch==2.13.0
+	$(UV) -e '.[dev,frameworks]' '$(TORCH)'
 	touch $@
 
 demo: $(VENV)/.base
 	$(PY) -m ladle demo
 
 lint: $(VENV)/.dev
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
+	$(PY) -m ruff format --check src tests benchmarks tools
 	PYTHONPATH=src $(VENV)/bin/lint-imports --no-cache --no-logo
 
 typecheck: $(VENV)/.dev
@@ -36,7 +42,7 @@ unit: $(VENV)/.dev
 test: lint typecheck unit
 
 bench: $(VENV)/.dev
-	$(PIP) install Pillow
+	$(UV) Pillow
 	$(PY) benchmarks/run.py
 
 clean:
