@@ -6,10 +6,12 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo test lint typecheck unit bench clean
 
-# uv installs the environment: pip took minutes to unpack and byte-compile the framework stack.
+# uv installs the environment: pip took minutes to unpack and byte-compile the framework stack
+# (compiled here at install: with PYTHONDONTWRITEBYTECODE set, every test process would compile
+# torch and transformers again on import).
 # uv is told where pip is configured to find packages (tools/uv_flags.py).
 UV_VERSION := 0.13.9
-UV = VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --python $(PY) $(shell $(PYTHON) tools/uv_flags.py)
+UV = VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) $(shell $(PYTHON) tools/uv_flags.py)
 # torch is pinned to the CPU build that lies on disk: a bare `torch` would pull a CUDA build.
 TORCH ?= torch==2.13.0+cpu
 
