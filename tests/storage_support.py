@@ -2,9 +2,9 @@
 
 The proxy is a small threaded HTTP/1.1 server that forwards each request to the upstream
 server and can, for requests whose path contains a given text, answer 503 or 429, drop the
-connection, cut the body short (with the full Content-Length: a broken read; or with a
-rewritten one: a short but well-formed response), or flip a byte of the body. It counts the
-GETs of every path, which is how the tests count downloads.
+connection, never answer (stall), cut the body short (with the full Content-Length: a broken
+read; or with a rewritten one: a short but well-formed response), or flip a byte of the body.
+It counts the GETs of every path, which is how the tests count downloads.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def make_bucket(endpoint: str, name: str) -> None:
 class Fault:
     """Apply ``kind`` to the next ``times`` requests whose path contains ``match``."""
 
-    kind: str  # "503" | "429" | "drop" | "cut" | "short" | "flip"
+    kind: str  # "503" | "429" | "drop" | "cut" | "short" | "flip" | "stall"
     match: str
     times: int = 1
     method: str = "GET"
@@ -108,6 +108,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
+        self._closing = threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -144,6 +145,7 @@ class FaultProxy:
         self._thread.start()
 
     def close(self) -> None:
+        self._closing.set()  # ends the stalled answers
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
@@ -190,6 +192,10 @@ class FaultProxy:
     def _handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         body = _read_body(handler)
         kind = self._fault(handler.command, handler.path)
+        if kind == "stall":  # a store that takes the request and never answers
+            self._closing.wait(60)
+            handler.close_connection = True
+            return
         if kind == "drop":
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)

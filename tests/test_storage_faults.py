@@ -3,12 +3,16 @@ reported naming the URL, and never a wrong sample."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from script_support import PRELUDE
 from storage_support import S3, FaultProxy, check_sample, clean_proxy, s3, samples
 
 from ladle.errors import FormatError
@@ -102,3 +106,65 @@ def test_a_lasting_fault_on_the_index_names_it(
     clean_proxy.add("503", "faults/index.json", times=1000)
     with pytest.raises(StorageError, match=f"{url}/index.json: reading failed"):
         ShardDataset(url, storage_options=quick(s3, attempts=1), cache_dir=tmp_path)
+
+
+def test_a_store_that_stops_answering_raises_within_store_timeout(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # the connection is taken and the request read, but no answer ever comes: each read would
+    # wait out botocore's read timeout, and the clients' retries nest to over 20 minutes
+    dataset = ShardDataset(url, storage_options=quick(s3), cache_dir=tmp_path, store_timeout=2)
+    check_sample(dataset[0], 0)
+    clean_proxy.add("stall", SHARD, times=1000)
+    started = time.monotonic()
+    with pytest.raises(
+        StorageError,
+        match=rf"{url}/{SHARD}: downloading got no complete answer within 2\.0 s "
+        rf"\(store_timeout=2, plus 1 s per MiB\), retries included",
+    ):
+        dataset[2 * PER_SHARD]
+    assert time.monotonic() - started < 15
+    assert not [p for p in tmp_path.rglob(f"*{SHARD}")]  # no partial download left
+    clean_proxy.clear()  # the store answers again: the next read fetches the shard whole
+    check_sample(dataset[2 * PER_SHARD], 2 * PER_SHARD)
+
+
+WORKERS_CHILD = """
+import json
+import ladle
+from ladle.formats import ShardDataset
+from ladle.formats.storage import StorageError
+from storage_support import check_batch, options
+dataset = ShardDataset({url!r}, storage_options=options({endpoint!r}), cache_dir={cache!r},
+                       store_timeout=3)
+loader = ladle.DataLoader(dataset, batch_size=10, num_workers=2)
+seen = []
+try:
+    for batch in loader:
+        seen.extend(check_batch(batch))
+    print(json.dumps({{"seen": seen, "error": None}}))
+except StorageError as error:
+    print(json.dumps({{"seen": seen, "error": str(error)}}))
+"""
+
+
+def test_worker_processes_fail_loudly_when_the_store_stops_answering(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # the loader runs in a child process (with the server here): a hang fails this test on its
+    # timeout instead of hanging the suite; the loader itself has no timeout
+    clean_proxy.add("stall", SHARD, times=1000)
+    code = WORKERS_CHILD.format(url=url, endpoint=s3.proxy.endpoint, cache=str(tmp_path))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PRELUDE + code], capture_output=True, text=True, timeout=90
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the loader's workers stalled on a store that stopped answering")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["error"] is not None
+    assert result["error"].startswith(f"{url}/{SHARD}: downloading got no complete answer")
+    # what came before the stalled shard came, whole and in order
+    assert result["seen"] == list(range(len(result["seen"])))
+    assert len(result["seen"]) <= 2 * PER_SHARD

@@ -25,7 +25,7 @@ from ladle.formats.opening import LocalShards, load_local, open_shard
 from ladle.formats.remote import CachedShards, read_remote_index
 from ladle.formats.schema import Kind, Schema, Structure
 from ladle.formats.shardread import ShardFile
-from ladle.formats.storage import Store, is_url, local_path
+from ladle.formats.storage import STORE_TIMEOUT, Store, is_url, local_path
 from ladle.gathered import GatheredBatch
 from ladle.indexing import as_index_array, batched, check_index, first_out_of_range, out_of_range
 from ladle.seeding import each_sample
@@ -48,14 +48,17 @@ class ShardDataset(Dataset[Any]):
     a URL (``s3://bucket/prefix``, ``gs://...``, ``file://...``), read through fsspec with
     ``storage_options`` (credentials and endpoint; the environment's are used otherwise) and
     cached on this node in ``cache_dir`` (default ``$LADLE_CACHE`` or ``~/.cache/ladle``), which
-    holds at most ``cache_limit`` bytes. Samples come back with the structure and types they
-    were written with; arrays are read-only, zero-copy views of the mapped file (copy one to
-    write into it). ``__getitems__`` gathers a whole batch with one NumPy gather per field and
-    shard. Each record is checked against its checksum the first time the dataset reads it (in
-    any process forked from this one: workers share what was checked); ``verify=False`` skips
-    that for data already verified (``ladle inspect``), though offsets and sizes are still
-    checked, so a damaged file raises FormatError either way. Downloads are always checked in
-    full. ``transform`` is applied to each sample; it makes ``__getitems__`` return a list.
+    holds at most ``cache_limit`` bytes. A call to the store that gets no complete answer within
+    ``store_timeout`` seconds (plus one per MiB it moves), its retries included, raises
+    StorageError naming the URL: a store that stops answering fails the job, never stalls it.
+    Samples come back with the structure and types they were written with; arrays are read-only,
+    zero-copy views of the mapped file (copy one to write into it). ``__getitems__`` gathers a
+    whole batch with one NumPy gather per field and shard. Each record is checked against its
+    checksum the first time the dataset reads it (in any process forked from this one: workers
+    share what was checked); ``verify=False`` skips that for data already verified (``ladle
+    inspect``), though offsets and sizes are still checked, so a damaged file raises FormatError
+    either way. Downloads are always checked in full. ``transform`` is applied to each sample;
+    it makes ``__getitems__`` return a list.
     """
 
     accepts_index_array = True
@@ -69,6 +72,7 @@ class ShardDataset(Dataset[Any]):
         storage_options: Mapping[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_limit: int = DEFAULT_LIMIT,
+        store_timeout: float = STORE_TIMEOUT,
     ) -> None:
         location = check_path(path, "path", fix=_PATH_FIX)
         self.transform = check_callable(transform, "transform", optional=True)
@@ -89,7 +93,7 @@ class ShardDataset(Dataset[Any]):
             if location.endswith(f"/{INDEX_NAME}"):  # the index names its directory
                 location = location[: -len(INDEX_NAME) - 1]
             self.path = location
-            store = Store(location, storage_options)
+            store = Store(location, storage_options, timeout=store_timeout)
             cache = NodeCache(cache_dir, cache_limit)
             self._source = CachedShards(store, read_remote_index(store), cache)
         self._index: Index = self._source.index
@@ -261,6 +265,7 @@ class ShardStream(IterableDataset[Any]):
         storage_options: Mapping[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_limit: int = DEFAULT_LIMIT,
+        store_timeout: float = STORE_TIMEOUT,
     ) -> None:
         self.dataset = ShardDataset(
             path,
@@ -269,6 +274,7 @@ class ShardStream(IterableDataset[Any]):
             storage_options=storage_options,
             cache_dir=cache_dir,
             cache_limit=cache_limit,
+            store_timeout=store_timeout,
         )
 
     @classmethod

@@ -157,7 +157,7 @@ class CachedShards:
         failure: Exception | None = None
         for _ in range(self.attempts):
             try:
-                self.store.download(entry.file, partial)
+                self.store.download(entry.file, partial, entry.bytes)
             except FileNotFoundError:
                 raise FormatError(
                     f"{url}: the index lists this shard, but the object is missing; write the "

@@ -24,7 +24,7 @@ from ladle.formats.images import decode_image
 from ladle.formats.index import INDEX_NAME
 from ladle.formats.npy import NpyDataset
 from ladle.formats.reader import ShardDataset
-from ladle.formats.storage import is_url, local_path
+from ladle.formats.storage import STORE_TIMEOUT, is_url, local_path
 from ladle.formats.writer import DEFAULT_SHARD_BYTES, write_shards
 from ladle.transforms import RandomCrop
 from ladle.validation import check_int, check_path
@@ -120,11 +120,12 @@ def open_dataset(
     storage_options: Mapping[str, Any] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_limit: int = DEFAULT_LIMIT,
+    store_timeout: float = STORE_TIMEOUT,
 ) -> Dataset[Any]:
     """The map-style dataset at ``path``; images are decoded and randomly cropped to ``crop``
     so that batches stack (image folders, and shards packed from one). A URL is a shard
     directory in an object store, read as ShardDataset reads it (``storage_options``,
-    ``cache_dir``, ``cache_limit``)."""
+    ``cache_dir``, ``cache_limit``, ``store_timeout``)."""
     crop = check_int(crop, "crop", minimum=1, fix="pass the crop's side in pixels, e.g. 224")
     source = source_of(path)
     if storage_options is not None and not is_url(os.fspath(path)):
@@ -138,6 +139,7 @@ def open_dataset(
             storage_options=storage_options,
             cache_dir=cache_dir,
             cache_limit=cache_limit,
+            store_timeout=store_timeout,
         )
         if shards.metadata.get("kind") == IMAGES:
             shards.transform = DecodeCrop(crop)

@@ -10,15 +10,19 @@ imported only here, and only when a URL is used, so the core keeps depending on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from ladle.validation import check_number
 
 __all__ = [
     "INSTALL_HINT",
     "S3_DEFAULTS",
+    "STORE_TIMEOUT",
     "DamagedDownload",
     "Store",
     "StorageError",
@@ -35,6 +39,14 @@ INSTALL_HINT = "pip install 'ladle[storage]'"
 S3_DEFAULTS: dict[str, Any] = {
     "config_kwargs": {"retries": {"max_attempts": 4, "mode": "standard"}},
 }
+
+# The deadline of one call to the store, all its retries included: STORE_TIMEOUT seconds, plus
+# one second per MiB it moves (a floor of 1 MiB/s). The clients' own bounds nest: s3fs retries
+# each request 5 times, botocore each of those up to 4, each read may wait 15 s, and s3fs
+# reopens a broken body 5 times more; a store that accepts connections and then never answers
+# (a dead node behind a load balancer) stalled a worker for over 20 minutes without a word.
+STORE_TIMEOUT = 60.0
+_SECONDS_PER_MIB = 1.0
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -88,7 +100,13 @@ class Store:
     belong to the process that made them (a forked worker makes its own).
     """
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = STORE_TIMEOUT,
+    ) -> None:
         match = _SCHEME.match(url)
         if match is None:
             raise ValueError(f"{url!r} is not a URL; pass e.g. 's3://bucket/prefix'")
@@ -101,6 +119,14 @@ class Store:
         self.url = url.rstrip("/")
         self.protocol = match.group(1).lower()
         self.storage_options = dict(storage_options or {})
+        self.timeout = check_number(
+            timeout, "store_timeout", minimum=0, fix="pass seconds, e.g. store_timeout=60"
+        )
+        if self.timeout == 0:
+            raise ValueError(
+                "store_timeout=0 would fail every request to the store; pass seconds, e.g. "
+                "store_timeout=60"
+            )
         self._fs: tuple[int, Any, str] | None = None  # (pid, filesystem, root path)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -143,7 +169,27 @@ class Store:
 
     def _path(self, name: str) -> tuple[Any, str]:
         fs, root = self.filesystem()
-        return fs, f"{root}/{name}"
+        return fs, f"{root}/{name}" if name else root
+
+    def _call(self, name: str, action: str, call: Callable[..., Any], size: int = 0) -> Any:
+        """``call(fs, path of name, **deadline)``, within this store's deadline for a call
+        moving ``size`` bytes; what fails is raised as an error naming the URL."""
+        fs, path = self._path(name)
+        deadline = self.timeout + size / 2**20 * _SECONDS_PER_MIB
+        # fsspec's sync wrappers of an async filesystem (s3fs, gcsfs, adlfs) take ``timeout``
+        # and cancel the call when it passes; a synchronous one would take it as an option
+        limit = {"timeout": deadline} if getattr(fs, "async_impl", False) else {}
+        try:
+            return call(fs, path, **limit)
+        except Exception as error:
+            if isinstance(error, _fsspec().exceptions.FSTimeoutError):
+                raise StorageError(
+                    f"{self.url_of(name)}: {action} got no complete answer within {deadline:.1f} "
+                    f"s (store_timeout={self.timeout:g}, plus 1 s per MiB), retries included; "
+                    f"the store stopped answering: check it and the network, or pass a larger "
+                    f"store_timeout"
+                ) from None
+            raise self._failed(name, action, error) from error
 
     def _failed(self, name: str, action: str, error: Exception) -> Exception:
         url = self.url_of(name)
@@ -163,54 +209,35 @@ class Store:
 
     def read_bytes(self, name: str) -> bytes:
         """The whole object ``name``."""
-        fs, path = self._path(name)
-        try:
-            data: bytes = fs.cat_file(path)
-        except Exception as error:
-            raise self._failed(name, "reading", error) from error
+        data: bytes = self._call(name, "reading", lambda fs, path, **t: fs.cat_file(path, **t))
         return data
 
-    def download(self, name: str, destination: Path) -> None:
-        """Copy the object ``name`` to the local file ``destination``."""
-        fs, path = self._path(name)
-        try:
-            fs.get_file(path, os.fspath(destination))
-        except Exception as error:
-            raise self._failed(name, "downloading", error) from error
+    def download(self, name: str, destination: Path, size: int = 0) -> None:
+        """Copy the object ``name`` (``size`` bytes, if known) to the local file
+        ``destination``."""
+        local = os.fspath(destination)
+        self._call(name, "downloading", lambda fs, path, **t: fs.get_file(path, local, **t), size)
 
     def upload(self, source: Path, name: str) -> None:
         """Copy the local file ``source`` to the object ``name`` (replacing it)."""
-        fs, path = self._path(name)
-        try:
-            fs.put_file(os.fspath(source), path)
-        except Exception as error:
-            raise self._failed(name, "uploading", error) from error
+        local = os.fspath(source)
+        size = os.path.getsize(local)
+        self._call(name, "uploading", lambda fs, path, **t: fs.put_file(local, path, **t), size)
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        fs, path = self._path(name)
-        try:
-            fs.pipe_file(path, data)
-        except Exception as error:
-            raise self._failed(name, "writing", error) from error
+        self._call(name, "writing", lambda fs, path, **t: fs.pipe_file(path, data, **t), len(data))
 
     def remove(self, name: str) -> None:
         """Delete the object ``name``; one that is already gone is no error."""
-        fs, path = self._path(name)
-        try:
-            fs.rm_file(path)
-        except FileNotFoundError:
-            pass
-        except Exception as error:
-            raise self._failed(name, "deleting", error) from error
+        with contextlib.suppress(FileNotFoundError):
+            self._call(name, "deleting", lambda fs, path, **t: fs.rm_file(path, **t))
 
     def names(self) -> list[str]:
         """The object names directly under the directory (none if it does not exist)."""
         fs, root = self.filesystem()
+        fs.invalidate_cache(root)
         try:
-            fs.invalidate_cache(root)
-            listed = fs.ls(root, detail=False)
+            listed = self._call("", "listing", lambda fs, path, **t: fs.ls(path, detail=False, **t))
         except FileNotFoundError:
             return []
-        except Exception as error:
-            raise self._failed("", "listing", error) from error
         return sorted(str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in listed)
