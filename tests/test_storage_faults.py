@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from script_support import PRELUDE
-from storage_support import S3, FaultProxy, check_sample, clean_proxy, s3, samples
+from storage_support import S3, FaultProxy, check_batch, check_sample, clean_proxy, s3, samples
 
+import ladle
 from ladle.errors import FormatError
 from ladle.formats import ShardDataset, write_shards
 from ladle.formats.storage import StorageError
@@ -168,3 +169,41 @@ def test_worker_processes_fail_loudly_when_the_store_stops_answering(
     # what came before the stalled shard came, whole and in order
     assert result["seen"] == list(range(len(result["seen"])))
     assert len(result["seen"]) <= 2 * PER_SHARD
+
+
+def cached_copy(cache: Path) -> Path:
+    (found,) = [p for p in cache.rglob(f"*{SHARD}") if not p.name.startswith(".")]
+    return found
+
+
+def test_a_cached_copy_truncated_on_disk_is_fetched_again(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    read_all(ShardDataset(url, storage_options=quick(s3), cache_dir=tmp_path))
+    copy = cached_copy(tmp_path)
+    with open(copy, "r+b") as file:
+        file.truncate(copy.stat().st_size // 2)
+    clean_proxy.clear()
+    later = ShardDataset(url, storage_options=quick(s3), cache_dir=tmp_path)  # a later job
+    with pytest.warns(RuntimeWarning, match="the cached copy failed its checks"):
+        read_all(later)
+    assert clean_proxy.downloads(SHARD) == 1 and clean_proxy.downloads("shard-") == 1
+
+
+def test_a_record_damaged_in_the_cache_is_fetched_again_never_served(
+    s3: S3, url: str, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    read_all(ShardDataset(url, storage_options=quick(s3), cache_dir=tmp_path))
+    copy = cached_copy(tmp_path)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # in a record's payload: the header still checks
+    copy.write_bytes(bytes(data))
+    clean_proxy.clear()
+    later = ShardDataset(url, storage_options=quick(s3), cache_dir=tmp_path)
+    seen = []
+    with pytest.warns(RuntimeWarning, match="failed a record's checksum; fetching it again"):
+        for batch in ladle.DataLoader(later, batch_size=10):  # the batch (gather) path
+            seen.extend(check_batch(batch))
+    assert seen == list(range(N))
+    assert clean_proxy.downloads(SHARD) == 1 and clean_proxy.downloads("shard-") == 1
+    assert cached_copy(tmp_path).read_bytes() != bytes(data)  # the damaged copy is gone

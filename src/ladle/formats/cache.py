@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,17 +115,42 @@ class NodeCache:
         finally:
             lock.release()
 
-    def get(self, key: str, size: int, fill: Callable[[Path], None], use: Callable[[Path], T]) -> T:
+    def get(
+        self,
+        key: str,
+        size: int,
+        fill: Callable[[Path], None],
+        use: Callable[[Path], T],
+        *,
+        damaged: tuple[type[Exception], ...] = (),
+        stale: Callable[[Path], bool] | None = None,
+    ) -> T:
         """``use(path)`` of the cached file ``key`` (``size`` bytes), made first if absent by
-        ``fill(temporary path)``, which must leave a complete, verified file or raise."""
+        ``fill(temporary path)``, which must leave a complete, verified file or raise.
+
+        A cached file is made again, too, when ``use`` raises one of ``damaged`` (it was
+        damaged on this disk after it was verified: a warning says so), or when ``stale(path)``
+        is True (the caller found it damaged). A file made just now is never made again here:
+        ``use`` failing on it raises."""
         path = self.path_of(key)
         with self._locked(key):
+            if stale is not None and path.exists() and stale(path):
+                path.unlink()
             if path.exists():
                 os.utime(path)  # most recently used
-            else:
-                self._fill_locked(key, size, fill)
-            # ``use`` runs under the lock, so that no other process evicts the file before it
-            # is opened
+                try:
+                    # ``use`` runs under the lock, so that no other process evicts the file
+                    # before it is opened
+                    return use(path)
+                except damaged as error:
+                    warnings.warn(
+                        f"{path}: the cached copy failed its checks ({error}); fetching it "
+                        f"again (if this recurs, check the disk that holds the cache)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    path.unlink(missing_ok=True)
+            self._fill_locked(key, size, fill)
             return use(path)
 
     def warm(

@@ -40,7 +40,7 @@ def open_shard(path: str | os.PathLike[str]) -> ShardFile:
         buffer = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
     finally:
         os.close(descriptor)
-    return ShardFile(buffer, name)
+    return ShardFile(buffer, name, (status.st_dev, status.st_ino))
 
 
 def check_entry(shard: ShardFile, entry: ShardEntry, index: Index, name: str) -> ShardFile:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ladle._runtime.context import get_worker_info
 from ladle.dataset import Dataset, IterableDataset
+from ladle.errors import FormatError
 from ladle.formats.cache import DEFAULT_LIMIT, NodeCache
 from ladle.formats.index import INDEX_NAME, Index
 from ladle.formats.opening import LocalShards, load_local, open_shard
@@ -178,7 +179,15 @@ class ShardDataset(Dataset[Any]):
     def __getitem__(self, index: int) -> Any:
         index = check_index(index, len(self), "ShardDataset")
         shard = bisect.bisect_right(self._starts, index) - 1
-        values = self.shard(shard).record(index - self._starts[shard], self.verify)
+        record = index - self._starts[shard]
+        mapped = self.shard(shard)
+        try:
+            values = mapped.record(record, self.verify)
+        except FormatError:
+            if not isinstance(self._source, CachedShards):
+                raise
+            # a cached copy damaged on this node's disk since its download was verified
+            values = self._source.refetch(shard, mapped).record(record, self.verify)
         schema = self._index.schema
         assert schema is not None  # a non-empty dataset has one
         sample = schema.join(values)
@@ -202,19 +211,17 @@ class ShardDataset(Dataset[Any]):
         return GatheredBatch(columns[0], len(idx))
 
     def _gather(self, idx: np.ndarray, schema: Schema) -> list[Any]:
-        shards = self._source
         starts = self._start_array
         owner = np.searchsorted(starts, idx, side="right") - 1
         first = int(owner[0]) if idx.size else 0
         parts: list[tuple[np.ndarray | None, list[Any]]]
         if not idx.size or (owner == first).all():
-            parts = [(None, shards.shard(first).gather(idx - starts[first], self.verify))]
+            parts = [(None, self._gather_from(first, idx - starts[first]))]
         else:
             parts = []
             for shard in np.unique(owner).tolist():
                 positions = np.flatnonzero(owner == shard)
-                local = idx[positions] - starts[shard]
-                parts.append((positions, shards.shard(shard).gather(local, self.verify)))
+                parts.append((positions, self._gather_from(shard, idx[positions] - starts[shard])))
         columns = []
         for position, field in enumerate(schema.fields):
             pieces = [(where, part[position]) for where, part in parts]
@@ -223,6 +230,16 @@ class ShardDataset(Dataset[Any]):
                 column = column.tolist()  # the same Python types __getitem__ gives
             columns.append(column)
         return columns
+
+    def _gather_from(self, number: int, records: np.ndarray) -> list[Any]:
+        mapped = self._source.shard(number)
+        try:
+            return mapped.gather(records, self.verify)
+        except FormatError:
+            if not isinstance(self._source, CachedShards):
+                raise
+            # a cached copy damaged on this node's disk since its download was verified
+            return self._source.refetch(number, mapped).gather(records, self.verify)
 
 
 def _merge(pieces: list[tuple[np.ndarray | None, Any]], length: int) -> Any:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,32 @@ class CachedShards:
             with contextlib.suppress(KeyError):
                 self._maps.move_to_end(number)
             return mapped
+        return self._map(number)
+
+    def refetch(self, number: int, damaged: ShardFile) -> ShardFile:
+        """Shard ``number`` fetched again, after reading ``damaged`` (this process's map of it)
+        failed a record's checksum: downloads are verified in full, so the cached copy was
+        damaged on this node's disk since. If another process fetched it again meanwhile, its
+        copy is mapped as it is."""
+        self._maps.pop(number, None)
+        url = self.store.url_of(self.index.shards[number].file)
+        warnings.warn(
+            f"{damaged.path}: the cached copy of {url} failed a record's checksum; "
+            f"fetching it again (if this recurs, check the disk that holds the cache)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return self._map(number, stale=lambda path: _identity(path) == damaged.identity)
+
+    def _map(self, number: int, stale: Callable[[Path], bool] | None = None) -> ShardFile:
         entry = self.index.shards[number]
         shard = self.cache.get(
             self.keys[number],
             entry.bytes,
             lambda partial: self._fill(number, partial),
             lambda path: check_entry(open_shard(path), entry, self.index, str(path)),
+            damaged=(FormatError,),
+            stale=stale,
         )
         self._maps[number] = shard
         with contextlib.suppress(KeyError):
@@ -201,3 +222,12 @@ class _Plan:
     def release(self) -> None:
         if self._pid == os.getpid():
             self.replace(())
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None if it is gone."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino

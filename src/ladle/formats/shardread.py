@@ -25,10 +25,14 @@ _CHECK_CHUNK = 65536
 
 
 class ShardFile:
-    """A shard held in ``buffer`` (a read-only mmap, or bytes): validated on construction."""
+    """A shard held in ``buffer`` (a read-only mmap, or bytes): validated on construction.
 
-    def __init__(self, buffer: Any, path: str) -> None:
+    ``identity`` is the (device, inode) of the file mapped, if it is one: what tells a cached
+    copy this map reads from one fetched again since."""
+
+    def __init__(self, buffer: Any, path: str, identity: tuple[int, int] | None = None) -> None:
         self.path = path
+        self.identity = identity
         self._buffer = buffer
         self._view = memoryview(buffer)
         size = len(self._view)
