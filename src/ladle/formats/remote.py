@@ -27,7 +27,7 @@ from ladle.formats.cache import NodeCache
 from ladle.formats.index import INDEX_NAME, Index, parse_index
 from ladle.formats.opening import check_entry, open_shard
 from ladle.formats.shardread import ShardFile
-from ladle.formats.storage import DamagedDownload, Store
+from ladle.formats.storage import DamagedDownload, MissingBucket, Store
 
 __all__ = ["DOWNLOAD_ATTEMPTS", "CachedShards", "read_remote_index"]
 
@@ -39,6 +39,8 @@ def read_remote_index(store: Store) -> Index:
     url = store.url_of(INDEX_NAME)
     try:
         raw = store.read_bytes(INDEX_NAME)
+    except MissingBucket:
+        raise  # it says what is missing already
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{url}: no such object: {store.url} is not a ladle shard directory, or writing it "

@@ -20,6 +20,7 @@ __all__ = [
     "INSTALL_HINT",
     "S3_DEFAULTS",
     "DamagedDownload",
+    "MissingBucket",
     "Store",
     "StorageError",
     "is_url",
@@ -54,8 +55,26 @@ class DamagedDownload(StorageError):
     it again may succeed, as for a download that fails ladle's checksums."""
 
 
+class MissingBucket(FileNotFoundError):
+    """The bucket a URL names does not exist (at the endpoint the store was reached at)."""
+
+
 # botocore's names for a body that arrived damaged (its checksum, or a short read)
 _DAMAGED = {"FlexibleChecksumError", "IncompleteReadError", "ResponseStreamingError"}
+
+
+def _is_missing_bucket(error: BaseException) -> bool:
+    """s3fs turns S3's NoSuchBucket into a plain FileNotFoundError, the botocore error (which
+    holds the code) its cause: for a write, every missing object looks alike otherwise."""
+    seen: BaseException | None = error
+    for _ in range(4):  # the chain is short; a bound keeps a cyclic one from looping
+        if seen is None:
+            return False
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_url(path: object) -> bool:
@@ -146,7 +165,13 @@ class Store:
         return fs, f"{root}/{name}"
 
     def _failed(self, name: str, action: str, error: Exception) -> Exception:
-        url = self.url_of(name)
+        url = self.url_of(name) if name else self.url
+        if isinstance(error, FileNotFoundError) and _is_missing_bucket(error):
+            bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+            return MissingBucket(
+                f"{url}: the bucket {bucket!r} does not exist; create it, or check the URL (and "
+                f"storage_options' endpoint_url: the bucket may be at another endpoint)"
+            )
         if isinstance(error, FileNotFoundError):
             return FileNotFoundError(
                 f"{url}: no such object; check the URL (and storage_options' endpoint_url)"
@@ -204,12 +229,15 @@ class Store:
             raise self._failed(name, "deleting", error) from error
 
     def names(self) -> list[str]:
-        """The object names directly under the directory (none if it does not exist)."""
+        """The object names directly under the directory (none if it does not exist; a
+        writer lists first, so a missing bucket is named before anything is encoded)."""
         fs, root = self.filesystem()
         try:
             fs.invalidate_cache(root)
             listed = fs.ls(root, detail=False)
-        except FileNotFoundError:
+        except FileNotFoundError as error:
+            if _is_missing_bucket(error):
+                raise self._failed("", "listing", error) from error
             return []
         except Exception as error:
             raise self._failed("", "listing", error) from error
