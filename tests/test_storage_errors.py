@@ -3,6 +3,7 @@ argument, the file) and the fix, in one line from the command line, and none los
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +67,74 @@ def test_pack_to_a_missing_bucket_is_one_line(
     err = capsys.readouterr().err
     one_line(err)
     assert "s3://missing-bucket/x: the bucket 'missing-bucket' does not exist" in err
+
+
+# -- a cache_dir that cannot be written -------------------------------------------------------
+
+
+@pytest.fixture
+def memory_url() -> Iterator[str]:
+    """A small dataset in fsspec's in-process memory filesystem (removed afterwards)."""
+    fsspec = pytest.importorskip("fsspec")
+    url = f"memory://ladle-{secrets.token_hex(4)}/set"
+    write_shards(samples(30), url, samples_per_shard=10)
+    yield url
+    fsspec.filesystem("memory").rm(url.removeprefix("memory://").split("/")[0], recursive=True)
+
+
+def test_a_cache_dir_under_a_file_is_refused_when_the_dataset_is_made(
+    memory_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    cache_dir = tmp_path / "file" / "sub"
+    with pytest.raises(NotADirectoryError) as error:
+        ShardDataset(memory_url, cache_dir=cache_dir)
+    assert str(error.value) == (
+        f"cache_dir {cache_dir} cannot hold the shard cache: {tmp_path / 'file'} is a file, not "
+        f"a directory; pass cache_dir= a writable local directory (or set $LADLE_CACHE)"
+    )
+
+
+def test_an_unwritable_cache_dir_is_refused_when_the_dataset_is_made(
+    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ro").mkdir(mode=0o555)
+    # the tests run as root, whom mode bits do not stop: the check asks os.access
+    monkeypatch.setattr("ladle.formats.cache.os.access", lambda path, mode: False)
+    with pytest.raises(PermissionError) as error:
+        ShardDataset(memory_url, cache_dir=tmp_path / "ro" / "cache")
+    assert str(error.value) == (
+        f"cache_dir {tmp_path / 'ro' / 'cache'} cannot hold the shard cache: {tmp_path / 'ro'} "
+        f"is not writable by this process; pass cache_dir= a writable local directory (or set "
+        f"$LADLE_CACHE)"
+    )
+
+
+def test_the_default_cache_directory_names_ladle_cache(
+    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LADLE_CACHE", str(tmp_path / "file" / "sub"))
+    with pytest.raises(NotADirectoryError, match=r"the cache directory .*/file/sub \(cache_dir="):
+        ShardDataset(memory_url)
+
+
+def test_a_cache_dir_that_breaks_later_is_named_too(memory_url: str, tmp_path: Path) -> None:
+    dataset = ShardDataset(memory_url, cache_dir=tmp_path / "cache")
+    (tmp_path / "cache").write_text("")  # replaced by a file after the dataset was made
+    with pytest.raises(NotADirectoryError, match=f"cache_dir {tmp_path / 'cache'} cannot hold"):
+        dataset[0]
+
+
+def test_inspect_with_an_unwritable_cache_is_one_line(
+    memory_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LADLE_CACHE", str(tmp_path / "file" / "sub"))
+    assert main(["inspect", memory_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    one_line(err)
+    assert "is a file, not a directory; pass cache_dir=" in err
