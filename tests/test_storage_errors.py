@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from storage_support import S3, FaultProxy, clean_proxy, s3, samples
 
+import ladle
 from ladle.cli import main
 from ladle.formats import ShardDataset, write_shards
+from ladle.formats.remote import read_remote_index
+from ladle.formats.storage import Store
 
 __all__ = ["clean_proxy", "s3"]  # fixtures, used by name
 
@@ -138,3 +141,70 @@ def test_inspect_with_an_unwritable_cache_is_one_line(
     err = capsys.readouterr().err
     one_line(err)
     assert "is a file, not a directory; pass cache_dir=" in err
+
+
+# -- ladle inspect on damaged shards ----------------------------------------------------------
+
+
+def test_inspect_a_damaged_object_is_one_line(
+    s3: S3, env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3.bucket()}/damaged"
+    write_shards(samples(30), url, samples_per_shard=10, storage_options=s3.options())
+    store = Store(url, s3.options())
+    whole = store.read_bytes("shard-00001.ladle")
+    store.write_bytes("shard-00001.ladle", whole[: len(whole) // 2])  # truncated in the store
+    assert main(["inspect", url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    one_line(err)
+    assert f"ladle inspect: error: {url}/shard-00001.ladle: 3 downloads in a row failed" in err
+
+
+def test_inspect_a_damaged_cached_file_is_one_line_or_fetched_again(
+    s3: S3, env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3.bucket()}/cached"
+    write_shards(samples(30), url, samples_per_shard=10, storage_options=s3.options())
+    assert main(["inspect", url, "--quiet"]) == 0
+    capsys.readouterr()
+    (cached,) = (tmp_path / "cache").rglob("*-shard-00001.ladle")
+    cached.write_bytes(cached.read_bytes()[:-100])  # truncated on the node's disk
+    code = main(["inspect", url, "--quiet"])
+    out, err = capsys.readouterr()
+    if code == 0:  # the cache fetched the damaged file again
+        assert "checksums 30 records OK" in out
+    else:
+        assert code == 2
+        one_line(err)
+        assert f"{cached}: " in err
+
+
+def test_inspect_a_truncated_local_shard_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ladle.write_shards(samples(30), tmp_path / "d", samples_per_shard=10)
+    shard = tmp_path / "d" / "shard-00001.ladle"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    for path in (tmp_path / "d", shard):
+        assert main(["inspect", str(path), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        one_line(err)
+        assert f"ladle inspect: error: {shard}: " in err and "truncated" in err
+
+
+def test_pack_that_cannot_read_back_what_it_wrote_says_it_wrote_it(
+    s3: S3,
+    env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((10, 3), np.float32))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LADLE_CACHE", str(tmp_path / "file" / "sub"))  # no cache for the report
+    url = f"s3://{s3.bucket()}/packed"
+    assert main(["pack", str(tmp_path / "x.npy"), url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    one_line(err)
+    assert err.startswith(f"ladle pack: wrote {url}, but reading it back failed: the cache ")
+    assert read_remote_index(Store(url, s3.options())).records == 10  # written all the same
