@@ -15,7 +15,7 @@ import ladle
 from ladle.cli import main
 from ladle.formats import ShardDataset, write_shards
 from ladle.formats.remote import read_remote_index
-from ladle.formats.storage import Store
+from ladle.formats.storage import StorageError, Store
 
 __all__ = ["clean_proxy", "s3"]  # fixtures, used by name
 
@@ -208,3 +208,41 @@ def test_pack_that_cannot_read_back_what_it_wrote_says_it_wrote_it(
     one_line(err)
     assert err.startswith(f"ladle pack: wrote {url}, but reading it back failed: the cache ")
     assert read_remote_index(Store(url, s3.options())).records == 10  # written all the same
+
+
+# -- shards left by an interrupted overwrite --------------------------------------------------
+
+
+def test_shards_without_an_index_are_refused_saying_why(s3: S3, clean_proxy: FaultProxy) -> None:
+    url = f"s3://{s3.bucket()}/interrupted"
+    write_shards(samples(50), url, samples_per_shard=10, storage_options=s3.options())
+    clean_proxy.add("503", "interrupted/shard-00002", times=100, method="PUT")
+    quick = s3.options(config_kwargs={"retries": {"max_attempts": 2, "mode": "standard"}})
+    with pytest.raises(StorageError, match=r"shard-00002\.ladle: uploading failed"):
+        write_shards(samples(50), url, samples_per_shard=10, overwrite=True, storage_options=quick)
+    clean_proxy.clear()
+    left = Store(url, s3.options()).names()
+    assert "index.json" not in left and "shard-00004.ladle" in left  # old shards, no index
+    with pytest.raises(FileExistsError) as error:
+        write_shards(samples(5), url, storage_options=s3.options())
+    assert str(error.value) == (
+        f"out_dir {url} holds ladle shards but no index.json: an earlier write or overwrite was "
+        f"interrupted; pass overwrite=True (ladle pack --overwrite) to replace them, or choose "
+        f"another prefix"
+    )
+    assert Store(url, s3.options()).names() == left  # refused: nothing was touched
+    write_shards(samples(5), url, overwrite=True, storage_options=s3.options())
+    assert read_remote_index(Store(url, s3.options())).records == 5
+
+
+def test_local_shards_without_an_index_are_refused_saying_why(tmp_path: Path) -> None:
+    write_shards(samples(20), tmp_path, samples_per_shard=10)
+    (tmp_path / "index.json").unlink()
+    with pytest.raises(FileExistsError) as error:
+        write_shards(samples(5), tmp_path)
+    assert str(error.value) == (
+        f"out_dir {tmp_path} holds ladle shards but no index.json: an earlier write or "
+        f"overwrite was interrupted; pass overwrite=True (ladle pack --overwrite) to replace "
+        f"them, or choose another directory"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.ladle", "shard-00001.ladle"]
