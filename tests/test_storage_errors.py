@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storage_support import S3, FaultProxy, clean_proxy, s3, samples
+from storage_support import S3, FaultProxy, check_sample, clean_proxy, s3, samples
 
 import ladle
 from ladle.cli import main
+from ladle.errors import FormatError
 from ladle.formats import ShardDataset, write_shards
 from ladle.formats.remote import read_remote_index
 from ladle.formats.storage import StorageError, Store
@@ -246,3 +247,34 @@ def test_local_shards_without_an_index_are_refused_saying_why(tmp_path: Path) ->
         f"them, or choose another directory"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.ladle", "shard-00001.ladle"]
+
+
+# -- an object that is whole but not the shard the index lists --------------------------------
+
+
+def test_an_object_written_again_under_the_index_fails_after_one_download(
+    s3: S3, clean_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    url = f"s3://{s3.bucket()}/rewritten"
+    write_shards(samples(30), url, samples_per_shard=10, storage_options=s3.options())
+    dataset = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path)
+    # written again while ``dataset`` reads it: the same names, other shards
+    write_shards(
+        samples(30), url, samples_per_shard=12, overwrite=True, storage_options=s3.options()
+    )
+    clean_proxy.clear()
+    with pytest.raises(FormatError) as error:
+        dataset[0]
+    message = str(error.value)
+    assert message.startswith(
+        f"{url}/shard-00000.ladle: the object does not match index.json: its records 12 "
+        f"(expected 10), bytes "
+    )
+    assert message.endswith(
+        " differ; the dataset was probably written again while being read: read it again (a "
+        "new ShardDataset reads the new index.json)"
+    )
+    assert clean_proxy.downloads("rewritten/shard-00000") == 1
+    assert not list(tmp_path.rglob("*shard-00000.ladle"))  # nothing cached
+    fresh = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path)
+    check_sample(fresh[29], 29)
