@@ -4,6 +4,7 @@ argument, the file) and the fix, in one line from the command line, and none los
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,3 +279,50 @@ def test_an_object_written_again_under_the_index_fails_after_one_download(
     assert not list(tmp_path.rglob("*shard-00000.ladle"))  # nothing cached
     fresh = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path)
     check_sample(fresh[29], 29)
+
+
+# -- other protocols --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "package"),
+    [("gs://bucket/x", "gcsfs"), ("gcs://bucket/x", "gcsfs"), ("az://box/x", "adlfs")],
+)
+def test_a_protocol_without_its_package_says_what_to_install(
+    url: str, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fsspec")
+    monkeypatch.setitem(sys.modules, package, None)  # absent, even where it is installed
+    message = (
+        f"{url}: {url.split(':')[0]}:// URLs need {package}, which is not installed; install "
+        f"it with pip install {package} (ladle[storage] brings s3fs, not {package})"
+    )
+    with pytest.raises(ImportError) as error:
+        ShardDataset(url)
+    assert str(error.value) == message
+    with pytest.raises(ImportError) as error:
+        write_shards(samples(3), url)
+    assert str(error.value) == message
+
+
+def test_an_unknown_protocol_names_the_url() -> None:
+    pytest.importorskip("fsspec")
+    with pytest.raises(ValueError) as error:
+        ShardDataset("nosuch://bucket/x")
+    assert str(error.value) == (
+        "nosuch://bucket/x: fsspec knows no protocol 'nosuch'; check the URL (e.g. "
+        "s3://bucket/prefix), or install the fsspec filesystem package for it"
+    )
+
+
+def test_memory_urls_write_and_read_through_the_cache(memory_url: str, tmp_path: Path) -> None:
+    dataset = ShardDataset(memory_url, cache_dir=tmp_path)
+    assert dataset.shard_files[2] == f"{memory_url}/shard-00002.ladle"
+    for i in range(30):
+        check_sample(dataset[i], i)
+    assert len(list(tmp_path.rglob("*-shard-0000?.ladle"))) == 3  # each fetched into the cache
+    with pytest.raises(FileExistsError, match=f"out_dir {memory_url} already holds"):
+        write_shards(samples(3), memory_url)
+    write_shards(samples(12), memory_url, samples_per_shard=6, overwrite=True)
+    assert Store(memory_url).names() == ["index.json", "shard-00000.ladle", "shard-00001.ladle"]
+    check_sample(ShardDataset(memory_url, cache_dir=tmp_path)[11], 11)

@@ -62,6 +62,16 @@ class MissingBucket(FileNotFoundError):
 # botocore's names for a body that arrived damaged (its checksum, or a short read)
 _DAMAGED = {"FlexibleChecksumError", "IncompleteReadError", "ResponseStreamingError"}
 
+# the packages fsspec needs for the protocols ladle names; the storage extra brings s3fs only
+_PACKAGES = {
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "adl": "adlfs",
+}
+
 
 def _is_missing_bucket(error: BaseException) -> bool:
     """s3fs turns S3's NoSuchBucket into a plain FileNotFoundError, the botocore error (which
@@ -145,11 +155,23 @@ class Store:
             if self._fs is not None:
                 _INHERITED.append(self._fs[1])
             fsspec = _fsspec()
+            if self.protocol not in fsspec.available_protocols():
+                raise ValueError(
+                    f"{self.url}: fsspec knows no protocol {self.protocol!r}; check the URL "
+                    f"(e.g. s3://bucket/prefix), or install the fsspec filesystem package for it"
+                )
             try:
                 # fsspec's instance cache is per process (it clears itself after a fork), so
                 # datasets of one store share one client, and a worker makes its own
                 fs, root = fsspec.core.url_to_fs(self.url, **self._options())
             except ImportError as error:
+                package = _PACKAGES.get(self.protocol)
+                if package is not None:
+                    raise ImportError(
+                        f"{self.url}: {self.protocol}:// URLs need {package}, which is not "
+                        f"installed; install it with pip install {package} (ladle[storage] "
+                        f"brings s3fs, not {package})"
+                    ) from None
                 raise ImportError(
                     f"{self.url}: fsspec needs another package for {self.protocol}:// "
                     f"({error}); install it, e.g. {INSTALL_HINT}"
