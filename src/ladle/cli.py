@@ -89,10 +89,15 @@ def _pack(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError, ImportError, WorkerDiedError) as error:
         return _error("pack", error)
+    from ladle.errors import FormatError
     from ladle.formats.storage import is_url
 
     # from a URL, the report reads the index alone: packing does not download what it wrote
-    print(format_report(ShardDataset(out, verify=False), fields=not is_url(str(out))))
+    try:
+        print(format_report(ShardDataset(out, verify=False), fields=not is_url(str(out))))
+    except (OSError, FormatError) as error:  # e.g. no cache_dir to read it through
+        print(f"ladle pack: wrote {out}, but reading it back failed: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -104,13 +109,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
     try:
         dataset = ShardDataset(args.path)
+        # the report maps every shard (from a URL: downloads and checks each in full), so a
+        # truncated or replaced file fails here, before the checksum pass
+        print(format_report(dataset))
+        if args.no_verify:
+            return 0
+        with Progress(len(dataset), "verifying", enabled=not args.quiet) as bar:
+            checked, damaged, errors = verify_all(dataset, bar.update)
     except (OSError, FormatError, ImportError) as error:
         return _error("inspect", error)
-    print(format_report(dataset))
-    if args.no_verify:
-        return 0
-    with Progress(len(dataset), "verifying", enabled=not args.quiet) as bar:
-        checked, damaged, errors = verify_all(dataset, bar.update)
     if not damaged:
         print(f"checksums {checked:,} records OK")
         return 0

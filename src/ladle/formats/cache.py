@@ -87,6 +87,42 @@ class NodeCache:
         self.lock_timeout = check_number(
             lock_timeout, "lock_timeout", minimum=0, fix="pass seconds, e.g. 600"
         )
+        #: how errors name the directory: the argument, or where the default came from
+        self._named = (
+            f"cache_dir {self.directory}"
+            if directory is not None
+            else f"the cache directory {self.directory} (cache_dir=None: $LADLE_CACHE, else "
+            f"$XDG_CACHE_HOME/ladle or ~/.cache/ladle)"
+        )
+        self._check_writable()
+
+    def _unusable(self, why: str, error: type[OSError]) -> OSError:
+        return error(
+            f"{self._named} cannot hold the shard cache: {why}; pass cache_dir= a writable "
+            f"local directory (or set $LADLE_CACHE)"
+        )
+
+    def _check_writable(self, path: Path | None = None) -> None:
+        """Refuse a directory that cannot be made or written, now rather than at the first
+        download, deep inside a read. Nothing is created yet (reading an index alone, as
+        ``ladle pack`` does for its report, needs no cache): the nearest existing ancestor of
+        ``path`` (default: the directory) is asked instead."""
+        existing = self.directory if path is None else path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise self._unusable(f"{existing} is a file, not a directory", NotADirectoryError)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise self._unusable(f"{existing} is not writable by this process", PermissionError)
+
+    def _mkdir(self, path: Path) -> None:
+        """Make ``path``, or raise naming the cache directory: it may have been removed or
+        replaced since, and mode bits do not stop root, whom a write can still fail."""
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self._check_writable(path)
+            raise self._unusable(f"making {path} failed ({error.strerror})", type(error)) from None
 
     def __repr__(self) -> str:
         return f"NodeCache({str(self.directory)!r}, limit={self.limit})"
@@ -98,7 +134,7 @@ class NodeCache:
     def _locked(self, key: str, timeout: float | None = None) -> Iterator[None]:
         filelock = _filelock()
         locks = self.directory / _LOCKS
-        locks.mkdir(parents=True, exist_ok=True)
+        self._mkdir(locks)
         name = key.replace("/", "--")
         lock = filelock.FileLock(
             locks / f"{name}.lock", timeout=self.lock_timeout if timeout is None else timeout
@@ -218,7 +254,7 @@ class NodeCache:
         False, too, while another process or thread holds its lock (fetching, opening or
         evicting it): the caller then fetches it as if absent, and finds it if it is there."""
         pins = self.directory / _PINS
-        pins.mkdir(parents=True, exist_ok=True)
+        self._mkdir(pins)
         try:
             with self._locked(key, timeout=0):
                 # under the lock an evictor holds while it checks for pins and unlinks: the

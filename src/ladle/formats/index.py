@@ -24,6 +24,7 @@ __all__ = [
     "Index",
     "ShardEntry",
     "check_metadata",
+    "check_replaceable",
     "index_text",
     "parse_index",
     "read_index",
@@ -39,6 +40,27 @@ INDEX_VERSION = 1
 def shard_name(number: int) -> str:
     """The file name of shard ``number`` in a directory write_shards writes."""
     return f"shard-{number:05d}.ladle"
+
+
+def check_replaceable(
+    out_dir: object, shards: bool, indexed: bool, overwrite: bool, place: str
+) -> None:
+    """Refuse to write into ``out_dir``, which holds shard files (``shards``) and an index
+    (``indexed``), unless ``overwrite``; ``place`` is what another one would be ("directory",
+    "prefix"). Shards with no index are refused too, since they may be all that is left of a
+    dataset (an overwrite deletes the old index first), but the message says how they came."""
+    if overwrite or not (shards or indexed):
+        return
+    if not indexed:
+        raise FileExistsError(
+            f"out_dir {out_dir} holds ladle shards but no {INDEX_NAME}: an earlier write or "
+            f"overwrite was interrupted; pass overwrite=True (ladle pack --overwrite) to "
+            f"replace them, or choose another {place}"
+        )
+    raise FileExistsError(
+        f"out_dir {out_dir} already holds ladle shards; pass overwrite=True (ladle pack "
+        f"--overwrite) to replace them, or choose another {place}"
+    )
 
 
 @dataclass(frozen=True)

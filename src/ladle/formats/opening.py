@@ -18,7 +18,7 @@ from ladle.errors import FormatError
 from ladle.formats.index import INDEX_NAME, Index, ShardEntry, read_index
 from ladle.formats.shardread import ShardFile
 
-__all__ = ["LocalShards", "check_entry", "load_local", "open_shard"]
+__all__ = ["LocalShards", "check_entry", "entry_differences", "load_local", "open_shard"]
 
 
 def open_shard(path: str | os.PathLike[str]) -> ShardFile:
@@ -43,13 +43,20 @@ def open_shard(path: str | os.PathLike[str]) -> ShardFile:
     return ShardFile(buffer, name, (status.st_dev, status.st_ino))
 
 
-def check_entry(shard: ShardFile, entry: ShardEntry, index: Index, name: str) -> ShardFile:
-    """``shard`` if it is the file ``entry`` describes, else FormatError naming ``name``."""
+def entry_differences(shard: ShardFile, entry: ShardEntry, index: Index) -> list[str]:
+    """What of ``shard`` differs from what ``index`` says of it in ``entry``, e.g. ``["records
+    12 (expected 10)", "schema"]``: none if it is the file the index lists."""
     found = {"records": shard.records, "bytes": shard.size, "header crc": shard.header_crc}
     wanted = {"records": entry.records, "bytes": entry.bytes, "header crc": entry.header_crc}
     differ = [
         f"{key} {found[key]} (expected {wanted[key]})" for key in found if found[key] != wanted[key]
     ]
+    return differ + (["schema"] if shard.schema != index.schema else [])
+
+
+def check_entry(shard: ShardFile, entry: ShardEntry, index: Index, name: str) -> ShardFile:
+    """``shard`` if it is the file ``entry`` describes, else FormatError naming ``name``."""
+    differ = [d for d in entry_differences(shard, entry, index) if d != "schema"]
     if differ:
         raise FormatError(
             f"{name}: its {', '.join(differ)} differ from the index: the shard was replaced or "

@@ -33,6 +33,7 @@ from ladle.formats.index import (
     Index,
     ShardEntry,
     check_metadata,
+    check_replaceable,
     read_index,
     write_index,
 )
@@ -155,11 +156,9 @@ def committed_shards(directory: Path, overwrite: bool) -> list[Path]:
         raise NotADirectoryError(f"out_dir {directory} is a file; pass a directory to write into")
     directory.mkdir(parents=True, exist_ok=True)
     old = sorted(directory.glob("shard-*.ladle"))
-    if (old or (directory / INDEX_NAME).exists()) and not overwrite:
-        raise FileExistsError(
-            f"out_dir {directory} already holds ladle shards; pass overwrite=True (ladle pack "
-            f"--overwrite) to replace them, or choose another directory"
-        )
+    check_replaceable(
+        directory, bool(old), (directory / INDEX_NAME).exists(), overwrite, "directory"
+    )
     return old
 
 

@@ -26,9 +26,9 @@ from ladle._runtime.background import Background
 from ladle.errors import FormatError
 from ladle.formats.cache import NodeCache
 from ladle.formats.index import INDEX_NAME, Index, parse_index
-from ladle.formats.opening import check_entry, open_shard
+from ladle.formats.opening import check_entry, entry_differences, open_shard
 from ladle.formats.shardread import ShardFile
-from ladle.formats.storage import DamagedDownload, Store
+from ladle.formats.storage import DamagedDownload, MissingBucket, Store
 
 __all__ = ["DOWNLOAD_ATTEMPTS", "CachedShards", "read_remote_index"]
 
@@ -40,6 +40,8 @@ def read_remote_index(store: Store) -> Index:
     url = store.url_of(INDEX_NAME)
     try:
         raw = store.read_bytes(INDEX_NAME)
+    except MissingBucket:
+        raise  # it says what is missing already
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{url}: no such object: {store.url} is not a ladle shard directory, or writing it "
@@ -189,11 +191,22 @@ class CachedShards:
                 failure = error  # the client's own checksum caught it: fetch it again
                 continue
             try:
-                shard = check_entry(open_shard(partial), entry, self.index, url)
+                shard = open_shard(partial)
                 shard.check_all()
-                return
             except FormatError as error:
                 failure = error  # truncated or corrupted on the way: fetch it again
+                continue
+            differ = entry_differences(shard, entry, self.index)
+            if not differ:
+                return
+            # whole (its own checksums pass), but another shard than the index lists: fetching
+            # it again brings the same object
+            raise FormatError(
+                f"{url}: the object does not match {INDEX_NAME}: its {', '.join(differ)} differ; "
+                f"the dataset was probably written again while being read: read it again (a new "
+                f"ShardDataset reads the new {INDEX_NAME})",
+                url,
+            )
         raise FormatError(
             f"{url}: {self.attempts} downloads in a row failed their checks, the last with: "
             f"{failure}; if the object itself is damaged, write the dataset again",

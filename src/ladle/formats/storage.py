@@ -24,6 +24,7 @@ __all__ = [
     "S3_DEFAULTS",
     "STORE_TIMEOUT",
     "DamagedDownload",
+    "MissingBucket",
     "Store",
     "StorageError",
     "is_url",
@@ -66,8 +67,36 @@ class DamagedDownload(StorageError):
     it again may succeed, as for a download that fails ladle's checksums."""
 
 
+class MissingBucket(FileNotFoundError):
+    """The bucket a URL names does not exist (at the endpoint the store was reached at)."""
+
+
 # botocore's names for a body that arrived damaged (its checksum, or a short read)
 _DAMAGED = {"FlexibleChecksumError", "IncompleteReadError", "ResponseStreamingError"}
+
+# the packages fsspec needs for the protocols ladle names; the storage extra brings s3fs only
+_PACKAGES = {
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "adl": "adlfs",
+}
+
+
+def _is_missing_bucket(error: BaseException) -> bool:
+    """s3fs turns S3's NoSuchBucket into a plain FileNotFoundError, the botocore error (which
+    holds the code) its cause: for a write, every missing object looks alike otherwise."""
+    seen: BaseException | None = error
+    for _ in range(4):  # the chain is short; a bound keeps a cyclic one from looping
+        if seen is None:
+            return False
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_url(path: object) -> bool:
@@ -152,11 +181,23 @@ class Store:
             if self._fs is not None:
                 _INHERITED.append(self._fs[1])
             fsspec = _fsspec()
+            if self.protocol not in fsspec.available_protocols():
+                raise ValueError(
+                    f"{self.url}: fsspec knows no protocol {self.protocol!r}; check the URL "
+                    f"(e.g. s3://bucket/prefix), or install the fsspec filesystem package for it"
+                )
             try:
                 # fsspec's instance cache is per process (it clears itself after a fork), so
                 # datasets of one store share one client, and a worker makes its own
                 fs, root = fsspec.core.url_to_fs(self.url, **self._options())
             except ImportError as error:
+                package = _PACKAGES.get(self.protocol)
+                if package is not None:
+                    raise ImportError(
+                        f"{self.url}: {self.protocol}:// URLs need {package}, which is not "
+                        f"installed; install it with pip install {package} (ladle[storage] "
+                        f"brings s3fs, not {package})"
+                    ) from None
                 raise ImportError(
                     f"{self.url}: fsspec needs another package for {self.protocol}:// "
                     f"({error}); install it, e.g. {INSTALL_HINT}"
@@ -192,7 +233,13 @@ class Store:
             raise self._failed(name, action, error) from error
 
     def _failed(self, name: str, action: str, error: Exception) -> Exception:
-        url = self.url_of(name)
+        url = self.url_of(name) if name else self.url
+        if isinstance(error, FileNotFoundError) and _is_missing_bucket(error):
+            bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+            return MissingBucket(
+                f"{url}: the bucket {bucket!r} does not exist; create it, or check the URL (and "
+                f"storage_options' endpoint_url: the bucket may be at another endpoint)"
+            )
         if isinstance(error, FileNotFoundError):
             return FileNotFoundError(
                 f"{url}: no such object; check the URL (and storage_options' endpoint_url)"
@@ -233,11 +280,14 @@ class Store:
             self._call(name, "deleting", lambda fs, path, **t: fs.rm_file(path, **t))
 
     def names(self) -> list[str]:
-        """The object names directly under the directory (none if it does not exist)."""
+        """The object names directly under the directory (none if it does not exist; a
+        writer lists first, so a missing bucket is named before anything is encoded)."""
         fs, root = self.filesystem()
         fs.invalidate_cache(root)
         try:
             listed = self._call("", "listing", lambda fs, path, **t: fs.ls(path, detail=False, **t))
+        except MissingBucket:
+            raise
         except FileNotFoundError:
             return []
         return sorted(str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in listed)

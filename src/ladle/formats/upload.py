@@ -17,7 +17,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ladle.formats.index import INDEX_NAME, Index, ShardEntry, index_text, shard_name
+from ladle.formats.index import (
+    INDEX_NAME,
+    Index,
+    ShardEntry,
+    check_replaceable,
+    index_text,
+    shard_name,
+)
 from ladle.formats.schema import Schema
 from ladle.formats.shardfile import encode_shard
 from ladle.formats.storage import Store
@@ -38,11 +45,7 @@ def upload_shards(
     """Encode and upload each (schema, records) of ``batches`` as a shard, then the index."""
     existing = store.names()
     old = [name for name in existing if _is_shard(name)]
-    if (old or INDEX_NAME in existing) and not overwrite:
-        raise FileExistsError(
-            f"out_dir {store.url} already holds ladle shards; pass overwrite=True (ladle pack "
-            f"--overwrite) to replace them, or choose another prefix"
-        )
+    check_replaceable(store.url, bool(old), INDEX_NAME in existing, overwrite, "prefix")
     store.remove(INDEX_NAME)
     entries: list[ShardEntry] = []
     schema: Schema | None = None

@@ -21,6 +21,7 @@ from ladle.formats.index import (
     Index,
     ShardEntry,
     check_metadata,
+    check_replaceable,
     shard_name,
     write_index,
 )
@@ -173,11 +174,9 @@ def _existing(directory: Path, overwrite: bool) -> list[Path]:
         if not _alive(leftover.name[len(_STAGING) :].split("-")[0]):
             shutil.rmtree(leftover, ignore_errors=True)  # a writer that was killed
     old = sorted(directory.glob("shard-*.ladle"))
-    if (old or (directory / INDEX_NAME).exists()) and not overwrite:
-        raise FileExistsError(
-            f"out_dir {directory} already holds ladle shards; pass overwrite=True (ladle pack "
-            f"--overwrite) to replace them, or choose another directory"
-        )
+    check_replaceable(
+        directory, bool(old), (directory / INDEX_NAME).exists(), overwrite, "directory"
+    )
     return old
 
 
