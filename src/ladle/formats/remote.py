@@ -101,10 +101,13 @@ class CachedShards:
         # flags of verified records); the Background resets itself there
         mapped = self._maps.get(number)
         if mapped is not None:
-            # thread workers share these maps: a shard another thread just dropped from the
-            # bookkeeping is still a valid map
-            with contextlib.suppress(KeyError):
-                self._maps.move_to_end(number)
+            # the order of use decides which map to drop, when not all of them fit (a batch
+            # drawn across many shards asks for each: this path is kept short)
+            if self.capacity < len(self.keys):
+                try:  # noqa: SIM105 (suppress() costs a context manager a call)
+                    self._maps.move_to_end(number)
+                except KeyError:
+                    pass  # thread workers share the maps: another just dropped it, still valid
             return mapped
         return self._map(number)
 
@@ -151,11 +154,15 @@ class CachedShards:
             if number not in wanted:
                 wanted.append(number)
         missing = []
-        self._plan.replace(wanted)
+        held = self._plan.replace(wanted)
         for number in wanted:
             # planned shards are pinned, and the most recently used, so that making room for
-            # the next evicts shards already read, never the ones about to be
-            if not self.cache.pin(self.keys[number]):
+            # the next evicts shards already read, never the ones about to be. One this process
+            # pinned in its last plan still is (its pin file stayed): it is only marked used,
+            # without the lock a new pin takes (a pass over a cached dataset pins every shard)
+            key = self.keys[number]
+            cached = self.cache.touch(key) if number in held else self.cache.pin(key)
+            if not cached:
                 missing.append(number)
             elif number not in self._maps:
                 self.shard(number)
@@ -223,14 +230,17 @@ class _Plan:
         self.shards: frozenset[int] = frozenset()
         self._pid = os.getpid()
 
-    def replace(self, shards: Iterable[int]) -> None:
-        """Plan ``shards`` instead: unpin those no longer planned (the caller pins the new)."""
+    def replace(self, shards: Iterable[int]) -> frozenset[int]:
+        """Plan ``shards`` instead: unpin those no longer planned (the caller pins the new).
+        Returns those of ``shards`` this process has pinned already."""
         new = frozenset(shards)
         if self._pid != os.getpid():
             self.shards, self._pid = frozenset(), os.getpid()
         for number in self.shards - new:
             self.cache.unpin(self.keys[number])
+        held = self.shards & new
         self.shards = new
+        return held
 
     def release(self) -> None:
         if self._pid == os.getpid():
