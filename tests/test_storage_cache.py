@@ -352,8 +352,11 @@ def test_worker_processes_read_through_a_quarter_sized_cache(
     result = finish(start(code))
     assert result["seen"] == list(range(N))
     assert isinstance(result["peak"], int) and result["peak"] <= limit + biggest
-    for shard in range(SHARDS):
-        assert clean_proxy.downloads(f"cached/shard-{shard:05d}.ladle") == 1, shard
+    fetched = [clean_proxy.downloads(f"cached/shard-{s:05d}.ladle") for s in range(SHARDS)]
+    # each shard once; a worker that lags a whole window's download behind the sampler finds a
+    # shard of the window before already evicted and fetches it again (the in-process test
+    # above holds the exact count): one such refetch is tolerated, never a pattern of them
+    assert min(fetched) == 1 and sum(fetched) <= SHARDS + 1, fetched
 
 
 def test_the_proxy_leaves_no_thread_behind(s3: S3) -> None:
