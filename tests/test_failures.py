@@ -169,3 +169,71 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def run_script(code: str) -> dict[str, str]:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code).format(tests=TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Exception ignored" not in result.stderr, result.stderr
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+
+
+def test_a_pass_dropped_after_a_worker_error_stops_its_workers_at_once() -> None:
+    # the error raised in the loop held the iterator's frame, and the frame the error: only the
+    # cyclic collector freed the pass, so each failed epoch left two workers running
+    lines = run_script(
+        """
+        import gc, sys
+        sys.path.insert(0, {tests!r})
+        import ladle
+        from workers_support import Pairs, child_pids
+
+        class Faulty(Pairs):
+            def __getitem__(self, i):
+                if i == 9:
+                    raise ValueError("sample 9 is corrupt")
+                return super().__getitem__(i)
+
+        gc.disable()  # reference counting alone frees what the user drops
+        loader = ladle.DataLoader(Faulty(40), batch_size=4, num_workers=2)
+        for epoch in range(3):
+            try:
+                for batch in loader:
+                    pass
+            except ValueError:
+                pass
+            print("CHILDREN" + str(epoch), child_pids())
+        """
+    )
+    assert [lines[f"CHILDREN{e}"] for e in range(3)] == ["[]"] * 3, lines
+
+
+def test_a_forked_child_dropping_the_parents_loader_leaves_its_workers_running() -> None:
+    # a worker of the next pass (or any fork) inherits the parent's loader objects: collecting
+    # them there ran their finalizers, which stopped the parent's persistent workers
+    lines = run_script(
+        """
+        import gc, os, sys
+        sys.path.insert(0, {tests!r})
+        import ladle
+        from workers_support import Pairs
+
+        loader = ladle.DataLoader(Pairs(40), batch_size=4, num_workers=2, persistent_workers=True)
+        it = iter(loader)
+        next(it)
+        pid = os.fork()
+        if pid == 0:
+            del it, loader
+            gc.collect()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("REST", len(list(it)))
+        print("NEXT", len(list(loader)))
+        """
+    )
+    assert lines["REST"] == "9" and lines["NEXT"] == "10", lines

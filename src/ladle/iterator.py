@@ -9,6 +9,7 @@ One iterator may be shared by threads: ``next()`` is serialised by a lock.
 from __future__ import annotations
 
 import enum
+import os
 import threading
 import warnings
 import weakref
@@ -77,8 +78,11 @@ class LoaderIterator(Iterator[Any]):
         first = setup.start.next_stream if setup.iterable else 0
         self._workers: Workers | None = setup.workers
         self._dispatch = PassDispatch(setup.workers, indices, setup.seed, starts, setup.keys, first)
-        # An abandoned pass (dropped, not closed) hands its workers back when it is collected.
-        self._finalizer = weakref.finalize(self, setup.release, setup.workers, False)
+        # An abandoned pass (dropped, not closed) hands its workers back when it is collected
+        # (in this process: a forked worker collecting its copy must leave the parent's be).
+        self._finalizer = weakref.finalize(
+            self, _release_abandoned, os.getpid(), setup.release, setup.workers
+        )
 
     def __iter__(self) -> LoaderIterator:
         return self
@@ -116,9 +120,16 @@ class LoaderIterator(Iterator[Any]):
         if not isinstance(outcome, Delivered):
             # The dataset or collate_fn raised: that batch is consumed, as in torch.
             present = self._setup.present
+            raised = outcome.error
             if present is not None and not self._setup.workers.inline:
-                raise present(outcome.error, outcome.worker_id)
-            raise outcome.error
+                raised = present(raised, outcome.worker_id)
+            try:
+                raise raised
+            finally:
+                # the raised error's traceback holds this frame: without this, frame and error
+                # hold each other, and the iterator (and its workers) would live on after the
+                # user drops it, until the cyclic collector runs
+                del raised, outcome
         self.batches_yielded += 1
         if self._setup.iterable:
             self._check_length()
@@ -199,3 +210,10 @@ class LoaderIterator(Iterator[Any]):
 
     def __repr__(self) -> str:
         return f"<LoaderIterator {self.state.value}, {self.batches_yielded} batches yielded>"
+
+
+def _release_abandoned(
+    owner: int, release: Callable[[Workers, bool], None], workers: Workers
+) -> None:
+    if os.getpid() == owner:
+        release(workers, False)

@@ -96,12 +96,17 @@ def _rebuild(failure: Failure) -> BaseException:
 
 
 def _shutdown(
+    owner: int,
     pool: Pool,
     slabs: SlabPool | None,
     owned: bool,
     grace: list[float],
     on_close: Callable[[int], None] | None,
 ) -> None:
+    if os.getpid() != owner:
+        # a forked child (the next pass's worker) collecting the inherited object: the pool
+        # is its parent's, and closing it from here would stop the parent's workers
+        return
     try:
         pool.close(grace[0])
     finally:
@@ -185,7 +190,7 @@ class Workers:
         # reclaimed when the next pass begins, and the workers hold no reference to a pass.
         self._buffer: dict[int, Reply] = {}
         self._finalizer = weakref.finalize(
-            self, _shutdown, self.pool, slabs, owns_slabs, self._grace, on_close
+            self, _shutdown, os.getpid(), self.pool, slabs, owns_slabs, self._grace, on_close
         )
 
     @property
