@@ -166,8 +166,15 @@ def test_thread_workers_share_one_url_dataset(s3: S3, tmp_path: Path) -> None:
         url, storage_options=s3.options(), cache_dir=tmp_path, cache_limit=51_000
     )
     assert dataset.cache_capacity < len(dataset.shard_sizes)  # maps dropped as they go
-    loader = ladle.DataLoader(
-        dataset, batch_size=8, shuffle=True, seed=1, num_workers=2, worker_type="thread", timeout=30
-    )
+    with pytest.warns(UserWarning, match="each shard is downloaded many times an epoch"):
+        loader = ladle.DataLoader(
+            dataset,
+            batch_size=8,
+            shuffle=True,
+            seed=1,
+            num_workers=2,
+            worker_type="thread",
+            timeout=30,
+        )
     seen = [i for batch in loader for i in check_batch(batch)]
     assert sorted(seen) == list(range(120))

@@ -439,3 +439,19 @@ def test_a_prefetch_of_a_replaced_plan_does_not_fetch_what_the_reader_moved_past
     assert [clean_proxy.downloads(f"cached/shard-{s:05d}.ladle") for s in range(3)] == [0, 0, 1]
     assert not cache.contains(source.keys[0]) and cache.contains(source.keys[2])
     assert not background.errors
+
+
+def test_a_full_shuffle_through_a_small_cache_warns(s3: S3, url: str, tmp_path: Path) -> None:
+    probe = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path / "probe")
+    limit = quarter(probe.shard_bytes)
+    small = ShardDataset(url, storage_options=s3.options(), cache_dir=tmp_path, cache_limit=limit)
+    with pytest.warns(UserWarning, match="holds 4 of its 16 shards") as caught:
+        ladle.DataLoader(small, batch_size=10, shuffle=True)
+    assert caught[0].filename == __file__  # it points at the user's line
+    assert "sampler=ShardWindowSampler(dataset, seed=...)" in str(caught[0].message)
+    with pytest.warns(UserWarning, match="holds 4 of its 16 shards"):
+        ladle.DataLoader(small, batch_size=10, sampler=ladle.RandomSampler(small, seed=0))
+    # the windowed shuffle, reading in order, and a cache that holds the dataset: no warning
+    ladle.DataLoader(small, batch_size=10, sampler=ShardWindowSampler(small, seed=0))
+    ladle.DataLoader(small, batch_size=10)
+    ladle.DataLoader(probe, batch_size=10, shuffle=True)

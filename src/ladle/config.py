@@ -10,6 +10,7 @@ reassigned, and is checked again when it is.
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -307,6 +308,7 @@ def _sampling(
             f"global_batch_size={global_batch_size!r} is the batch summed over the ranks of a "
             f"distributed job, but distributed is off; pass distributed=True, or use batch_size="
         )
+    _warn_if_cache_thrashes(dataset, sampler)
     if batch_size is not None and batch_sampler is None:
         # BatchSampler validates batch_size and drop_last, with torch's messages.
         checked = BatchSampler(sampler if sampler is not None else [], batch_size, drop_last)
@@ -326,6 +328,26 @@ def _sampling(
         ranks=ranks,
         global_batch_size=global_batch_size,
     )
+
+
+def _warn_if_cache_thrashes(dataset: Any, sampler: Any) -> None:
+    """A full shuffle of a dataset whose node cache holds only some of its shards (a
+    ShardDataset at a URL) reads them in random order: every few records another shard is
+    fetched, each many times an epoch, correctly but slowly and without a word otherwise."""
+    if not isinstance(sampler, RandomSampler):
+        return
+    capacity = getattr(dataset, "cache_capacity", None)
+    sizes = getattr(dataset, "shard_sizes", None)
+    if isinstance(capacity, int) and isinstance(sizes, list) and capacity < len(sizes):
+        warnings.warn(
+            f"{dataset!r:.80} reads through a node cache that holds {capacity} of its "
+            f"{len(sizes)} shards, and a full shuffle (shuffle=True, RandomSampler) reads them "
+            f"in random order, so each shard is downloaded many times an epoch; pass "
+            f"sampler=ShardWindowSampler(dataset, seed=...) (a shuffle within windows of cached "
+            f"shards), or a cache_limit that holds the dataset",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 def _distributed(
