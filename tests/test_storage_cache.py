@@ -153,6 +153,28 @@ def test_another_process_pin_holds_until_it_ends(tmp_path: Path) -> None:
     assert cached(cache) == ["d/c", "d/e"]
 
 
+def test_the_pins_of_processes_that_exited_without_unpinning_are_swept(tmp_path: Path) -> None:
+    # a worker process ends with os._exit, its plan never released; in a cache that never fills
+    # nothing looked at those pins, so each pass of non-persistent workers left more behind
+    cache = NodeCache(tmp_path, limit=10_000)
+    for key in ["d/a", "d/b"]:
+        cache.get(key, 100, write_100, lambda path: None)
+    code = f"""
+        import os
+        sys.path.insert(0, {SRC!r})
+        from ladle.formats.cache import NodeCache
+        NodeCache({str(tmp_path)!r}, limit=10_000).pin("d/a")
+        os._exit(0)
+    """
+    for _ in range(3):
+        finish_quietly(start(textwrap.dedent(code)))
+    assert len(os.listdir(tmp_path / ".pins")) == 1  # each swept the one before's
+    later = NodeCache(tmp_path, limit=10_000)  # the next process
+    assert later.pin("d/b")
+    assert os.listdir(tmp_path / ".pins") == [f"d--b@{os.getpid()}"]
+    later.unpin("d/b")
+
+
 # -- the windowed shuffle -------------------------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ class NodeCache:
             f"$XDG_CACHE_HOME/ladle or ~/.cache/ladle)"
         )
         self._check_writable()
+        self._swept_by: int | None = None  # the process that swept dead processes' pins
 
     def _unusable(self, why: str, error: type[OSError]) -> OSError:
         return error(
@@ -255,6 +256,8 @@ class NodeCache:
         evicting it): the caller then fetches it as if absent, and finds it if it is there."""
         pins = self.directory / _PINS
         self._mkdir(pins)
+        if self._swept_by != os.getpid():
+            self._sweep_pins(pins)
         try:
             with self._locked(key, timeout=0):
                 # under the lock an evictor holds while it checks for pins and unlinks: the
@@ -268,6 +271,17 @@ class NodeCache:
     def unpin(self, key: str) -> None:
         """This process no longer plans to read ``key``: it may be evicted (oldest first)."""
         (self.directory / _PINS / _pin_name(key, os.getpid())).unlink(missing_ok=True)
+
+    def _sweep_pins(self, pins: Path) -> None:
+        """Remove the pins of processes that ended, once per process: a worker process exits
+        without unpinning, and a cache that never fills never looks at those pins otherwise
+        (non-persistent workers left two a pass, without bound)."""
+        self._swept_by = os.getpid()
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(pins):
+                key, at, _ = name.rpartition("@")
+                if at:
+                    _abandoned(pins / name, key + at)
 
     def pinned(self, key: str) -> bool:
         """Some live process plans to read ``key``. Pins of processes that ended are swept."""

@@ -227,7 +227,8 @@ class Store:
                 raise StorageError(
                     f"{self.url_of(name)}: {action} got no complete answer within {deadline:.1f} "
                     f"s (store_timeout={self.timeout:g}, plus 1 s per MiB), retries included; "
-                    f"the store stopped answering: check it and the network, or pass a larger "
+                    f"the store stopped answering, or kept failing (dropped connections, 5xx) "
+                    f"through every retry: check it and the network, or pass a larger "
                     f"store_timeout"
                 ) from None
             raise self._failed(name, action, error) from error
