@@ -427,3 +427,50 @@ def test_torchrun_ranks_share_the_stream_and_resume_on_other_world_sizes(
     rest, following = epoch(one), epoch(one)
     assert real(global_steps(prefix) + global_steps(rest)) == reference[0]
     assert real(global_steps(following)) == reference[1]
+
+
+def test_a_jax_multi_process_job_shards_by_its_process_index(tmp_path: Any) -> None:
+    # two real processes of one JAX job, with no torchrun environment: each loader finds its
+    # rank from jax.process_index() / process_count() and the ranks share the global stream
+    pytest.importorskip("jax")
+    from storage_support import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    job = os.path.join(TESTS, "jax_ranks_job.py")
+    outs = [str(tmp_path / f"process{i}.json") for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, job, str(port), str(i), outs[i]],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=120)[0].decode() for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output
+    written = []
+    for out in outs:
+        with open(out) as file:
+            written.append(json.load(file))
+    assert [w["rank"] for w in written] == [[0, 2, "jax"], [1, 2, "jax"]]
+    one = [
+        ladle.DataLoader(
+            Named(50), batch_size=8, shuffle=True, seed=3, distributed=ladle.Ranks(0, 1)
+        )
+    ]
+    for e in range(2):
+        per_rank = [w["epochs"][e] for w in written]
+        assert real(global_steps(per_rank)) == real(global_steps(epoch(one)))
+        firsts = [{row[0] for batch in batches for row in batch} for batches in per_rank]
+        assert firsts[0] | firsts[1] == set(range(50))
