@@ -473,7 +473,34 @@ def test_a_full_shuffle_through_a_small_cache_warns(s3: S3, url: str, tmp_path: 
     assert "sampler=ShardWindowSampler(dataset, seed=...)" in str(caught[0].message)
     with pytest.warns(UserWarning, match="holds 4 of its 16 shards"):
         ladle.DataLoader(small, batch_size=10, sampler=ladle.RandomSampler(small, seed=0))
+    torch_loader = pytest.importorskip("ladle.torch").DataLoader
+    with pytest.warns(UserWarning, match="holds 4 of its 16 shards") as caught:
+        torch_loader(small, batch_size=10, shuffle=True)  # torch's RandomSampler, inside
+    assert caught[0].filename == __file__
     # the windowed shuffle, reading in order, and a cache that holds the dataset: no warning
     ladle.DataLoader(small, batch_size=10, sampler=ShardWindowSampler(small, seed=0))
     ladle.DataLoader(small, batch_size=10)
     ladle.DataLoader(probe, batch_size=10, shuffle=True)
+
+
+def test_two_datasets_of_one_url_keep_each_others_pins(tmp_path: Path) -> None:
+    # pins are per process and key, so a train and an eval dataset of one URL share them: one
+    # dropping a shard from its plan unpinned it for the other, whose next plan must pin it again
+    url = "memory://pins-bucket/shared"
+    write_shards(samples(30), url, samples_per_shard=10, overwrite=True)
+    train = ShardDataset(url, cache_dir=tmp_path)
+    evaluation = ShardDataset(url, cache_dir=tmp_path)
+    for shard in range(3):
+        train.shard(shard)  # all cached: planning fetches nothing in the background
+
+    def pinned() -> set[int]:
+        names = os.listdir(tmp_path / ".pins")
+        return {s for s in range(3) for name in names if f"shard-{s:05d}" in name}
+
+    train.prefetch([0, 1])
+    assert pinned() == {0, 1}
+    evaluation.prefetch([0])
+    evaluation.prefetch([2])  # unpins 0: the pin file is shared
+    assert pinned() == {1, 2}
+    train.prefetch([0, 1])
+    assert pinned() == {0, 1, 2}

@@ -10,9 +10,12 @@ reassigned, and is checked again when it is.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from ladle.collate import default_collate, default_convert
@@ -308,7 +311,7 @@ def _sampling(
             f"global_batch_size={global_batch_size!r} is the batch summed over the ranks of a "
             f"distributed job, but distributed is off; pass distributed=True, or use batch_size="
         )
-    _warn_if_cache_thrashes(dataset, sampler)
+    _warn_if_cache_thrashes(dataset, batch_sampler if batch_sampler is not None else sampler)
     if batch_size is not None and batch_sampler is None:
         # BatchSampler validates batch_size and drop_last, with torch's messages.
         checked = BatchSampler(sampler if sampler is not None else [], batch_size, drop_last)
@@ -334,7 +337,13 @@ def _warn_if_cache_thrashes(dataset: Any, sampler: Any) -> None:
     """A full shuffle of a dataset whose node cache holds only some of its shards (a
     ShardDataset at a URL) reads them in random order: every few records another shard is
     fetched, each many times an epoch, correctly but slowly and without a word otherwise."""
-    if not isinstance(sampler, RandomSampler):
+    for _ in range(3):  # inside a batch sampler (ladle.torch hands over torch's, wrapped)
+        if isinstance(sampler, RandomSampler) or getattr(sampler, "sampler", None) is None:
+            break
+        sampler = sampler.sampler
+    kind = type(sampler)
+    torch_random = kind.__name__ == "RandomSampler" and kind.__module__.startswith("torch.")
+    if not (isinstance(sampler, RandomSampler) or torch_random):  # ladle.torch's is torch's
         return
     capacity = getattr(dataset, "cache_capacity", None)
     sizes = getattr(dataset, "shard_sizes", None)
@@ -346,8 +355,20 @@ def _warn_if_cache_thrashes(dataset: Any, sampler: Any) -> None:
             f"sampler=ShardWindowSampler(dataset, seed=...) (a shuffle within windows of cached "
             f"shards), or a cache_limit that holds the dataset",
             UserWarning,
-            stacklevel=5,
+            stacklevel=_outside_ladle(),
         )
+
+
+def _outside_ladle() -> int:
+    """The ``stacklevel`` of the first frame outside the ladle package, seen from the function
+    that calls this one: ladle.DataLoader and ladle.torch's reach configuration through
+    different depths, and the warning should point at the user's line in both."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame: FrameType | None = sys._getframe(1)  # the caller, whose own level is 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _distributed(

@@ -268,6 +268,14 @@ class NodeCache:
             (pins / _pin_name(key, os.getpid())).touch()
             return False
 
+    def repin(self, key: str) -> bool:
+        """:meth:`pin` again for a ``key`` this process pinned before and has not unpinned:
+        the pin file is made again if it went (two datasets of one URL in a process share
+        their pins) and the file marked used, without the lock. If an eviction removes the file
+        meanwhile, it reads as absent, now or when opened, and is fetched again."""
+        (self.directory / _PINS / _pin_name(key, os.getpid())).touch()
+        return self.touch(key)
+
     def unpin(self, key: str) -> None:
         """This process no longer plans to read ``key``: it may be evicted (oldest first)."""
         (self.directory / _PINS / _pin_name(key, os.getpid())).unlink(missing_ok=True)

@@ -117,13 +117,14 @@ class CachedShards:
         damaged on this node's disk since. If another process fetched it again meanwhile, its
         copy is mapped as it is."""
         self._maps.pop(number, None)
-        url = self.store.url_of(self.index.shards[number].file)
-        warnings.warn(
-            f"{damaged.path}: the cached copy of {url} failed a record's checksum; "
-            f"fetching it again (if this recurs, check the disk that holds the cache)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        if _identity(self.cache.path_of(self.keys[number])) == damaged.identity:
+            url = self.store.url_of(self.index.shards[number].file)
+            warnings.warn(
+                f"{damaged.path}: the cached copy of {url} failed a record's checksum; "
+                f"fetching it again (if this recurs, check the disk that holds the cache)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return self._map(number, stale=lambda path: _identity(path) == damaged.identity)
 
     def _map(self, number: int, stale: Callable[[Path], bool] | None = None) -> ShardFile:
@@ -158,13 +159,22 @@ class CachedShards:
         for number in wanted:
             # planned shards are pinned, and the most recently used, so that making room for
             # the next evicts shards already read, never the ones about to be. One this process
-            # pinned in its last plan still is (its pin file stayed): it is only marked used,
-            # without the lock a new pin takes (a pass over a cached dataset pins every shard)
+            # pinned in its last plan is pinned again without the lock a new pin takes (a pass
+            # over a cached dataset pins every shard)
             key = self.keys[number]
-            cached = self.cache.touch(key) if number in held else self.cache.pin(key)
+            cached = self.cache.repin(key) if number in held else self.cache.pin(key)
             if not cached:
                 missing.append(number)
-            elif number not in self._maps:
+                continue
+            mapped = self._maps.get(number)
+            if mapped is not None and _identity(self.cache.path_of(key)) not in (
+                None,
+                mapped.identity,
+            ):
+                # the cached copy was fetched again (the one mapped here was damaged): workers
+                # forked from now on inherit the new one
+                self._maps.pop(number, None)
+            if number not in self._maps:
                 self.shard(number)
         self._background.plan(missing)
 

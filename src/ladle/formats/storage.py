@@ -212,14 +212,16 @@ class Store:
         fs, root = self.filesystem()
         return fs, f"{root}/{name}" if name else root
 
-    def _call(self, name: str, action: str, call: Callable[..., Any], size: int = 0) -> Any:
+    def _call(
+        self, name: str, action: str, call: Callable[..., Any], size: int = 0, bounded: bool = True
+    ) -> Any:
         """``call(fs, path of name, **deadline)``, within this store's deadline for a call
         moving ``size`` bytes; what fails is raised as an error naming the URL."""
         fs, path = self._path(name)
         deadline = self.timeout + size / 2**20 * _SECONDS_PER_MIB
         # fsspec's sync wrappers of an async filesystem (s3fs, gcsfs, adlfs) take ``timeout``
         # and cancel the call when it passes; a synchronous one would take it as an option
-        limit = {"timeout": deadline} if getattr(fs, "async_impl", False) else {}
+        limit = {"timeout": deadline} if bounded and getattr(fs, "async_impl", False) else {}
         try:
             return call(fs, path, **limit)
         except Exception as error:
@@ -270,7 +272,11 @@ class Store:
         """Copy the local file ``source`` to the object ``name`` (replacing it)."""
         local = os.fspath(source)
         size = os.path.getsize(local)
-        self._call(name, "uploading", lambda fs, path, **t: fs.put_file(local, path, **t), size)
+        # no deadline: cancelling s3fs's multipart upload from outside skips its abort, which
+        # leaves the parts uploaded so far in the bucket (billed) until a lifecycle rule; the
+        # clients' own bounded retries end a failing upload with its cleanup done
+        put = lambda fs, path, **t: fs.put_file(local, path, **t)  # noqa: E731
+        self._call(name, "uploading", put, size, bounded=False)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self._call(name, "writing", lambda fs, path, **t: fs.pipe_file(path, data, **t), len(data))
