@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from script_support import PRELUDE
-from storage_support import S3, FaultProxy, check_batch, clean_proxy, s3, samples
+from storage_support import S3, FaultProxy, check_batch, check_sample, clean_proxy, s3, samples
 
 import ladle
 from ladle.formats import ShardDataset, ShardWindowSampler, write_shards
@@ -504,3 +505,17 @@ def test_two_datasets_of_one_url_keep_each_others_pins(tmp_path: Path) -> None:
     assert pinned() == {1, 2}
     train.prefetch([0, 1])
     assert pinned() == {0, 1, 2}
+
+
+def test_planning_again_after_the_cache_directory_was_emptied(tmp_path: Path) -> None:
+    # a cache emptied under a running job (rm -r, or a benchmark's cold start each epoch): the
+    # shards planned before are pinned and fetched afresh
+    url = "memory://pins-bucket/emptied"
+    write_shards(samples(30), url, samples_per_shard=10, overwrite=True)
+    dataset = ShardDataset(url, cache_dir=tmp_path / "cache")
+    dataset.prefetch([0, 1])
+    check_sample(dataset[15], 15)
+    shutil.rmtree(tmp_path / "cache")
+    dataset.prefetch([0, 1])
+    for i in range(30):
+        check_sample(dataset[i], i)

@@ -273,7 +273,10 @@ class NodeCache:
         the pin file is made again if it went (two datasets of one URL in a process share
         their pins) and the file marked used, without the lock. If an eviction removes the file
         meanwhile, it reads as absent, now or when opened, and is fetched again."""
-        (self.directory / _PINS / _pin_name(key, os.getpid())).touch()
+        try:
+            (self.directory / _PINS / _pin_name(key, os.getpid())).touch()
+        except FileNotFoundError:  # the cache directory was emptied meanwhile: start over
+            return self.pin(key)
         return self.touch(key)
 
     def unpin(self, key: str) -> None:
