@@ -130,10 +130,16 @@ def test_pinned_files_are_evicted_last_and_the_limit_still_holds(tmp_path: Path)
     assert cached(cache) == ["d", "e", "f"] and cache.size() == 300
 
 
-def test_another_process_pin_holds_until_it_ends(tmp_path: Path) -> None:
-    cache = NodeCache(tmp_path, limit=200)
+def holding_a_and_b(directory: Path, limit: int) -> NodeCache:
+    """A cache of ``limit`` bytes in ``directory`` holding "d/a" and "d/b", 100 bytes each."""
+    cache = NodeCache(directory, limit=limit)
     for key in ["d/a", "d/b"]:
         cache.get(key, 100, write_100, lambda path: None)
+    return cache
+
+
+def test_another_process_pin_holds_until_it_ends(tmp_path: Path) -> None:
+    cache = holding_a_and_b(tmp_path, 200)
     code = f"""
         sys.path.insert(0, {SRC!r})
         from ladle.formats.cache import NodeCache
@@ -157,9 +163,7 @@ def test_another_process_pin_holds_until_it_ends(tmp_path: Path) -> None:
 def test_the_pins_of_processes_that_exited_without_unpinning_are_swept(tmp_path: Path) -> None:
     # a worker process ends with os._exit, its plan never released; in a cache that never fills
     # nothing looked at those pins, so each pass of non-persistent workers left more behind
-    cache = NodeCache(tmp_path, limit=10_000)
-    for key in ["d/a", "d/b"]:
-        cache.get(key, 100, write_100, lambda path: None)
+    holding_a_and_b(tmp_path, 10_000)
     code = f"""
         import os
         sys.path.insert(0, {SRC!r})
