@@ -262,10 +262,10 @@ class NodeCache:
             with self._locked(key, timeout=0):
                 # under the lock an evictor holds while it checks for pins and unlinks: the
                 # file is either gone already, or kept
-                (pins / _pin_name(key, os.getpid())).touch()
+                self._own_pin(key).touch()
                 return self.touch(key)
         except TimeoutError:
-            (pins / _pin_name(key, os.getpid())).touch()
+            self._own_pin(key).touch()
             return False
 
     def repin(self, key: str) -> bool:
@@ -274,14 +274,18 @@ class NodeCache:
         their pins) and the file marked used, without the lock. If an eviction removes the file
         meanwhile, it reads as absent, now or when opened, and is fetched again."""
         try:
-            (self.directory / _PINS / _pin_name(key, os.getpid())).touch()
+            self._own_pin(key).touch()
         except FileNotFoundError:  # the cache directory was emptied meanwhile: start over
             return self.pin(key)
         return self.touch(key)
 
     def unpin(self, key: str) -> None:
         """This process no longer plans to read ``key``: it may be evicted (oldest first)."""
-        (self.directory / _PINS / _pin_name(key, os.getpid())).unlink(missing_ok=True)
+        self._own_pin(key).unlink(missing_ok=True)
+
+    def _own_pin(self, key: str) -> Path:
+        """This process's pin file of ``key``."""
+        return self.directory / _PINS / _pin_name(key, os.getpid())
 
     def _sweep_pins(self, pins: Path) -> None:
         """Remove the pins of processes that ended, once per process: a worker process exits

@@ -184,10 +184,7 @@ class ShardDataset(Dataset[Any]):
         try:
             values = mapped.record(record, self.verify)
         except FormatError:
-            if not isinstance(self._source, CachedShards):
-                raise
-            # a cached copy damaged on this node's disk since its download was verified
-            values = self._source.refetch(shard, mapped).record(record, self.verify)
+            values = self._refetched(shard, mapped).record(record, self.verify)
         schema = self._index.schema
         assert schema is not None  # a non-empty dataset has one
         sample = schema.join(values)
@@ -236,10 +233,15 @@ class ShardDataset(Dataset[Any]):
         try:
             return mapped.gather(records, self.verify)
         except FormatError:
-            if not isinstance(self._source, CachedShards):
-                raise
-            # a cached copy damaged on this node's disk since its download was verified
-            return self._source.refetch(number, mapped).gather(records, self.verify)
+            return self._refetched(number, mapped).gather(records, self.verify)
+
+    def _refetched(self, number: int, damaged: ShardFile) -> ShardFile:
+        """Called while the FormatError of reading ``damaged`` is handled: shard ``number``
+        fetched again if it came from the node cache (a cached copy damaged on this node's
+        disk since its download was verified); a local file's error stands (re-raised)."""
+        if not isinstance(self._source, CachedShards):
+            raise  # the FormatError the caller is handling
+        return self._source.refetch(number, damaged)
 
 
 def _merge(pieces: list[tuple[np.ndarray | None, Any]], length: int) -> Any:

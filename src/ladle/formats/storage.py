@@ -275,8 +275,13 @@ class Store:
         # no deadline: cancelling s3fs's multipart upload from outside skips its abort, which
         # leaves the parts uploaded so far in the bucket (billed) until a lifecycle rule; the
         # clients' own bounded retries end a failing upload with its cleanup done
-        put = lambda fs, path, **t: fs.put_file(local, path, **t)  # noqa: E731
-        self._call(name, "uploading", put, size, bounded=False)
+        self._call(
+            name,
+            "uploading",
+            lambda fs, path, **t: fs.put_file(local, path, **t),
+            size,
+            bounded=False,
+        )
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self._call(name, "writing", lambda fs, path, **t: fs.pipe_file(path, data, **t), len(data))
