@@ -68,11 +68,6 @@ class TorchCollater(Collater):
             raise CollateError(_UNSUPPORTED.format(dtype))
         return super().stack_arrays(values, path)
 
-    def collate(self, values: Sequence[Any], path: Path) -> Any:
-        if isinstance(values[0], complex):  # torch collates Python numbers but complex
-            raise self.unsupported(values[0], path)
-        return super().collate(values, path)
-
     def unsupported(self, value: Any, path: Path) -> Exception:
         return CollateError(_UNSUPPORTED.format(type(value)))
 
