@@ -15,7 +15,8 @@ resume. :class:`Compose` passes its ``rng`` on to each transform. Every transfor
 class that pickles, for worker processes.
 
 The package is split by concept: ``base`` (the Transform class and shared checks), ``geometry``
-(flip, crops, resize), ``pixels`` (Normalize, ToFloat, layout) and ``compose``; every public
+(flip, crops, resize), ``resized_crop`` (the ImageNet crop, and its fused JPEG decode),
+``pixels`` (Normalize, ToFloat, layout, and the three fused) and ``compose``; every public
 name is re-exported here, and its ``__module__`` is this package, so pickles name
 ``ladle.transforms.RandomCrop`` whichever module defines it.
 """
@@ -23,15 +24,19 @@ name is re-exported here, and its ``__module__`` is this package, so pickles nam
 from ladle.transforms.base import Transform
 from ladle.transforms.compose import Compose, Lambda
 from ladle.transforms.geometry import CenterCrop, RandomCrop, RandomHorizontalFlip, Resize
-from ladle.transforms.pixels import Normalize, ToCHW, ToFloat, ToHWC
+from ladle.transforms.pixels import Normalize, NormalizeToCHW, ToCHW, ToFloat, ToHWC
+from ladle.transforms.resized_crop import DecodeRandomResizedCrop, RandomResizedCrop
 
 __all__ = [
     "CenterCrop",
     "Compose",
+    "DecodeRandomResizedCrop",
     "Lambda",
     "Normalize",
+    "NormalizeToCHW",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "RandomResizedCrop",
     "Resize",
     "ToCHW",
     "ToFloat",

@@ -31,7 +31,7 @@ __all__ = ["CenterCrop", "RandomCrop", "RandomHorizontalFlip", "Resize"]
 PaddingMode = Literal["constant", "edge", "reflect", "symmetric"]
 
 _PADDING_MODES = ("constant", "edge", "reflect", "symmetric")
-_INTERPOLATIONS = {
+INTERPOLATIONS = {
     "nearest": "NEAREST",
     "bilinear": "BILINEAR",
     "bicubic": "BICUBIC",
@@ -226,7 +226,7 @@ class Resize(Transform):
             self.size = size_pair(size, "size")[0]
         else:
             self.size = size_pair(size, "size")
-        self.interpolation = check_choice(interpolation, "interpolation", _INTERPOLATIONS)
+        self.interpolation = check_choice(interpolation, "interpolation", INTERPOLATIONS)
         if max_size is not None:
             if not isinstance(self.size, int):
                 raise ValueError(
@@ -290,7 +290,7 @@ class Resize(Transform):
 
     def _resize_plane(self, image: Array, size: tuple[int, int]) -> Array:
         pil = _pil_image()
-        resample = getattr(pil.Resampling, _INTERPOLATIONS[self.interpolation])
+        resample = getattr(pil.Resampling, INTERPOLATIONS[self.interpolation])
         resized = pil.fromarray(image).resize((size[1], size[0]), resample)
         return np.array(resized)  # np.asarray would be read-only: Pillow's buffer is bytes
 

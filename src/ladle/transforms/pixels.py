@@ -58,9 +58,20 @@ class Normalize(Transform):
         self._axis = -3 if self.layout == "CHW" else -1
         self._constants: dict[np.dtype[Any], tuple[Array, Array]] = {}
         for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-            self._constants_for(dtype)  # a std that is zero as float32 fails here, not in a worker
+            self.constants(dtype)  # a std that is zero as float32 fails here, not in a worker
 
-    def _constants_for(self, dtype: np.dtype[Any]) -> tuple[Array, Array]:
+    def check_channels(self, channels: int, shape: tuple[int, ...]) -> None:
+        """Raise unless ``mean`` and ``std`` fit an image of ``shape`` with ``channels``."""
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise ValueError(
+                    f"Normalize got {name} with {len(values)} values for an image of shape "
+                    f"{shape} with {channels} channels (layout={self.layout!r}); give one "
+                    f"value per channel, or check layout="
+                )
+
+    def constants(self, dtype: np.dtype[Any]) -> tuple[Array, Array]:
+        """``mean`` and ``std`` as arrays of ``dtype``, shaped to broadcast over the layout."""
         constants = self._constants.get(dtype)
         if constants is None:
             with np.errstate(over="ignore", under="ignore"):
@@ -86,15 +97,8 @@ class Normalize(Transform):
                 f"Normalize(layout={self.layout!r}) needs an image with a channel axis, but got "
                 f"shape {image.shape}; apply ToCHW() first (it makes (H, W) into (1, H, W))"
             )
-        channels = image.shape[self._axis]
-        for name, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) not in (1, channels):
-                raise ValueError(
-                    f"Normalize got {name} with {len(values)} values for an image of shape "
-                    f"{image.shape} with {channels} channels (layout={self.layout!r}); give one "
-                    f"value per channel, or check layout="
-                )
-        mean, std = self._constants_for(image.dtype)
+        self.check_channels(image.shape[self._axis], image.shape)
+        mean, std = self.constants(image.dtype)
         # order="C": after ToCHW the image is a transposed view, and broadcasting into a
         # C-ordered result is twice as fast as into one that follows the view's strides.
         out: Array = np.subtract(image, mean, order="C")
@@ -180,3 +184,37 @@ class ToHWC(Transform):
         if _ndim(image, self) == 3:
             return image.transpose(1, 2, 0)
         raise ValueError(f"ToHWC takes an image of shape (C, H, W), but got shape {image.shape}")
+
+
+class NormalizeToCHW(Transform):
+    """:class:`ToFloat`, :class:`ToCHW` and :class:`Normalize` in one pass: a uint8 ``(H, W, C)``
+    or ``(H, W)`` image to a normalized float32 ``(C, H, W)`` array, equal bit for bit to
+    ``Normalize(mean, std)(ToCHW()(ToFloat()(image)))`` (torchvision's ToTensor + Normalize).
+
+    The three steps' float32 operations, in their order, but written into one C-ordered result:
+    the scaling reads the uint8 image through the CHW view, and the normalization then runs in
+    place, so no float32 HWC copy is made and none is read through strides (about 3x faster
+    for 224 x 224 x 3). Other dtypes and shapes take the three steps.
+    """
+
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
+        self.normalize = Normalize(mean, std, layout="CHW")
+        self._steps = (ToFloat(), ToCHW(), self.normalize)
+
+    def __call__(self, image: Array, *, rng: np.random.Generator | None = None) -> Array:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
+            out = image
+            for step in self._steps:
+                out = step(out)
+            return out
+        chw = ToCHW()(image)
+        self.normalize.check_channels(chw.shape[0], chw.shape)
+        mean, std = self.normalize.constants(np.dtype(np.float32))
+        out: Array = np.empty(chw.shape, dtype=np.float32)
+        np.divide(chw, _int_max(image.dtype), out=out, dtype=np.float32)
+        np.subtract(out, mean, out=out)
+        np.divide(out, std, out=out)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.normalize.mean}, std={self.normalize.std})"
