@@ -41,7 +41,7 @@ def _simplejpeg() -> ModuleType | None:
         import simplejpeg
     except ImportError:
         return None
-    return simplejpeg
+    return simplejpeg  # type: ignore[no-any-return]
 
 
 def available() -> bool:

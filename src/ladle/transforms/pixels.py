@@ -203,10 +203,10 @@ class NormalizeToCHW(Transform):
 
     def __call__(self, image: Array, *, rng: np.random.Generator | None = None) -> Array:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
-            out = image
+            result = image
             for step in self._steps:
-                out = step(out)
-            return out
+                result = step(result)
+            return result
         chw = ToCHW()(image)
         self.normalize.check_channels(chw.shape[0], chw.shape)
         mean, std = self.normalize.constants(np.dtype(np.float32))

@@ -161,11 +161,12 @@ class DecodeRandomResizedCrop(Transform):
         self.mode = check_choice(mode, "mode", ("RGB", "L"))
 
     def __call__(self, data: Any, *, rng: np.random.Generator | None = None) -> Array:
-        if not isinstance(data, bytes | bytearray | memoryview | np.ndarray):
+        record = isinstance(data, np.ndarray) and data.ndim == 1 and data.dtype == np.uint8
+        if not (record or isinstance(data, bytes | bytearray | memoryview)):
             raise TypeError(
                 f"DecodeRandomResizedCrop takes an encoded image (bytes, bytearray, memoryview "
-                f"or a uint8 array), but got {describe(data)}; decode it first and use "
-                f"RandomResizedCrop for arrays"
+                f"or a 1-D uint8 array), but got {describe(data)}; for a decoded image use "
+                f"RandomResizedCrop"
             )
         rng = generator(rng)
         encoded = np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data

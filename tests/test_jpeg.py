@@ -1,0 +1,169 @@
+"""The JPEG fast path: the same pixels as Pillow, at full and reduced size, and Pillow's errors."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ladle
+from ladle.errors import ImageDecodeError
+from ladle.formats import ImageFolder, decode_image, jpeg, load_image
+
+pytest.importorskip("simplejpeg")
+
+
+def encode(
+    array: np.ndarray, fmt: str = "JPEG", mode: str | None = None, **options: object
+) -> bytes:
+    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour fields with grain: what photos compress like."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
+    grain = rng.integers(-6, 7, size=smooth.shape, dtype=np.int16)
+    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+
+
+def pillow(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        if draft is not None:
+            image.draft(None, draft)
+        return np.asarray(image.convert(mode))
+
+
+@pytest.fixture
+def pillow_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The decoder as it is without simplejpeg installed."""
+    monkeypatch.setattr(jpeg, "_simplejpeg", lambda: None)
+    yield
+
+
+SIZES = [(1, 1), (7, 13), (64, 64), (117, 250), (375, 500), (513, 257)]
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_fast_path_gives_pillows_pixels(height: int, width: int, subsampling: int) -> None:
+    data = encode(photo(height, width), quality=87, subsampling=subsampling)
+    assert jpeg.decode_jpeg(data, "RGB") is not None  # the fast path is the one under test
+    decoded = decode_image(data)
+    assert decoded.dtype == np.uint8 and decoded.shape == (height, width, 3)
+    np.testing.assert_array_equal(decoded, pillow(data, "RGB"))
+    assert not decoded.flags.writeable  # as Pillow's arrays
+
+
+def test_grayscale_jpeg_in_l_and_rgb() -> None:
+    data = encode(photo(40, 50)[:, :, 0])
+    assert jpeg.jpeg_header(data) == (40, 50, "Gray")
+    np.testing.assert_array_equal(decode_image(data, "L"), pillow(data, "L"))
+    np.testing.assert_array_equal(decode_image(data, "RGB"), pillow(data, "RGB"))
+    assert decode_image(data, "L").shape == (40, 50)
+
+
+def test_colour_jpeg_to_l_and_cmyk_go_through_pillow() -> None:
+    colour = encode(photo(30, 30))
+    # libjpeg's luma differs from Pillow's RGB-to-L conversion: the fast path steps aside
+    assert jpeg.decode_jpeg(colour, "L") is None
+    np.testing.assert_array_equal(decode_image(colour, "L"), pillow(colour, "L"))
+    cmyk = encode(photo(20, 20), mode="CMYK")
+    assert jpeg.decode_jpeg(cmyk, "RGB") is None
+    np.testing.assert_array_equal(decode_image(cmyk), pillow(cmyk, "RGB"))
+    assert decode_image(cmyk, mode=None).shape == (20, 20, 4)
+
+
+@pytest.mark.parametrize(("height", "width"), [(375, 500), (257, 129), (64, 9), (1000, 1000)])
+@pytest.mark.parametrize("wanted", [(1, 1), (100, 100), (40, 200), (128, 64), (500, 500)])
+def test_min_size_reduces_as_pillows_draft(
+    height: int, width: int, wanted: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encode(photo(height, width, seed=3), quality=90)
+    fast = decode_image(data, min_size=wanted)
+    factor = jpeg.reduction(height, width, *wanted)
+    assert fast.shape[:2] == jpeg.reduced_size(height, width, factor)
+    if factor > 1:  # reduced, yet never below what was asked for where the source allows
+        assert fast.shape[0] >= wanted[0] and fast.shape[1] >= wanted[1]
+    np.testing.assert_array_equal(fast, pillow(data, "RGB", (width // factor, height // factor)))
+    monkeypatch.setattr(jpeg, "_simplejpeg", lambda: None)
+    np.testing.assert_array_equal(decode_image(data, min_size=wanted), fast)
+
+
+def test_min_size_leaves_other_formats_whole() -> None:
+    data = encode(photo(300, 200), fmt="PNG")
+    assert decode_image(data, min_size=50).shape == (300, 200, 3)
+
+
+@pytest.mark.usefixtures("pillow_only")
+def test_without_simplejpeg_the_same_arrays() -> None:
+    data = encode(photo(33, 65))
+    assert jpeg.jpeg_header(data) is None
+    np.testing.assert_array_equal(decode_image(data), pillow(data, "RGB"))
+    assert not decode_image(data).flags.writeable
+
+
+def test_inputs_bytes_like_and_arrays() -> None:
+    data = encode(photo(16, 24))
+    expected = pillow(data, "RGB")
+    record = np.frombuffer(b"xx" + data, dtype=np.uint8)[2:]
+    for given in (data, bytearray(data), memoryview(data), record, record[::1].copy()):
+        np.testing.assert_array_equal(decode_image(given), expected)
+
+
+def test_a_damaged_jpeg_raises_pillows_error(tmp_path: pytest.TempPathFactory) -> None:
+    data = encode(photo(64, 64))
+    truncated = data[: len(data) // 2]
+    with pytest.raises(ValueError, match="decode_image could not decode") as caught:
+        decode_image(truncated)
+    assert isinstance(caught.value.__cause__, OSError)  # Pillow's, as before the fast path
+    path = tmp_path / "broken.jpg"  # type: ignore[operator]
+    path.write_bytes(truncated)
+    with pytest.raises(ImageDecodeError, match=r"broken\.jpg") as raised:
+        load_image(path)
+    assert isinstance(raised.value, OSError)
+
+
+@pytest.mark.parametrize(
+    ("min_size", "error", "text"),
+    [
+        (0, ValueError, "min_size"),
+        ((10, -1), ValueError, r"min_size\[1\]"),
+        ((10,), TypeError, "min_size should be"),
+        ("224", TypeError, "min_size should be"),
+        ((1.5, 2), TypeError, r"min_size\[0\]"),
+    ],
+)
+def test_min_size_is_checked(min_size: object, error: type[Exception], text: str) -> None:
+    data = encode(photo(8, 8))
+    with pytest.raises(error, match=text):
+        decode_image(data, min_size=min_size)  # type: ignore[arg-type]
+
+
+def test_load_image_and_image_folder_read_jpegs_through_the_fast_path(tmp_path: object) -> None:
+    root = tmp_path / "folder"  # type: ignore[operator]
+    expected = {}
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            data = encode(photo(20 + i, 30, seed=i + len(label)))
+            (root / label / f"{i}.jpg").write_bytes(data)
+            expected[(label, i)] = pillow(data, "RGB")
+    np.testing.assert_array_equal(load_image(root / "dog" / "1.jpg"), expected[("dog", 1)])
+    assert load_image(root / "cat" / "0.jpg", min_size=10).shape == (10, 15, 3)
+    folder = ImageFolder(root)
+    for index, (path, target) in enumerate(folder.samples):
+        image, label = folder[index]
+        name = folder.classes[target]
+        stem = int(str(path).rsplit("/", 1)[1].split(".")[0])
+        assert label == target
+        np.testing.assert_array_equal(image, expected[(name, stem)])
+    batches = list(ladle.DataLoader(folder, batch_size=None, num_workers=0))
+    assert len(batches) == 6
