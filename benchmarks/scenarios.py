@@ -43,6 +43,9 @@ AUGMENT_IMAGES, AUGMENT_SIZE, AUGMENT_BATCH = 20_000, 32, 256
 AUGMENT_PAD = "zero"  # or "reflect": np.pad's border mirroring, 3x the per-sample work
 BIG_SAMPLES, BIG_SHAPE, BIG_BATCH = 2_048, (3, 224, 224), 32
 JPEG_IMAGES, JPEG_SIZE, JPEG_CROP, JPEG_QUALITY, JPEG_BATCH = 2_000, 256, 224, 90, 64
+# imagenet: photo-sized JPEGs (ImageNet's are around 500 x 375), the training crop to 224
+IMAGENET_IMAGES, IMAGENET_IMAGES_QUICK, IMAGENET_BATCH = 2_000, 400, 64
+IMAGENET_HEIGHT, IMAGENET_WIDTH, IMAGENET_QUALITY = 375, 500, 90
 # jpeg-files: the image folder's size is disk.JPEG_FILES (20,000; --quick 2,000); the serial
 # limit decodes this many batches a round rather than whole epochs
 JPEG_FILES_BATCH, JPEG_FILES_LIMIT_BATCHES = 64, 30
@@ -183,12 +186,14 @@ def make_images(n: int, size: int, seed: int = 1) -> tuple[np.ndarray, np.ndarra
     return images, rng.integers(0, N_CLASSES, size=n, dtype=np.int64)
 
 
-def _encode_jpeg(rng: np.random.Generator, size: int, quality: int) -> bytes:
+def _encode_jpeg(rng: np.random.Generator, size: int, quality: int, width: int = 0) -> bytes:
+    """A ``size`` x ``size`` (or ``size`` x ``width``) photo-like JPEG."""
     from PIL import Image
 
+    width = width or size
     # Smooth colour fields plus grain: compresses and decodes like a photo, unlike pure noise.
     coarse = Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC), dtype=np.int16)
+    smooth = np.asarray(coarse.resize((width, size), Image.Resampling.BICUBIC), dtype=np.int16)
     grain = rng.integers(-12, 13, size=smooth.shape, dtype=np.int16)
     image = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
@@ -197,17 +202,23 @@ def _encode_jpeg(rng: np.random.Generator, size: int, quality: int) -> bytes:
 
 
 def make_jpegs(
-    n: int = JPEG_IMAGES, size: int = JPEG_SIZE, quality: int = JPEG_QUALITY, seed: int = 2
+    n: int = JPEG_IMAGES,
+    size: int = JPEG_SIZE,
+    quality: int = JPEG_QUALITY,
+    seed: int = 2,
+    width: int = 0,
 ) -> list[bytes]:
-    """``n`` RGB JPEGs of ``size`` x ``size``, encoded once and cached under results/."""
-    path = CACHE / f"jpeg-{n}x{size}-q{quality}-seed{seed}.npz"
+    """``n`` RGB JPEGs of ``size`` x ``size`` (``size`` high, ``width`` wide when given),
+    encoded once and cached under results/."""
+    shape = f"{size}x{width}" if width else f"{size}"
+    path = CACHE / f"jpeg-{n}x{shape}-q{quality}-seed{seed}.npz"
     if path.exists():
         with np.load(path) as cached:
             data, ends = cached["data"], cached["ends"]
         starts = np.concatenate([[0], ends[:-1]])
         return [data[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
     rng = np.random.default_rng(seed)
-    blobs = [_encode_jpeg(rng, size, quality) for _ in range(n)]
+    blobs = [_encode_jpeg(rng, size, quality, width) for _ in range(n)]
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npz")
     np.savez(
@@ -313,6 +324,37 @@ class LadleBigSamples(BigSampleBody, ladle.Dataset[tuple[np.ndarray, int]]):
 
 class LadleJpeg(JpegBody, ladle.Dataset[tuple[np.ndarray, int]]):
     """In-memory JPEG bytes decoded and cropped with Pillow, as a ladle.Dataset."""
+
+
+class LadleImageNet(ladle.Dataset[tuple[np.ndarray, int]]):
+    """The ImageNet training recipe from ladle's pieces: DecodeRandomResizedCrop (the box from
+    the JPEG header), a flip, and NormalizeToCHW (ToFloat + ToCHW + Normalize in one pass)."""
+
+    def __init__(
+        self,
+        blobs: list[bytes],
+        labels: np.ndarray,
+        size: int = 224,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        import ladle.transforms as T
+
+        self.blobs = blobs
+        self.labels = labels
+        self.rng = rng  # the serial limit's, outside a loader (inside, sample_rng())
+        self.pipeline = T.Compose(
+            [
+                T.DecodeRandomResizedCrop(size),
+                T.RandomHorizontalFlip(),
+                T.NormalizeToCHW((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.pipeline(self.blobs[i], rng=self.rng), int(self.labels[i])
 
 
 class LadleObjects(ObjectsBody, ladle.Dataset[tuple[int, float]]):
@@ -585,6 +627,30 @@ def jpeg(setup: Setup) -> Scenario:
     )
 
 
+def imagenet(setup: Setup) -> Scenario:
+    """The ImageNet training recipe on photo-sized JPEGs: ladle's pieces against the same
+    recipe written the torchvision way."""
+    _need_pillow()
+    n = IMAGENET_IMAGES_QUICK if setup.quick else IMAGENET_IMAGES
+    blobs = make_jpegs(n, IMAGENET_HEIGHT, IMAGENET_QUALITY, seed=4, width=IMAGENET_WIDTH)
+    labels = np.random.default_rng(5).integers(0, N_CLASSES, size=len(blobs), dtype=np.int64)
+    mean_kib = sum(map(len, blobs)) / len(blobs) / 1024
+    return _worker_scenario(
+        setup,
+        "imagenet",
+        f"{len(blobs):,} {IMAGENET_WIDTH}x{IMAGENET_HEIGHT} photo-like JPEGs (q{IMAGENET_QUALITY}, "
+        f"{mean_kib:.0f} KiB each) in memory; RandomResizedCrop({JPEG_CROP}) + flip + normalize "
+        f"to float32 CHW: ladle's DecodeRandomResizedCrop + NormalizeToCHW, torch the "
+        f"torchvision way (PIL decode, crop, resize, ToTensor, Normalize)",
+        LadleImageNet(blobs, labels, JPEG_CROP),
+        "TorchImageNet",
+        (blobs, labels, JPEG_CROP),
+        IMAGENET_BATCH,
+        [Target("ladle", "torch", 2.5)],
+        limit_dataset=LadleImageNet(blobs, labels, JPEG_CROP, np.random.default_rng(0)),
+    )
+
+
 def _say(message: str) -> None:
     import disk
 
@@ -605,6 +671,7 @@ def jpeg_files(setup: Setup) -> Scenario:
     import disk
 
     from ladle.formats import ShardDataset
+    from ladle.formats.sources import DecodeCrop
 
     n = disk.JPEG_FILES_QUICK if setup.quick else disk.JPEG_FILES
     files = disk.image_files(n)
@@ -617,6 +684,7 @@ def jpeg_files(setup: Setup) -> Scenario:
     size, crop, options = JPEG_FILES_BATCH, JPEG_CROP, _worker_options(setup)
     transform = JpegRecordTransform(crop)
     shards = ShardDataset(files.shards, transform=transform)
+    decoded = ShardDataset(files.shards, transform=DecodeCrop(crop))
     contenders = [
         Contender(
             "ladle",
@@ -624,7 +692,14 @@ def jpeg_files(setup: Setup) -> Scenario:
             lambda: ladle.DataLoader(shards, batch_size=size, shuffle=True, **options),
             f"ladle.DataLoader(ShardDataset(shards, transform=decode + crop)), {WORKERS} process "
             f"workers (fork)",
-        )
+        ),
+        Contender(
+            "ladle's decode",
+            "ladle",
+            lambda: ladle.DataLoader(decoded, batch_size=size, shuffle=True, **options),
+            f"the same shards with ladle's own decode (libjpeg-turbo through simplejpeg) and "
+            f"RandomCrop, {WORKERS} process workers (fork)",
+        ),
     ]
     if setup.torch is not None:
         from torch_datasets import TorchJpegFiles
@@ -676,7 +751,12 @@ def jpeg_files(setup: Setup) -> Scenario:
         samples_per_epoch=n,
         batch_size=size,
         contenders=contenders,
-        targets=[Target("ladle", "torch", 1.3), ladle_torch_target()],
+        targets=[
+            Target("ladle", "torch", 1.3),
+            Target("ladle's decode", "torch", 2.0),
+            Target("ladle's decode", "limit", 1.3),
+            ladle_torch_target(),
+        ],
         num_workers=WORKERS,
         persistent_workers=setup.persistent_workers,
         warmup_batches=4,
@@ -857,6 +937,7 @@ SCENARIOS: dict[str, Callable[[Setup], Scenario]] = {
     "augment": augment,
     "big-samples": big_samples,
     "jpeg": jpeg,
+    "imagenet": imagenet,
     "startup": startup,
     "jpeg-files": jpeg_files,
     "disk": disk_data,
