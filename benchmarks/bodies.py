@@ -27,6 +27,7 @@ __all__ = [
     "ObjectsBody",
     "RowsBody",
     "decode_crop",
+    "SeededAugmentBody",
 ]
 
 
@@ -78,6 +79,27 @@ class AugmentBody:
         top, left = np.random.randint(0, 2 * pad + 1, size=2)
         crop = padded[top : top + height, left : left + width]
         if np.random.random() < 0.5:
+            crop = crop[:, ::-1]
+        chw = crop.transpose(2, 0, 1).astype(np.float32, order="C")
+        chw /= np.float32(255)
+        return chw, int(self.labels[i])
+
+
+class SeededAugmentBody(AugmentBody):
+    """The same augmentation as a user writes it without ladle's help: the crop and flip draw
+    from ``np.random.default_rng(i)``, a generator made for the sample (so the same sample gets
+    the same augmentation in every epoch, for any worker count, in ladle and in torch)."""
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        rng = np.random.default_rng(i)
+        image = self.images[i]
+        height, width, channels = image.shape
+        pad = self.pad
+        padded = np.zeros((height + 2 * pad, width + 2 * pad, channels), image.dtype)
+        padded[pad : pad + height, pad : pad + width] = image
+        top, left = rng.integers(0, 2 * pad + 1, size=2)
+        crop = padded[top : top + height, left : left + width]
+        if rng.random() < 0.5:
             crop = crop[:, ::-1]
         chw = crop.transpose(2, 0, 1).astype(np.float32, order="C")
         chw /= np.float32(255)

@@ -29,6 +29,7 @@ from bodies import (
     JpegRecordTransform,
     ObjectsBody,
     RowsBody,
+    SeededAugmentBody,
 )
 
 import ladle
@@ -40,6 +41,7 @@ BATCH_SIZE = 256
 
 WORKERS = 2
 AUGMENT_IMAGES, AUGMENT_SIZE, AUGMENT_BATCH = 20_000, 32, 256
+NUMPY_AUGMENT_BATCH = 128
 AUGMENT_PAD = "zero"  # or "reflect": np.pad's border mirroring, 3x the per-sample work
 BIG_SAMPLES, BIG_SHAPE, BIG_BATCH = 2_048, (3, 224, 224), 32
 JPEG_IMAGES, JPEG_SIZE, JPEG_CROP, JPEG_QUALITY, JPEG_BATCH = 2_000, 256, 224, 90, 64
@@ -357,6 +359,10 @@ class LadleImageNet(ladle.Dataset[tuple[np.ndarray, int]]):
         return self.pipeline(self.blobs[i], rng=self.rng), int(self.labels[i])
 
 
+class LadleSeededAugment(SeededAugmentBody, ladle.Dataset[tuple[np.ndarray, int]]):
+    """The user-written augmentation (per-sample default_rng(i)), as a ladle.Dataset."""
+
+
 class LadleObjects(ObjectsBody, ladle.Dataset[tuple[int, float]]):
     """Many small Python objects, trivial __getitem__, as a ladle.Dataset."""
 
@@ -624,6 +630,24 @@ def jpeg(setup: Setup) -> Scenario:
         (blobs, labels, JPEG_CROP),
         JPEG_BATCH,
         [Target("ladle", "torch", 1.25)],
+    )
+
+
+def numpy_augment(setup: Setup) -> Scenario:
+    """The augment scenario's work as a user writes it in ``__getitem__``, the same body on
+    both sides: what ladle's transport and collation win with nothing of ladle's in the body."""
+    images, labels = make_images(AUGMENT_IMAGES, AUGMENT_SIZE)
+    return _worker_scenario(
+        setup,
+        "numpy-augment",
+        f"{AUGMENT_IMAGES:,} x {AUGMENT_SIZE}x{AUGMENT_SIZE}x3 uint8 in memory; the same "
+        f"__getitem__ on both sides: np.random.default_rng(i), pad 4 + random crop + random "
+        f"flip -> float32 CHW / 255; batch {NUMPY_AUGMENT_BATCH}",
+        LadleSeededAugment(images, labels),
+        "TorchSeededAugment",
+        (images, labels),
+        NUMPY_AUGMENT_BATCH,
+        [Target("ladle", "torch", 1.7)],
     )
 
 
@@ -937,6 +961,7 @@ SCENARIOS: dict[str, Callable[[Setup], Scenario]] = {
     "augment": augment,
     "big-samples": big_samples,
     "jpeg": jpeg,
+    "numpy-augment": numpy_augment,
     "imagenet": imagenet,
     "startup": startup,
     "jpeg-files": jpeg_files,

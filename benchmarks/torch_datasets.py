@@ -22,6 +22,7 @@ from bodies import (
     MappedRowsBody,
     ObjectsBody,
     RowsBody,
+    SeededAugmentBody,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "TorchMappedRows",
     "TorchObjects",
     "TorchRows",
+    "TorchSeededAugment",
 ]
 
 Dataset: Any = torch.utils.data.Dataset
@@ -44,6 +46,10 @@ class TorchRows(RowsBody, Dataset):
 
 class TorchAugment(AugmentBody, Dataset):
     """Pad, random crop, flip, to float CHW, as a torch Dataset."""
+
+
+class TorchSeededAugment(SeededAugmentBody, Dataset):
+    """The augmentation with a per-sample np.random.default_rng(i), as a torch Dataset."""
 
 
 class TorchBigSamples(BigSampleBody, Dataset):
