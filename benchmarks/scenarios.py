@@ -512,9 +512,11 @@ def _worker_scenario(
     batch_size: int,
     targets: list[Target],
     limit_dataset: Any = None,
+    threads: bool = False,
 ) -> Scenario:
     """ladle and torch, each with ``WORKERS`` default (fork) process workers, shuffling, plus
-    the serial loop (over ``limit_dataset``, default ``ladle_dataset``) scaled by the cores."""
+    the serial loop (over ``limit_dataset``, default ``ladle_dataset``) scaled by the cores.
+    ``threads`` adds ladle with thread workers, for work that releases the GIL."""
     limit_dataset = ladle_dataset if limit_dataset is None else limit_dataset
     options = _worker_options(setup)
     contenders = [
@@ -526,6 +528,21 @@ def _worker_scenario(
             f"memory",
         )
     ]
+    if threads:
+        contenders.append(
+            Contender(
+                "ladle, threads",
+                "ladle",
+                lambda: ladle.DataLoader(
+                    ladle_dataset,
+                    batch_size=batch_size,
+                    shuffle=True,
+                    worker_type="thread",
+                    **options,
+                ),
+                f"the same, {WORKERS} thread workers (decoding and resizing release the GIL)",
+            )
+        )
     if setup.torch is not None:
         import torch_datasets
 
@@ -672,6 +689,7 @@ def imagenet(setup: Setup) -> Scenario:
         IMAGENET_BATCH,
         [Target("ladle", "torch", 2.5)],
         limit_dataset=LadleImageNet(blobs, labels, JPEG_CROP, np.random.default_rng(0)),
+        threads=True,
     )
 
 
