@@ -231,3 +231,18 @@ def test_normalize_to_chw_errors() -> None:
     with pytest.raises(ValueError, match="std"):
         T.NormalizeToCHW(0.5, 0.0)
     assert repr(T.NormalizeToCHW(0.5, 0.25)) == "NormalizeToCHW(mean=(0.5,), std=(0.25,))"
+
+
+def test_an_image_folder_of_encoded_files_with_the_fused_decode(tmp_path: object) -> None:
+    from ladle.formats import ImageFolder, load_bytes
+
+    root = tmp_path / "train"  # type: ignore[operator]
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            (root / label / f"{i}.jpg").write_bytes(jpeg(80, 100, seed=i))
+    pipeline = T.Compose([T.DecodeRandomResizedCrop(32), T.NormalizeToCHW(0.5, 0.25)])
+    folder = ImageFolder(root, loader=load_bytes, transform=pipeline)
+    batches = list(ladle.DataLoader(folder, batch_size=2, seed=0, num_workers=2))
+    assert [b[0].shape for b in batches] == [(2, 3, 32, 32)] * 2
+    assert sorted(int(v) for b in batches for v in b[1]) == [0, 0, 1, 1]

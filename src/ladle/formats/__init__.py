@@ -2,7 +2,7 @@
 packed shard format, on a local disk or in an object store (through a node-local cache)."""
 
 from ladle.formats.imagefolder import DatasetFolder, ImageFolder
-from ladle.formats.images import decode_image, load_image
+from ladle.formats.images import decode_image, load_bytes, load_image
 from ladle.formats.npy import NpyDataset
 from ladle.formats.parts import PartError, PartManifest, commit_parts, write_part
 from ladle.formats.reader import ShardDataset, ShardStream
@@ -21,6 +21,7 @@ __all__ = [
     "ShardWindowSampler",
     "commit_parts",
     "decode_image",
+    "load_bytes",
     "load_image",
     "open_dataset",
     "pack",

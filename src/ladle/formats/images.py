@@ -36,7 +36,7 @@ from ladle.formats import jpeg
 from ladle.interop import require
 from ladle.validation import check_int, check_path
 
-__all__ = ["decode_image", "load_image"]
+__all__ = ["decode_image", "load_bytes", "load_image"]
 
 Array = npt.NDArray[Any]
 
@@ -183,3 +183,11 @@ def load_image(
             f"Pillow reads, or filter it out with is_valid_file=",
             os.fspath(path),
         ) from error
+
+
+def load_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The file at ``path``, still encoded: the ``loader=`` of an :class:`ImageFolder` whose
+    transform decodes (``DecodeRandomResizedCrop``, which needs the JPEG's header before any
+    pixel). A missing file raises FileNotFoundError."""
+    with open(check_path(path, "path"), "rb") as file:
+        return file.read()
