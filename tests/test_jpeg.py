@@ -167,3 +167,21 @@ def test_load_image_and_image_folder_read_jpegs_through_the_fast_path(tmp_path: 
         np.testing.assert_array_equal(image, expected[(name, stem)])
     batches = list(ladle.DataLoader(folder, batch_size=None, num_workers=0))
     assert len(batches) == 6
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"progressive": True}, {"optimize": True}, {"restart_marker_blocks": 2}, {"quality": 100}],
+)
+def test_jpeg_variants_decode_as_pillow_does(options: dict[str, object]) -> None:
+    data = encode(photo(45, 70, seed=9), **options)
+    assert jpeg.decode_jpeg(data, "RGB") is not None
+    np.testing.assert_array_equal(decode_image(data), pillow(data, "RGB"))
+
+
+def test_what_libjpeg_only_warns_about_goes_to_pillow() -> None:
+    data = encode(photo(30, 40))
+    scan = data.find(b"\xff\xda")
+    extraneous = data[:scan] + b"\x00\x00" + data[scan:]  # "extraneous bytes before marker"
+    assert jpeg.decode_jpeg(extraneous, "RGB") is None
+    np.testing.assert_array_equal(decode_image(extraneous), pillow(extraneous, "RGB"))
