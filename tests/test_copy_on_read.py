@@ -137,8 +137,12 @@ def test_records_round_trip() -> None:
 def test_record_errors_name_the_record_and_the_fix() -> None:
     with pytest.raises(ValueError, match=r"record 1 has keys \['b'\], record 0 has \['a'\]"):
         RecordArray([{"a": 1}, {"b": 1}])
-    with pytest.raises(TypeError, match=r"field 'a' of record 2 is str 'x', but every .* int"):
+    with pytest.raises(TypeError, match=r"field 'a' of record 2 is str 'x', but every .* int, as"):
         RecordArray([{"a": 1}, {"a": 2}, {"a": "x"}])
+    with pytest.raises(TypeError, match=r"record 2 is NoneType None, but .* must be a str, bytes"):
+        RecordArray([{"a": 1}, {"a": 0.5}, {"a": None}])  # int and float mix; None does not
+    with pytest.raises(TypeError, match=r"record 1 is bool True, but .* must be int, as record 0"):
+        RecordArray([{"a": 1}, {"a": True}, {"a": 0.5}])  # each mixes with int, not all three
     with pytest.raises(TypeError, match=r"field 0 of record 0 is NoneType None"):
         RecordArray([(None,)])
     with pytest.raises(ValueError, match="record 1 has 1 fields, record 0 has 2"):

@@ -29,7 +29,7 @@ _DTYPES: dict[frozenset[type], Any] = {
 }
 
 
-def _column(values: list[Any], field: Any, records: Sequence[Any]) -> tuple[Column, bool]:
+def _column(values: list[Any], field: Any, records: Sequence[Any] | None) -> tuple[Column, bool]:
     """(the column of ``field``, whether its elements go back out as Python scalars)."""
     kinds = frozenset(map(type, values))
     if kinds in (frozenset({str}), frozenset({bytes})):
@@ -45,15 +45,25 @@ def _column(values: list[Any], field: Any, records: Sequence[Any]) -> tuple[Colu
             ) from None
     if len(kinds) == 1 and issubclass(next(iter(kinds)), np.generic):
         return np.array(values), False
-    first = type(values[0])
-    index = next((i for i, v in enumerate(values) if type(v) is not first), 0)
+    supported = (str, bytes, bool, int, float, np.generic)
+    index = next((i for i, v in enumerate(values) if not isinstance(v, supported)), None)
+    if index is None:  # supported types that do not mix: blame the first that differs
+        first = type(values[0])
+        clashes = [i for i, v in enumerate(values) if type(v) is not first]
+        # int beside bool, or beside float, is fine: blame a type that mixes with neither
+        index = next(
+            (i for i in clashes if frozenset({first, type(values[i])}) not in _DTYPES),
+            clashes[0],
+        )
+        wanted = f"{first.__name__}, as record 0's is"
+    else:
+        wanted = "a str, bytes, bool, int, float or NumPy scalar"
     wrong = values[index]
-    return_type = "a str, bytes, bool, int or float" if index == 0 else f"{first.__name__}"
+    where = f"; the record: {records[index]!r}" if records is not None else ""
     raise TypeError(
         f"RecordArray field {field!r} of record {index} is {type(wrong).__name__} {wrong!r}, "
-        f"but every record's {field!r} must be {return_type}"
-        f"{' (as record 0 has)' if index else ''}; convert it, or keep such records in a "
-        f"list: {records[index]!r}"
+        f"but every record's {field!r} must be {wanted}; convert the values, or keep records "
+        f"with such fields in a list{where}"
     )
 
 
@@ -134,7 +144,7 @@ class RecordArray:
             if isinstance(column, np.ndarray | StringArray):
                 packed[name] = column
             else:
-                packed[name], as_python = _column(list(column), name, list(column))
+                packed[name], as_python = _column(list(column), name, None)
                 if as_python:
                     python.add(name)
         lengths = {name: len(column) for name, column in packed.items()}
