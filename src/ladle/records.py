@@ -38,9 +38,9 @@ def _column(values: list[Any], field: Any, records: Sequence[Any] | None) -> tup
         try:
             return np.fromiter(values, _DTYPES[kinds], len(values)), True
         except OverflowError:
-            index = next(i for i, v in enumerate(values) if not -(2**63) <= v < 2**63)
+            big = next(i for i, v in enumerate(values) if not -(2**63) <= v < 2**63)
             raise ValueError(
-                f"RecordArray field {field!r} of record {index} is {values[index]}, beyond "
+                f"RecordArray field {field!r} of record {big} is {values[big]}, beyond "
                 f"int64; store it as a str (or a float) in every record"
             ) from None
     if len(kinds) == 1 and issubclass(next(iter(kinds)), np.generic):
