@@ -28,6 +28,8 @@ CONTRACT = {
 EXTRAS = {
     "DistributedBatchSampler",
     "Ranks",
+    "RecordArray",
+    "StringArray",
     "detect_ranks",
     "FormatError",
     "ImageFolder",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from typing import Any
@@ -116,3 +117,26 @@ class LockAt(ladle.Dataset[Any]):
 
     def __getitem__(self, i: int) -> Any:
         return threading.Lock() if i == self.at else i
+
+
+class Items(ladle.Dataset[Any]):
+    """``items[i]``: a dataset over any sequence (a list, a StringArray, a RecordArray)."""
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+class FreezeCounts(ladle.Dataset[int]):
+    """Each sample is ``gc.get_freeze_count()`` in the process loading it."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        return gc.get_freeze_count()

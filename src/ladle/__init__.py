@@ -35,9 +35,11 @@ from ladle.loader import DataLoader
 from ladle.padding import PadCollate, PaddedBatch
 from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 from ladle.ranks import Ranks, detect_ranks
+from ladle.records import RecordArray
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
+from ladle.strings import StringArray
 from ladle.window_sampler import ShardWindowSampler
 
 __version__ = "0.1.0"
@@ -70,12 +72,14 @@ __all__ = [
     "PaddedBatch",
     "RandomSampler",
     "Ranks",
+    "RecordArray",
     "Sampler",
     "SequentialSampler",
     "ShardDataset",
     "ShardStream",
     "ShardWindowSampler",
     "StackDataset",
+    "StringArray",
     "Subset",
     "SubsetRandomSampler",
     "TensorDataset",

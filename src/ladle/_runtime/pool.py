@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from typing import Any, Protocol
 
 from ladle._runtime import cleanup
+from ladle._runtime.heap import frozen_while_forking
 from ladle._runtime.messages import Batch, Command, Reply, StartEpoch, Stop, Task, WorkerSpec
 from ladle._runtime.worker import Loop, process_main, run_worker
 from ladle.errors import WorkerDiedError
@@ -160,7 +161,8 @@ def _check_can_fork_workers() -> None:
 
 
 class ProcessPool:
-    """Worker processes, each with a duplex pipe to the main process."""
+    """Worker processes, each with a duplex pipe to the main process. Forked workers start with
+    the parent's objects frozen out of their collector's reach (see heap.py)."""
 
     def __init__(self, specs: list[WorkerSpec], context: Any) -> None:
         _check_can_fork_workers()
@@ -168,20 +170,21 @@ class ProcessPool:
         self._processes: list[Any] = []
         self._closed = False
         try:
-            for spec in specs:
-                ours, theirs = context.Pipe(duplex=True)
-                process = context.Process(
-                    target=process_main,
-                    args=(spec, theirs),
-                    name=f"ladle-worker-{spec.worker_id}",
-                    daemon=True,
-                )
-                self._connections.append(ours)
-                try:
-                    process.start()
-                finally:
-                    theirs.close()
-                self._processes.append(process)
+            with frozen_while_forking(context.get_start_method() == "fork"):
+                for spec in specs:
+                    ours, theirs = context.Pipe(duplex=True)
+                    process = context.Process(
+                        target=process_main,
+                        args=(spec, theirs),
+                        name=f"ladle-worker-{spec.worker_id}",
+                        daemon=True,
+                    )
+                    self._connections.append(ours)
+                    try:
+                        process.start()
+                    finally:
+                        theirs.close()
+                    self._processes.append(process)
         except BaseException:
             self.close(0.0)
             raise
