@@ -8,9 +8,9 @@ The images are disk.py's jpeg-files folder (``n`` photo-like 256x256 JPEGs, writ
 benchmarks/results/). The dataset under the cache decodes a file to HWC uint8 with Pillow
 (open, convert to RGB when needed, ``np.asarray``); on top of the cache, a random 224 crop is
 drawn from ``ladle.sample_rng()``; ladle's DataLoader batches 64 with 2 workers, shuffled and
-seeded. ``--epochs`` with the cache; each line
-gives samples/s and the ratio to the cached loader's first epoch (which also pays for the
-first workers' imports: the ratio errs low), then an epoch without the cache for reference.
+seeded. ``--epochs`` epochs with the cache, each line its samples/s and the ratio to the first
+(which also pays for the first workers' imports: the ratio errs low), then one epoch without
+the cache, for reference.
 The files are read once before timing, so that the page cache holds them in every run.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ladle  # noqa: E402
+import ladle
 
 CROP, BATCH, WORKERS = 224, 64, 2
 

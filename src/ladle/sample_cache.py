@@ -38,6 +38,7 @@ len(dataset) (passed through to the dataset as they are).
 from __future__ import annotations
 
 import collections
+import pickle
 import warnings
 from typing import Any, Generic, TypeVar
 
@@ -152,10 +153,9 @@ class CachedDataset(Dataset[T], Generic[T]):
         return self._store.closed
 
     def _position(self, index: Any) -> int | None:
-        if isinstance(index, int | np.integer) and not isinstance(index, bool | np.bool_):
-            if 0 <= index < self._store.samples:
-                return int(index)
-        return None
+        if not isinstance(index, int | np.integer) or isinstance(index, bool | np.bool_):
+            return None
+        return int(index) if 0 <= index < self._store.samples else None
 
     def __getitem__(self, index: Any) -> T:
         store = self._store
@@ -192,6 +192,14 @@ class CachedDataset(Dataset[T], Generic[T]):
             return sample  # type: ignore[no-any-return]
         try:
             fits = store.put(i, map_leaves(sample, _contiguous))
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            self._warn(
+                "pickle",
+                f"ladle.cache cannot store sample {i}: pickling its structure failed ({error}); "
+                f"a namedtuple or dict type in a sample must be importable by name. Samples it "
+                f"cannot store are computed each time they are read, not cached",
+            )
+            return sample  # type: ignore[no-any-return]
         except OSError as error:
             self._warn(
                 "room",
