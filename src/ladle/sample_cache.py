@@ -32,7 +32,10 @@ Not cached (computed each read, with one warning per process): samples that are 
 (tuple, list, dict, namedtuple) of NumPy arrays, NumPy scalars, int, float, complex, bool, str,
 bytes and None (object arrays, arbitrary objects); samples whose computation drew from
 ``sample_rng()``, since caching would freeze that draw; and indices other than 0 <= i <
-len(dataset) (passed through to the dataset as they are).
+len(dataset) (passed through to the dataset as they are). The dataset under the cache must
+give the same sample every time it is asked: a draw is seen only when it is the sample's first
+(a transform above that draws before reading the cache hides one below), and nothing can see
+other randomness (``np.random``, the time).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A store of samples in shared memory: one file in /dev/shm that every process of a job maps,
 each sample written once and then read by anyone, without a lock.
 
-Layout. The file is ``RECORDS + capacity`` bytes, sparse: pages come into being as records
-are written, so an empty store costs nothing but its name::
+Layout. The file is a header, an index and ``capacity`` bytes of records; it is sparse, its
+pages coming into being as records are written, so an empty store costs little but its name::
 
     header   64 bytes: magic, layout version, identity (16 random bytes), samples, capacity,
              used (bytes of records written), stored (records written)
@@ -22,12 +22,14 @@ Publishing. Writers serialise on the write lock: a threading lock within a proce
 files, and a forked child shares its parent's, so a child opens the segment again). Under the
 lock a writer checks that the sample has no record yet and that the record fits, writes the
 record with ``pwrite`` past ``used``, advances ``used``, and only then writes the index entry,
-with a second ``pwrite``. Readers read the entry and, when it is not 0, the record it points
-to. The writes go through the kernel, whose file lock (taken and released by each pwrite) is
-a barrier between the record's bytes and its entry on any CPU; and a reader trusts an entry
-only when the record there names the same sample and offset, so even an entry read half
-written is a miss (the sample is computed), never a wrong sample. A record is never moved or
-rewritten once published, which is what lets reads go without a lock.
+with a pwrite of its own. A reader reads the entry and, when it is not 0, the record there;
+records are never moved or rewritten, which is what lets reads go without a lock. Why a reader
+never sees an entry before its record: the two are separate pwrite calls, each taking and
+releasing the file's lock in the kernel, which orders the record's stores before the entry's
+on any CPU; and the reader's loads of the record come after its load of the entry, whose value
+their addresses are computed from. Should an entry still be seen half-written (its 8 bytes
+stored in pieces), the record it points to would not name the same sample and offset, and the
+read is a miss (the sample is computed), never another sample.
 
 Full. Writing never blocks on room: a record that does not fit in what is left of the
 capacity is not stored (``put`` returns False), nor is one that /dev/shm has no pages for
