@@ -170,6 +170,39 @@ def test_workers_filling_the_same_samples_never_read_a_torn_one(worker_type: str
             assert cached.stored == 64  # each once, though both workers computed it
 
 
+def test_processes_racing_on_one_cache_only_ever_read_whole_samples() -> None:
+    """Four forked processes read every sample of one cache, two in one order and two in the
+    reverse, so each index is written by whichever gets there first while the others read it."""
+    result = run_json(
+        """
+        import json, multiprocessing, os
+        import numpy as np
+        import ladle
+        from cache_support import Slow
+
+        def hammer(cached, seed):
+            order = np.random.default_rng(0).permutation(len(cached))[:: 1 - 2 * (seed % 2)]
+            for _ in range(3):
+                for i in order.tolist():
+                    sample = cached[i]
+                    if sample.shape != (1 << 18,) or not np.all(sample == i % 251):
+                        os._exit(3)
+            os._exit(0)
+
+        with ladle.cache(Slow(128, 1 << 18), max_bytes=40 << 20) as cached:
+            context = multiprocessing.get_context("fork")
+            racers = [context.Process(target=hammer, args=(cached, s)) for s in range(4)]
+            for racer in racers:
+                racer.start()
+            for racer in racers:
+                racer.join(60)
+            codes = [racer.exitcode for racer in racers]
+            print(json.dumps({"codes": codes, "stored": cached.stored}))
+        """
+    )
+    assert result == {"codes": [0, 0, 0, 0], "stored": 128}
+
+
 def test_samples_it_cannot_store_pass_through_with_one_warning() -> None:
     class Objects(ladle.Dataset[Any]):
         def __len__(self) -> int:
