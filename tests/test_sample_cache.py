@@ -285,6 +285,31 @@ def test_two_caches_never_share_samples_and_a_copy_reattaches_to_its_own(tmp_pat
         first[0]
 
 
+def test_a_copy_refuses_a_file_that_is_not_its_cache(tmp_path: Path) -> None:
+    inner = Decoded(4, str(tmp_path / "calls"))
+    with ladle.cache(inner, max_bytes=ROOMY, directory=str(tmp_path)) as cached:
+        handle = pickle.dumps(cached)
+        (path,) = [
+            p for p in tmp_path.iterdir() if p.name.startswith("ladle-") and "lock" not in p.name
+        ]
+        size = path.stat().st_size
+    path.write_bytes(bytes(4096))  # another file under the same name
+    with pytest.raises(StoreGoneError, match=r"is not this ladle\.cache's shared memory"):
+        pickle.loads(handle)
+    with path.open("r+b") as file:
+        file.truncate(size)  # of the same size, without the cache's identity
+    with pytest.raises(StoreGoneError, match=r"is not this ladle\.cache's shared memory"):
+        pickle.loads(handle)
+    path.unlink()
+
+
+def test_a_cache_whose_dataset_changed_length_is_refused(tmp_path: Path) -> None:
+    with ladle.cache(Decoded(4, str(tmp_path / "calls")), max_bytes=ROOMY) as cached:
+        cached.dataset.n = 5
+        with pytest.raises(ValueError, match="holds 4 samples but its dataset now has 5"):
+            pickle.loads(pickle.dumps(cached))
+
+
 def test_indices_outside_the_dataset_pass_through(tmp_path: Path) -> None:
     with ladle.cache(Decoded(4, str(tmp_path / "calls")), max_bytes=ROOMY) as cached:
         with pytest.raises(IndexError):

@@ -206,7 +206,8 @@ class CachedDataset(Dataset[T], Generic[T]):
         except OSError as error:
             self._warn(
                 "room",
-                f"ladle.cache could not store sample {i} in {store.path}: {error.strerror}. "
+                f"ladle.cache could not store sample {i} in {store.path}: "
+                f"{error.strerror or error}. "
                 f"Samples that get no room are computed each time they are read; "
                 f"{more_room(shm_directory())}",
             )

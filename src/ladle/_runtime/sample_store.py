@@ -112,14 +112,19 @@ class _Segment:
         if os.getpid() != self.owner:
             return
         cleanup.unregister(self)
-        if self.linked:
-            self.linked = False
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            cleanup.segment_gone(self.directory)
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+        if not self.linked:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # read-only now: the name stays, and so does our lock over it (as slabs)
+        self.linked = False
+        cleanup.segment_gone(self.directory)
 
     def emergency_close(self) -> None:
         """SIGTERM: unlink the name now (see cleanup.py); no bookkeeping, no lock."""
@@ -148,6 +153,8 @@ class SampleStore:
         self._size = self._records + capacity
         fd = segment.fd if segment is not None else self._open(os.O_RDONLY)
         try:
+            if segment is None and os.fstat(fd).st_size != self._size:
+                raise self._not_ours()
             self._map = map_fd(fd, self._size, prot=mmap.PROT_READ)
         finally:
             if segment is None:
@@ -187,16 +194,16 @@ class SampleStore:
                 f"long as its loaders run"
             ) from None
 
+    def _not_ours(self) -> StoreGoneError:
+        return StoreGoneError(
+            f"{self.path} is not this ladle.cache's shared memory any more (another file has "
+            f"its name): the cache's owner closed it or ended; make the cache again"
+        )
+
     def _check_header(self) -> None:
-        magic, version, identity, samples, capacity, _, _ = _HEADER.unpack_from(self._view, 0)
-        if (magic, version, identity) != (_MAGIC, _VERSION, self.identity) or (
-            samples,
-            capacity,
-        ) != (self.samples, self.capacity):
-            raise StoreGoneError(
-                f"{self.path} is not this ladle.cache's shared memory any more (another file has "
-                f"its name): the cache's owner closed it or ended; make the cache again"
-            )
+        header = _HEADER.unpack_from(self._view, 0)
+        if header[:5] != (_MAGIC, _VERSION, self.identity, self.samples, self.capacity):
+            raise self._not_ours()
 
     # -- reading: no lock ------------------------------------------------------------------
 
