@@ -28,20 +28,22 @@ Never served to the wrong dataset: a cache's memory is its own (each ``ladle.cac
 a new file, with a random identity that a re-attaching copy checks) and belongs to the dataset
 it wraps; nothing is reused across runs.
 
-Not cached (computed each read, with one warning per process): samples that are not trees
-(tuple, list, dict, namedtuple) of NumPy arrays, NumPy scalars, int, float, complex, bool, str,
-bytes and None (object arrays, arbitrary objects); samples whose computation drew from
-``sample_rng()``, since caching would freeze that draw; and indices other than 0 <= i <
-len(dataset) (passed through to the dataset as they are). The dataset under the cache must
-give the same sample every time it is asked: a draw is seen only when it is the sample's first
-(a transform above that draws before reading the cache hides one below), and nothing can see
-other randomness (``np.random``, the time).
+What it stores: trees (tuple, list, dict, namedtuple) of NumPy arrays, NumPy scalars, int,
+float, complex, bool, str, bytes and None; arrays come back as views, str and bytes as copies.
+Not cached (computed each read, with one warning per process): samples holding anything else
+(object arrays, other objects), samples whose computation drew from ``sample_rng()``, since
+caching would freeze that draw, and indices other than 0 <= i < len(dataset) (passed to the
+dataset as they are). The dataset under the cache must give the same sample every time it is
+asked: a draw is seen only when it is the sample's first (a transform above that draws before
+reading the cache hides one below), and no other randomness (``np.random``, the time) can be
+seen at all.
 """
 
 from __future__ import annotations
 
 import collections
 import pickle
+import sys
 import warnings
 from typing import Any, Generic, TypeVar
 
@@ -105,6 +107,12 @@ class CachedDataset(Dataset[T], Generic[T]):
     say how full it is."""
 
     def __init__(self, dataset: Any, max_bytes: int, directory: str | None = None) -> None:
+        if sys.platform == "win32":
+            raise OSError(
+                "ladle.cache needs POSIX shared memory (pwrite, flock, mmap with MAP_SHARED), "
+                "which Windows does not have; cache on Linux or macOS, or keep decoded samples "
+                "in an array of your own"
+            )
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
             raise TypeError(
                 f"ladle.cache needs a map-style dataset (with __getitem__ and __len__), but got "

@@ -60,7 +60,7 @@ from ladle._runtime import cleanup
 from ladle._runtime.cleanup import sweep_orphans
 from ladle._runtime.shm import align, map_fd
 
-if sys.platform != "win32":
+if sys.platform != "win32":  # ladle imports on Windows; a store is POSIX only (pwrite, flock)
     import fcntl
 
 __all__ = ["MISSING", "SampleStore", "StoreGoneError"]
@@ -270,13 +270,11 @@ class SampleStore:
             return False
         with self._mutex:
             fd = self._writer_fd()
-            if sys.platform != "win32":
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 return self._append(fd, index, size, meta, raws, layout)
             finally:
-                if sys.platform != "win32":
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _append(
         self, fd: int, index: int, size: int, meta: bytes, raws: list[Any], layout: list[int]
