@@ -26,6 +26,8 @@ CONTRACT = {
     "sample_rng",
 }
 EXTRAS = {
+    "CachedDataset",
+    "cache",
     "DistributedBatchSampler",
     "Ranks",
     "RecordArray",

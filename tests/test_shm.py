@@ -216,7 +216,7 @@ def test_a_slab_that_cannot_be_reserved_means_pickled_batches_and_one_warning(
         assert pool.lend(0) is None
     assert len(caught) == 1
     message = str(caught[0].message)
-    total, free = shm._space(directory)
+    total, free = shm.space(directory)
     for part in [
         f"could not create a 1.2 MiB shared-memory slab in {directory}: {reason}",
         f"{directory} is {total / 2**20:.1f} MiB with ",

@@ -36,6 +36,7 @@ from ladle.padding import PadCollate, PaddedBatch
 from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 from ladle.ranks import Ranks, detect_ranks
 from ladle.records import RecordArray
+from ladle.sample_cache import CachedDataset, cache
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
@@ -48,6 +49,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "BatchSampler",
+    "CachedDataset",
     "ChainDataset",
     "CollateError",
     "CollateSizeError",
@@ -86,6 +88,7 @@ __all__ = [
     "WeightedRandomSampler",
     "WorkerDiedError",
     "WorkerInfo",
+    "cache",
     "default_collate",
     "default_convert",
     "detect_ranks",

@@ -49,7 +49,9 @@ __all__ = [
     "SlabPool",
     "align",
     "map_fd",
+    "more_room",
     "shm_directory",
+    "space",
     "sweep_orphans",
     "unavailable_message",
 ]
@@ -93,7 +95,7 @@ class ShmArray:
 # -- room ------------------------------------------------------------------------------------
 
 
-def _space(directory: str) -> tuple[int, int]:
+def space(directory: str) -> tuple[int, int]:
     """(size, free bytes) of the file system holding ``directory``; (0, 0) when unknown."""
     try:
         stat = os.statvfs(directory)
@@ -103,7 +105,7 @@ def _space(directory: str) -> tuple[int, int]:
 
 
 def _check_room(directory: str, size: int) -> None:
-    total, free = _space(directory)
+    total, free = space(directory)
     if total and free < size:  # a tmpfs without a size limit reports 0 blocks
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory)
 
@@ -121,10 +123,12 @@ def _reserve(fd: int, size: int) -> None:
     os.ftruncate(fd, size)  # a file system that cannot reserve (or not Linux): size only
 
 
-def map_fd(fd: int, size: int, flags: int = mmap.MAP_SHARED) -> mmap.mmap:
+def map_fd(
+    fd: int, size: int, flags: int = mmap.MAP_SHARED, prot: int = mmap.PROT_READ | mmap.PROT_WRITE
+) -> mmap.mmap:
     if sys.version_info >= (3, 13):  # keeps no duplicate of the fd open for each mapping
-        return mmap.mmap(fd, size, flags=flags, trackfd=False)
-    return mmap.mmap(fd, size, flags=flags)
+        return mmap.mmap(fd, size, flags=flags, prot=prot, trackfd=False)
+    return mmap.mmap(fd, size, flags=flags, prot=prot)
 
 
 def _mib(nbytes: int) -> str:
@@ -134,19 +138,24 @@ def _mib(nbytes: int) -> str:
 _warned: set[str] = set()  # directories already warned about, in this process
 
 
+def more_room(directory: str) -> str:
+    """How to give the shared memory in ``directory`` more room, as the end of a message."""
+    return (
+        f"give shared memory more room: docker run --shm-size=2g ..., or "
+        f"mount -o remount,rw,size=2G {directory} as root, or in Kubernetes mount an "
+        f"emptyDir volume with medium: Memory at {directory}"
+    )
+
+
 def unavailable_message(directory: str, size: int, error: OSError) -> str:
     """What the warning says when a slab of ``size`` bytes cannot be made in ``directory``."""
-    total, free = _space(directory)
+    total, free = space(directory)
     room = f"{_mib(total)} with {_mib(free)} free" if total else "of unknown size"
     reason = _REASONS.get(error.errno or 0, "it failed")
     if error.errno in (errno.EMFILE, errno.ENFILE):
         fix = "raise the limit on open files (ulimit -n)"
     else:
-        fix = (
-            f"give shared memory more room: docker run --shm-size=2g ..., or "
-            f"mount -o remount,rw,size=2G {directory} as root, or in Kubernetes mount an "
-            f"emptyDir volume with medium: Memory at {directory}"
-        )
+        fix = more_room(directory)
     return (
         f"ladle could not create a {_mib(size)} shared-memory slab in {directory}: {reason} "
         f"({error.strerror}); {directory} is {room}. Batches that get no slab travel pickled "
