@@ -742,6 +742,14 @@ def jpeg_files(setup: Setup) -> Scenario:
             f"the same shards with ladle's own decode (libjpeg-turbo through simplejpeg) and "
             f"RandomCrop, {WORKERS} process workers (fork)",
         ),
+        Contender(
+            "ladle's decode, threads",
+            "ladle",
+            lambda: ladle.DataLoader(
+                decoded, batch_size=size, shuffle=True, worker_type="thread", **options
+            ),
+            f"the same with {WORKERS} thread workers (the decoder releases the GIL)",
+        ),
     ]
     if setup.torch is not None:
         from torch_datasets import TorchJpegFiles
