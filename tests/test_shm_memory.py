@@ -104,6 +104,17 @@ def test_before_any_batch_has_a_size_a_sparse_slab_is_lent(directory: str) -> No
 
 
 @sparse_only
+def test_batches_that_need_no_slab_are_lent_none_once_one_has_said_so(directory: str) -> None:
+    pool = SlabPool(directory, 1, 2)
+    first = pool.lend(0)
+    assert first is not None and first.size == UNSIZED
+    pool.give_back(first)
+    pool.need(0)  # small arrays only: everything travelled in the pickle
+    assert pool.lend(0) is None
+    pool.close()
+
+
+@sparse_only
 def test_sized_slabs_take_only_the_pages_written_too(directory: str) -> None:
     pool = SlabPool(directory, 1, 2)
     pool.need(4 * MIB)

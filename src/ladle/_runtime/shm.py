@@ -299,6 +299,7 @@ class SlabPool:
         self.keep = keep
         self.size = 0  # slab size for new loans; 0 until a batch has told how much it needs
         self.largest = 0  # the most bytes one batch has needed
+        self.measured = False  # a batch has reported what it needs (maybe nothing)
         self.closed = False
         self._slabs: dict[str, _Slab] = {}
         # One free list per worker: a worker keeps writing into the slabs it has mapped already,
@@ -316,8 +317,8 @@ class SlabPool:
         self._collect_returned()
         if self.closed:
             return None
-        if self.size == 0:
-            return self._lend_unsized(worker)
+        if self.size == 0:  # batches that need no slab (small arrays only) get none
+            return None if self.measured else self._lend_unsized(worker)
         free = self._free[worker]
         while free:
             slab = free.pop()
@@ -367,6 +368,7 @@ class SlabPool:
         size is taken as it is (most loaders' batches are all alike: the last one is smaller);
         a batch bigger than that shows they differ, and the next size leaves room to grow."""
         self.largest = max(self.largest, nbytes)
+        self.measured = True
         if nbytes > self.size:
             grown = nbytes if self.size == 0 else int(nbytes * _GROWTH)
             self.size = max(_MIN_SLAB, -(-grown // mmap.PAGESIZE) * mmap.PAGESIZE)

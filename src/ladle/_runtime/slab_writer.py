@@ -47,6 +47,7 @@ class SlabWriter:
         self.cache = cache
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
         self._slab: mmap.mmap | None = None
+        self._ref: SlabRef | None = None
         self._name = ""
         self._offset = 0
         self._placed: dict[int, tuple[int, np.ndarray]] = {}
@@ -79,12 +80,7 @@ class SlabWriter:
 
     def begin(self, ref: SlabRef | None) -> None:
         self._slab = None
-        if ref is not None:
-            # A slab that cannot be mapped (its name gone with a read-only or remounted
-            # /dev/shm, the file cut short) only means that this batch travels pickled.
-            with contextlib.suppress(OSError, ValueError):
-                self._slab = self._map(ref)
-                self._name = ref.name
+        self._ref = ref  # mapped when the batch's first array goes in: many batches need none
         self._offset = 0
         self._placed = {}
         self._began = time.perf_counter()
@@ -93,7 +89,16 @@ class SlabWriter:
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray | None:
         """An uninitialised array in the current slab, or None when it does not fit."""
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self._slab is None or nbytes < INLINE_LIMIT or not _plain_dtype(dtype):
+        if nbytes < INLINE_LIMIT or not _plain_dtype(dtype):
+            return None
+        if self._slab is None and self._ref is not None:
+            ref, self._ref = self._ref, None
+            # A slab that cannot be mapped (its name gone with a read-only or remounted
+            # /dev/shm, the file cut short) only means that this batch travels pickled.
+            with contextlib.suppress(OSError, ValueError):
+                self._slab = self._map(ref)
+                self._name = ref.name
+        if self._slab is None:
             return None
         offset = align(self._offset)
         if offset + nbytes > len(self._slab):
