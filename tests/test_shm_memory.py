@@ -153,22 +153,29 @@ def test_pages_are_released_after_writing_only_where_mapping_them_again_is_cheap
 ) -> None:
     pool = SlabPool(directory, 1, 2)
     pool.need(4 * MIB)
-    ref = pool.lend(0)
     writer = SlabWriter(directory)
     batch = np.ones(4 * MIB, np.uint8)
+    names = set()
 
-    def load(seconds: float) -> bool:
+    def load(seconds: float, fill: int = 1) -> bool:
+        batch[:] = fill
+        ref = pool.lend(0)  # the one slab, back each time its view has died
+        assert ref is not None
+        names.add(ref.name)
         writer.begin(ref)
         time.sleep(seconds)  # the dataset's work
-        _, used, _ = writer.encode(batch)
+        payload, used, _ = writer.encode(batch)
         assert used
+        view = pool.views(ref, payload)  # the main process's view: the data stayed
+        assert (view == fill).all()
         return writer.released()
 
     assert load(0.0), "not measured yet: released, so that the next write measures it"
-    assert load(0.2), "4 MiB mapped again in far less than 5% of 0.2 s"
+    assert load(0.2, fill=7), "4 MiB mapped again in far less than 5% of 0.2 s"
     monkeypatch.setattr(slab_writer, "_RELEASE_SHARE", 0.0)  # any cost is too much
     kept = [load(0.0) for _ in range(slab_writer._REMEASURE)]
     assert not any(kept[:-1]) and kept[-1], "kept mapped, but measured again now and then"
+    assert len(names) == 1
     writer.close()
     pool.close()
 
