@@ -157,7 +157,9 @@ class Launcher:
     def _start(self, spec: EngineSpec) -> Workers:
         if spec.kind != "process":
             return Workers(spec)
-        keep = spec.prefetch_factor + 2  # each worker's prefetched batches, plus two spare
+        # A worker's slabs: its prefetched batches, plus the one its last batch came in, which
+        # the user holds while the next is made. More are unlinked as they come back.
+        keep = spec.prefetch_factor + 1
         with self._lock:
             borrow = spec.context.get_start_method() == "fork" and not self._slabs_lent
             if borrow:

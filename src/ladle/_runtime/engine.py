@@ -237,6 +237,8 @@ class Workers:
             self.load[reply.worker_id] -= 1
             if isinstance(reply, Batch) and self.slabs is not None:
                 self.slabs.need(reply.bytes_needed)
+                if reply.pickled and not reply.slab_used:
+                    self.slabs.unfilled(reply.slab, reply.bytes_needed)
             if reply.seq >= first_seq and not isinstance(reply, Cancelled):
                 return reply
             if self.slabs is not None:

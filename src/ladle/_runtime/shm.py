@@ -12,11 +12,23 @@ when its last view dies.
 Names, locks and the sweep of a dead process's segments live in cleanup.py: a slab is
 ``ladle-<pid>-<token>-<n>``, and never removed while its owner lives, in any PID namespace.
 
-Running out: a slab's pages are reserved when it is made (``posix_fallocate``), so a full
-/dev/shm shows up in the main process as an error instead of as SIGBUS in a worker. When a
-slab cannot be made (full, read-only, not writable), the task gets no slab and its batch is
-pickled through the pipe; one warning says so, with the directory's size and how to enlarge it.
-Later loans try again, since space may come back.
+Memory: a slab is as big as the biggest batch so far (more only once batches have shown
+that they differ in size), and each worker's free slabs are as many as its share of the
+in-flight window needs (``keep``); more are unlinked when they come back. Where the kernel can
+populate pages on request (``MADV_POPULATE_WRITE``, Linux 5.14+) slabs are sparse: the main
+process only sizes the file, and the worker allocates the pages of each array just before
+writing it (:func:`reserve_pages`), so only bytes a batch used take memory. Before any batch has
+said how big it is, a worker is lent a sparse slab of ``UNSIZED`` bytes, which costs only the
+pages the batch writes: the first batches are not pickled (which took the collated batch and
+its pickle on both sides of the pipe besides).
+
+Running out: a full /dev/shm must show up as an error, never as SIGBUS in a worker. A sparse
+slab's pages are populated by the worker before it writes them, and an array whose pages
+cannot be had goes into the pickle instead; elsewhere a slab's pages are reserved when it is
+made (``posix_fallocate``), in the main process. When a slab cannot be made (full, read-only,
+not writable), the task gets no slab and its batch is pickled through the pipe; one warning
+says so, with the directory's size and how to enlarge it. Later loans try again, since space
+may come back.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import mmap
 import os
 import sys
@@ -43,24 +56,29 @@ from ladle._runtime.tree import map_leaves
 
 __all__ = [
     "INLINE_LIMIT",
-    "POPULATE",
     "PREFIX",
+    "UNSIZED",
     "ShmArray",
     "SlabPool",
     "align",
     "map_fd",
     "more_room",
+    "reserve_pages",
     "shm_directory",
     "space",
+    "sparse_slabs",
     "sweep_orphans",
     "unavailable_message",
 ]
 
 _ALIGN = 64
 INLINE_LIMIT = 16 * 1024  # smaller arrays travel inside the pickled message
-_GROWTH = 1.25
+_GROWTH = 1.25  # headroom once batches have shown that their sizes differ
 _MIN_SLAB = 1 << 16
-POPULATE = getattr(mmap, "MAPPOPULATE", 0)
+UNSIZED = 256 << 20  # a sparse slab for a batch of unknown size: address space, not memory
+_POPULATE_WRITE: int | None = getattr(
+    mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else None
+)
 _NO_FALLOCATE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
 _REASONS = {
     errno.ENOSPC: "it is full",
@@ -108,6 +126,47 @@ def _check_room(directory: str, size: int) -> None:
     total, free = space(directory)
     if total and free < size:  # a tmpfs without a size limit reports 0 blocks
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory)
+
+
+@functools.cache
+def sparse_slabs() -> bool:
+    """Whether this kernel populates shared pages on request (``MADV_POPULATE_WRITE``): then a
+    worker reserves the pages it writes, and slabs need not be reserved whole up front."""
+    if _POPULATE_WRITE is None:
+        return False
+    try:
+        probe = mmap.mmap(-1, mmap.PAGESIZE)  # shared anonymous memory: shmem, as a slab
+    except OSError:
+        return False
+    try:
+        probe.madvise(_POPULATE_WRITE, 0, mmap.PAGESIZE)
+    except (OSError, ValueError):
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def reserve_pages(buffer: mmap.mmap, offset: int, nbytes: int) -> bool:
+    """Allocate (and map) the pages under ``buffer[offset : offset + nbytes]`` before they are
+    written; False when the file system has no room for them: writing them would be SIGBUS.
+    Slabs that are not sparse were reserved whole by the main process: nothing to do."""
+    if not sparse_slabs() or _POPULATE_WRITE is None:
+        return True
+    page = mmap.PAGESIZE
+    start = offset - offset % page
+    try:
+        buffer.madvise(_POPULATE_WRITE, start, offset + nbytes - start)
+    except OSError:
+        # Give back what was allocated: only whole pages past ``offset``, since the page that
+        # holds it may hold the batch's previous array too.
+        first = -(-offset // page) * page
+        end = min(-(-(offset + nbytes) // page) * page, len(buffer))
+        if end > first:
+            with contextlib.suppress(OSError):
+                buffer.madvise(mmap.MADV_REMOVE, first, end - first)
+        return False
+    return True
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -185,15 +244,19 @@ class _Slab:
         "worker",
     )
 
-    def __init__(self, directory: str, size: int, worker: int) -> None:
-        _check_room(directory, size)
+    def __init__(self, directory: str, size: int, worker: int, room: int) -> None:
+        """``room``: the bytes that must be free for it (``size`` unless sparse)."""
+        _check_room(directory, room)
         self.name, fd = cleanup.new_segment(directory)
         self.directory, self.size, self.worker = directory, size, worker
         self.path = os.path.join(directory, self.name)
         self.owner = os.getpid()
         self.linked = True
         try:
-            _reserve(fd, size)
+            if sparse_slabs():
+                os.ftruncate(fd, size)  # the worker populates what it writes
+            else:
+                _reserve(fd, size)
             self.buffer = map_fd(fd, size)
         except BaseException:
             self.unlink()
@@ -239,9 +302,13 @@ class SlabPool:
 
     def __init__(self, directory: str, workers: int, keep: int) -> None:
         self.directory = directory
-        self.keep = keep  # free slabs kept per worker; more are unlinked when they come back
+        # Free slabs kept per worker; more are unlinked when they come back. The worker's
+        # share of the in-flight window is enough: more are free only after the user held
+        # more batches than that at once.
+        self.keep = keep
         self.size = 0  # slab size for new loans; 0 until a batch has told how much it needs
         self.largest = 0  # the most bytes one batch has needed
+        self.measured = False  # a batch has reported what it needs (maybe nothing)
         self.closed = False
         self._slabs: dict[str, _Slab] = {}
         # One free list per worker: a worker keeps writing into the slabs it has mapped already,
@@ -253,11 +320,14 @@ class SlabPool:
         cleanup.register(self)
 
     def lend(self, worker: int) -> SlabRef | None:
-        """A slab for ``worker``'s next task, or None: while no batch has reported its size,
-        and when no slab can be made (/dev/shm full or read-only: warned about once)."""
+        """A slab for ``worker``'s next task, or None: when no slab can be made (/dev/shm full
+        or read-only: warned about once), and while no batch has reported its size unless
+        slabs can be sparse (then an :data:`UNSIZED` one)."""
         self._collect_returned()
-        if self.size == 0 or self.closed:
+        if self.closed:
             return None
+        if self.size == 0:  # batches that need no slab (small arrays only) get none
+            return None if self.measured else self._lend_unsized(worker)
         free = self._free[worker]
         while free:
             slab = free.pop()
@@ -265,11 +335,26 @@ class SlabPool:
                 return self._lend(slab)
             self._destroy(slab)
         try:
-            slab = _Slab(self.directory, self.size, worker)
+            slab = _Slab(self.directory, self.size, worker, self.size)
         except OSError as error:
             _warn_unavailable(self.directory, self.size, error)
             spare = self._spare(worker)
             return self._lend(spare) if spare is not None else None
+        self._slabs[slab.name] = slab
+        return self._lend(slab)
+
+    def _lend_unsized(self, worker: int) -> SlabRef | None:
+        """A sparse :data:`UNSIZED` slab while no batch has said how big it is (None where slabs
+        cannot be sparse): a first batch that fits takes only the pages it writes."""
+        free = self._free[worker]
+        if free:
+            return self._lend(free.pop())
+        if not sparse_slabs():
+            return None
+        try:
+            slab = _Slab(self.directory, UNSIZED, worker, 0)
+        except OSError:
+            return None  # the first batches travel pickled; a sized loan warns if it fails
         self._slabs[slab.name] = slab
         return self._lend(slab)
 
@@ -288,10 +373,22 @@ class SlabPool:
         return None
 
     def need(self, nbytes: int) -> None:
-        """A batch needed ``nbytes`` of slab: make future loans at least that big."""
+        """A batch needed ``nbytes`` of slab: make future loans at least that big. The first
+        size is taken as it is (most loaders' batches are all alike: the last one is smaller);
+        a batch bigger than that shows they differ, and the next size leaves room to grow."""
         self.largest = max(self.largest, nbytes)
+        self.measured = True
         if nbytes > self.size:
-            self.size = max(_MIN_SLAB, align(int(nbytes * _GROWTH)))
+            grown = nbytes if self.size == 0 else int(nbytes * _GROWTH)
+            self.size = max(_MIN_SLAB, -(-grown // mmap.PAGESIZE) * mmap.PAGESIZE)
+
+    def unfilled(self, ref: SlabRef | None, nbytes: int) -> None:
+        """A batch that needed ``nbytes`` came back pickled from a slab that had room for it: the
+        worker could not have the slab's pages (a full /dev/shm). Warned about like a slab that
+        cannot be made, once."""
+        if ref is not None and ref.size >= nbytes > 0 and sparse_slabs():
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.directory)
+            _warn_unavailable(self.directory, nbytes, error)
 
     def give_back(self, ref: SlabRef | None) -> None:
         """The task's slab holds no batch (unused, failed or stale): free it now."""
@@ -345,6 +442,10 @@ class SlabPool:
     def _destroy(self, slab: _Slab) -> None:
         self._slabs.pop(slab.name, None)
         slab.close()
+
+    def footprint(self) -> tuple[int, int]:
+        """(slabs, bytes) this pool holds now: lent, viewed by batches or free."""
+        return len(self._slabs), sum(slab.size for slab in self._slabs.values())
 
     def mappings(self) -> dict[str, mmap.mmap]:
         """The slabs mapped in this process now: forked workers inherit them as they are."""

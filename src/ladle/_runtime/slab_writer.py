@@ -1,11 +1,20 @@
 """The worker's side of the shared-memory transport: map the slab lent for a task, collate the
-batch's arrays into it, and describe what is where (see shm.py for the ownership rule)."""
+batch's arrays into it, and describe what is where (see shm.py for the ownership rule).
+
+Pages: a slab's pages count in the memory of every process that has them mapped. After writing
+a batch the worker unmaps the slab's pages (``MADV_DONTNEED``: the data stays in the file) while
+the batch is in flight or held by the user, so that the in-flight window takes no memory in the
+workers beyond the batch being written, but only where mapping them back before the next write
+(:func:`reserve_pages`) costs at most ``_RELEASE_SHARE`` of the time the batch took to load: a
+transport-bound loader (cheap samples, big batches) keeps its slabs mapped, for speed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import mmap
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -13,10 +22,13 @@ from typing import Any
 import numpy as np
 
 from ladle._runtime.messages import SlabRef
-from ladle._runtime.shm import INLINE_LIMIT, POPULATE, ShmArray, align, map_fd
+from ladle._runtime.shm import INLINE_LIMIT, ShmArray, align, map_fd, reserve_pages, sparse_slabs
 from ladle._runtime.tree import map_leaves
 
 __all__ = ["SlabWriter"]
+
+_RELEASE_SHARE = 0.05  # of a batch's loading time, that mapping its pages again may cost
+_REMEASURE = 64  # batches kept mapped before releasing one anyway, to measure the cost again
 
 
 def _plain_dtype(dtype: np.dtype[Any]) -> bool:
@@ -35,8 +47,15 @@ class SlabWriter:
         self.cache = cache
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
         self._slab: mmap.mmap | None = None
+        self._ref: SlabRef | None = None
+        self._name = ""
         self._offset = 0
         self._placed: dict[int, tuple[int, np.ndarray]] = {}
+        self._released: set[str] = set()  # slabs whose pages this worker unmapped after use
+        self._began = 0.0  # when the current task began
+        self._mapping = 0.0  # seconds the current task spent mapping pages (reserve_pages)
+        self._rate = 0.0  # seconds per byte to map released pages again; 0: not measured yet
+        self._kept = 0  # batches since pages were last released
 
     def _map(self, ref: SlabRef) -> mmap.mmap:
         inherited = self.inherited.get(ref.name)
@@ -46,12 +65,13 @@ class SlabWriter:
         if buffer is None:
             fd = os.open(os.path.join(self.directory, ref.name), os.O_RDWR)
             try:
-                buffer = map_fd(fd, ref.size, mmap.MAP_SHARED | POPULATE)
+                buffer = map_fd(fd, ref.size)
             finally:
                 os.close(fd)
             self._maps[ref.name] = buffer
             while len(self._maps) > self.cache:
-                _, old = self._maps.popitem(last=False)
+                name, old = self._maps.popitem(last=False)
+                self._released.discard(name)
                 with contextlib.suppress(BufferError):  # still viewed: the GC unmaps it later
                     old.close()
         else:
@@ -60,22 +80,34 @@ class SlabWriter:
 
     def begin(self, ref: SlabRef | None) -> None:
         self._slab = None
-        if ref is not None:
-            # A slab that cannot be mapped (its name gone with a read-only or remounted
-            # /dev/shm, the file cut short) only means that this batch travels pickled.
-            with contextlib.suppress(OSError, ValueError):
-                self._slab = self._map(ref)
+        self._ref = ref  # mapped when the batch's first array goes in: many batches need none
         self._offset = 0
         self._placed = {}
+        self._began = time.perf_counter()
+        self._mapping = 0.0
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray | None:
         """An uninitialised array in the current slab, or None when it does not fit."""
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self._slab is None or nbytes < INLINE_LIMIT or not _plain_dtype(dtype):
+        if nbytes < INLINE_LIMIT or not _plain_dtype(dtype):
+            return None
+        if self._slab is None and self._ref is not None:
+            ref, self._ref = self._ref, None
+            # A slab that cannot be mapped (its name gone with a read-only or remounted
+            # /dev/shm, the file cut short) only means that this batch travels pickled.
+            with contextlib.suppress(OSError, ValueError):
+                self._slab = self._map(ref)
+                self._name = ref.name
+        if self._slab is None:
             return None
         offset = align(self._offset)
         if offset + nbytes > len(self._slab):
             return None
+        start = time.perf_counter()
+        reserved = reserve_pages(self._slab, offset, nbytes)
+        self._mapping += time.perf_counter() - start
+        if not reserved:
+            return None  # no room in /dev/shm for these pages: this array travels pickled
         self._offset = offset + nbytes
         count = nbytes // dtype.itemsize
         array = np.frombuffer(self._slab, dtype, count=count, offset=offset).reshape(shape)
@@ -108,7 +140,33 @@ class SlabWriter:
         encoded = map_leaves(payload, leaf)
         used = bool(self._placed)
         self._placed = {}
+        if used:
+            self._settle_pages()
         return encoded, used, needed
+
+    def _settle_pages(self) -> None:
+        """The batch is written: keep the slab's pages mapped, or unmap them (see above)."""
+        slab, written, name = self._slab, self._offset, self._name
+        if slab is None or not sparse_slabs():
+            return  # pages reserved up front and faulted in on writing: no cost to measure
+        if name in self._released:  # this batch mapped the released pages again: the cost
+            self._released.discard(name)
+            rate = self._mapping / max(written, 1)
+            # The least seen: being preempted only ever makes it look dearer.
+            self._rate = rate if self._rate == 0 else min(self._rate, rate)
+        loading = time.perf_counter() - self._began
+        self._kept += 1
+        # Now and then release anyway, to measure again: the first measure may have been slow.
+        if self._rate * written <= _RELEASE_SHARE * loading or self._kept >= _REMEASURE:
+            self._kept = 0
+            length = min(-(-written // mmap.PAGESIZE) * mmap.PAGESIZE, len(slab))
+            with contextlib.suppress(OSError):
+                slab.madvise(mmap.MADV_DONTNEED, 0, length)
+                self._released.add(name)
+
+    def released(self) -> bool:
+        """Whether the last batch's slab pages were unmapped here after writing."""
+        return self._name in self._released
 
     def close(self) -> None:
         for buffer in self._maps.values():

@@ -39,6 +39,7 @@ from ladle._runtime.slab_writer import SlabWriter
 __all__ = ["Channel", "Loop", "describe_indices", "process_main", "run_worker"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+_TRIM_AFTER = 1 << 20  # arrays this big that travelled pickled: trim the heap after them
 
 
 class Channel(Protocol):
@@ -234,7 +235,19 @@ class Loop:
             if any(isinstance(waiting, StartEpoch) for waiting in inbox):
                 channel.send(Cancelled(message.seq, self.worker_id, message.slab))
                 continue
-            channel.send(self.run_task(message))
+            reply = self.run_task(message)
+            channel.send(reply)
+            trim = (
+                self.pickles
+                and isinstance(reply, Batch)
+                and not reply.slab_used
+                and reply.bytes_needed >= _TRIM_AFTER
+            )
+            # Dropped before waiting for the next task: a thread worker's batch or error would
+            # otherwise stay alive (and with it what it refers to) until then.
+            del reply
+            if trim:
+                _return_freed_memory()  # the pickle's bytes are gone now
 
     def close(self) -> None:
         if self.writer is not None:
@@ -323,6 +336,15 @@ def _keep_freed_memory() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     except (OSError, AttributeError):
         pass  # not glibc: keep its defaults
+
+
+def _return_freed_memory() -> None:
+    """Give the heap's free pages back to the system now. A batch that travelled pickled (the
+    first ones, before the main process knows how big a slab to lend, or any batch when
+    /dev/shm is full) needed the collated arrays and their pickle besides the samples: kept
+    by _keep_freed_memory, that peak would stay resident for the worker's whole life."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _one_torch_thread() -> None:
