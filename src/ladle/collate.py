@@ -10,6 +10,7 @@ values that clashed.
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from typing import Any
@@ -178,6 +179,9 @@ class Collater:
 
         self.check_uniform(values, path, torch.Tensor)
         try:
+            out = _slab_tensor(values)
+            if out is not None:  # in a worker process: stack straight into its slab
+                return torch.stack(list(values), out=out)
             return torch.stack(list(values))
         except RuntimeError:
             raise self.size_error(values, path, [tuple(v.shape) for v in values]) from None
@@ -243,6 +247,41 @@ class Collater:
         first = values[0]
         collated = [self.collate(c, (*path, i)) for i, c in enumerate(self.transpose(values, path))]
         return _rebuild_sequence(first, collated)
+
+
+def _slab_tensor(values: Sequence[Any]) -> Any:
+    """A tensor over an array of the worker's slab to stack ``values`` into, or None (not in a
+    worker, or tensors the slab does not carry: see the slab writer)."""
+    allocate = current_allocator()
+    if allocate is None:
+        return None
+    import torch
+
+    first = values[0]
+    shape, dtype = first.shape, first.dtype
+    for value in values:
+        # a subclass keeps its type and autograd its graph through torch.stack, and differing
+        # shapes or dtypes get torch.stack's own error or type promotion
+        plain = type(value) is torch.Tensor and value.layout is torch.strided
+        if not plain or value.requires_grad or value.device.type != "cpu":
+            return None
+        if value.shape != shape or value.dtype != dtype:
+            return None
+    numpy_dtype = _numpy_dtype(dtype)
+    if numpy_dtype is None:
+        return None
+    out = allocate((len(values), *shape), numpy_dtype)
+    return None if out is None else torch.from_numpy(out)
+
+
+@functools.cache
+def _numpy_dtype(dtype: Any) -> np.dtype[Any] | None:
+    import torch
+
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError:  # bfloat16 and the other dtypes NumPy lacks
+        return None
 
 
 def _rebuild_sequence(template: Sequence[Any], items: list[Any]) -> Any:

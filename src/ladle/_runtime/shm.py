@@ -37,6 +37,7 @@ import collections
 import contextlib
 import errno
 import functools
+import importlib
 import mmap
 import os
 import sys
@@ -103,11 +104,13 @@ def align(offset: int) -> int:
 
 @dataclass(frozen=True)
 class ShmArray:
-    """An array that lives in the batch's slab at ``offset``."""
+    """An array that lives in the batch's slab at ``offset``; ``tensor``: it was a CPU torch
+    tensor in the worker, and is handed out as one (sharing the slab, as the array would)."""
 
     offset: int
     shape: tuple[int, ...]
     dtype: str
+    tensor: bool = False
 
 
 # -- room ------------------------------------------------------------------------------------
@@ -420,7 +423,9 @@ class SlabPool:
             if isinstance(value, ShmArray):
                 dtype = np.dtype(value.dtype)
                 count = int(np.prod(value.shape, dtype=np.int64)) * dtype.itemsize
-                return lease[value.offset : value.offset + count].view(dtype).reshape(value.shape)
+                view = lease[value.offset : value.offset + count].view(dtype).reshape(value.shape)
+                # the worker had torch to make the tensor; a spawn parent may not have it yet
+                return importlib.import_module("torch").from_numpy(view) if value.tensor else view
             return value
 
         return map_leaves(payload, leaf)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,6 +37,34 @@ def _plain_dtype(dtype: np.dtype[Any]) -> bool:
     return dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
 
 
+def _tensor_array(value: Any) -> np.ndarray | None:
+    """A NumPy view of ``value`` when it is a torch tensor that can travel as its bytes (on the
+    CPU, dense, no autograd, a dtype NumPy has); None otherwise: other tensors go pickled, as
+    torch's own workers send them."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    if value.device.type != "cpu" or value.layout is not torch.strided or value.requires_grad:
+        return None
+    if type(value) is not torch.Tensor:  # a subclass (a Parameter, a tv_tensor) keeps its type
+        return None
+    try:
+        array: np.ndarray = value.numpy()  # shares memory; refuses bfloat16, conj, neg bits
+    except (TypeError, RuntimeError):
+        return None
+    return array
+
+
+def _same_array(placed: np.ndarray, array: np.ndarray) -> bool:
+    """Whether ``array`` is all of the slab array ``placed``, in its layout."""
+    return array is placed or (
+        array.ctypes.data == placed.ctypes.data
+        and array.shape == placed.shape
+        and array.dtype == placed.dtype
+        and array.flags.c_contiguous
+    )
+
+
 class SlabWriter:
     """The worker's side: map lent slabs, collate into them, describe what is where."""
 
@@ -51,6 +80,7 @@ class SlabWriter:
         self._name = ""
         self._offset = 0
         self._placed: dict[int, tuple[int, np.ndarray]] = {}
+        self._at: dict[int, tuple[int, np.ndarray]] = {}
         self._released: set[str] = set()  # slabs whose pages this worker unmapped after use
         self._began = 0.0  # when the current task began
         self._mapping = 0.0  # seconds the current task spent mapping pages (reserve_pages)
@@ -82,7 +112,7 @@ class SlabWriter:
         self._slab = None
         self._ref = ref  # mapped when the batch's first array goes in: many batches need none
         self._offset = 0
-        self._placed = {}
+        self._placed, self._at = {}, {}
         self._began = time.perf_counter()
         self._mapping = 0.0
 
@@ -112,6 +142,8 @@ class SlabWriter:
         count = nbytes // dtype.itemsize
         array = np.frombuffer(self._slab, dtype, count=count, offset=offset).reshape(shape)
         self._placed[id(array)] = (offset, array)
+        # by address too: collate may hand back a torch tensor made on this array
+        self._at[array.ctypes.data] = (offset, array)
         return array
 
     def encode(self, payload: Any) -> tuple[Any, bool, int]:
@@ -120,26 +152,29 @@ class SlabWriter:
 
         def leaf(value: Any) -> Any:
             nonlocal needed
+            tensor = _tensor_array(value)
+            array = value if tensor is None else tensor
             # Only plain arrays: a subclass (MaskedArray, memmap) or a structured dtype would
             # come back as a bare ndarray of its bytes; those travel pickled, intact.
-            if type(value) is not np.ndarray or not _plain_dtype(value.dtype):
+            if type(array) is not np.ndarray or not _plain_dtype(array.dtype):
                 return value
-            placed = self._placed.get(id(value))
-            if placed is not None and placed[1] is value:
-                needed = align(needed) + value.nbytes
-                return ShmArray(placed[0], value.shape, value.dtype.str)
-            if value.nbytes < INLINE_LIMIT:
+            placed = self._placed.get(id(array)) or self._at.get(array.ctypes.data)
+            if placed is not None and _same_array(placed[1], array):
+                needed = align(needed) + array.nbytes
+                return ShmArray(placed[0], array.shape, array.dtype.str, tensor is not None)
+            if array.nbytes < INLINE_LIMIT:
                 return value
-            needed = align(needed) + value.nbytes
-            target = self.allocate(value.shape, value.dtype)
+            needed = align(needed) + array.nbytes
+            target = self.allocate(array.shape, array.dtype)
             if target is None:
                 return value  # too big for this slab: pickled this once, the next slab grows
-            target[...] = value
-            return ShmArray(self._placed[id(target)][0], value.shape, value.dtype.str)
+            target[...] = array
+            offset = self._placed[id(target)][0]
+            return ShmArray(offset, array.shape, array.dtype.str, tensor is not None)
 
         encoded = map_leaves(payload, leaf)
         used = bool(self._placed)
-        self._placed = {}
+        self._placed, self._at = {}, {}
         if used:
             self._settle_pages()
         return encoded, used, needed
