@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from image_support import encode, photo
 from PIL import Image
 
 import ladle
@@ -14,24 +15,6 @@ from ladle.errors import ImageDecodeError
 from ladle.formats import ImageFolder, decode_image, jpeg, load_image
 
 pytest.importorskip("simplejpeg")
-
-
-def encode(
-    array: np.ndarray, fmt: str = "JPEG", mode: str | None = None, **options: object
-) -> bytes:
-    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Smooth colour fields with grain: what photos compress like."""
-    rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
-    grain = rng.integers(-6, 7, size=smooth.shape, dtype=np.int16)
-    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
 
 
 def pillow(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from image_support import encode, photo
 from PIL import Image
 
 import ladle
@@ -17,18 +18,8 @@ from ladle.formats import decode_image
 pytest.importorskip("simplejpeg")
 
 
-def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
-    grain = rng.integers(-6, 7, size=smooth.shape, dtype=np.int16)
-    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
-
-
 def jpeg(height: int, width: int, seed: int = 0) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(photo(height, width, seed)).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return encode(photo(height, width, seed, fields=(6, 8)), quality=90)
 
 
 def reference_boxes(
