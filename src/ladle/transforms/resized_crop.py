@@ -179,8 +179,10 @@ class DecodeRandomResizedCrop(Transform):
         if factor == 1:
             return self.crop.resized(_images().decode_image(encoded, self.mode), drawn)
         image = _images().decode_image(encoded, self.mode, (height // factor, width // factor))
-        rows, cols = image.shape[0] / height, image.shape[1] / width
-        box = (left * cols, top * rows, (left + w) * cols, (top + h) * rows)
+        # Pixel k of the reduced image is block k of the source, pixels [k * factor, (k + 1) *
+        # factor): coordinates scale by 1 / factor. (Not by the sizes' ratio: a side that is no
+        # multiple of the factor decodes to ceil(side / factor), a partial block at its end.)
+        box = (left / factor, top / factor, (left + w) / factor, (top + h) / factor)
         return self._resample(image, box)
 
     def _reduction(self, h: int, w: int) -> int:
