@@ -135,6 +135,12 @@ def test_arguments_are_checked(
         T.RandomResizedCrop(**arguments)  # type: ignore[arg-type]
 
 
+def test_an_empty_image_is_refused_by_name() -> None:
+    crop = T.RandomResizedCrop(32)
+    with pytest.raises(ValueError, match=r"RandomResizedCrop needs an image of at least 1 x 1"):
+        crop(np.zeros((0, 5, 3), np.uint8), rng=np.random.default_rng(0))  # was ZeroDivisionError
+
+
 def test_fused_decode_equals_decode_then_crop_when_not_reduced() -> None:
     data = jpeg(375, 500, seed=2)
     fused = T.DecodeRandomResizedCrop(224)

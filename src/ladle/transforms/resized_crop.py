@@ -83,6 +83,11 @@ class RandomResizedCrop(Transform):
 
     def box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """``(top, left, h, w)`` of a box drawn for a ``height`` x ``width`` image."""
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"{type(self).__name__} needs an image of at least 1 x 1 pixels, but got one of "
+                f"{height} x {width}; filter out empty images (or fix what produced them)"
+            )
         area = height * width
         for _ in range(_TRIES):
             target = area * rng.uniform(self.scale[0], self.scale[1])
