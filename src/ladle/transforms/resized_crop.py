@@ -187,7 +187,10 @@ class DecodeRandomResizedCrop(Transform):
         # Pixel k of the reduced image is block k of the source, pixels [k * factor, (k + 1) *
         # factor): coordinates scale by 1 / factor. (Not by the sizes' ratio: a side that is no
         # multiple of the factor decodes to ceil(side / factor), a partial block at its end.)
-        box = (left / factor, top / factor, (left + w) / factor, (top + h) / factor)
+        reduced = _jpeg().reduced_size(height, width, factor)
+        rows = 1 / factor if image.shape[0] == reduced[0] else image.shape[0] / height
+        cols = 1 / factor if image.shape[1] == reduced[1] else image.shape[1] / width
+        box = (left * cols, top * rows, (left + w) * cols, (top + h) * rows)
         return self._resample(image, box)
 
     def _reduction(self, h: int, w: int) -> int:
