@@ -114,6 +114,23 @@ def test_a_damaged_jpeg_raises_pillows_error(tmp_path: pytest.TempPathFactory) -
     assert isinstance(raised.value, OSError)
 
 
+def test_pillows_decompression_bomb_guard_holds_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = encode(photo(100, 150))  # 15,000 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 7000)  # over twice the limit: Pillow refuses
+    with pytest.raises(ValueError, match="decode_image could not decode") as caught:
+        decode_image(data)
+    assert isinstance(caught.value.__cause__, Image.DecompressionBombError)
+    with pytest.raises(ValueError, match="decode_image could not decode"):
+        ladle.transforms.DecodeRandomResizedCrop(32)(data, rng=np.random.default_rng(0))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10000)  # over the limit: Pillow warns
+    with pytest.warns(Image.DecompressionBombWarning):
+        np.testing.assert_array_equal(decode_image(data), pillow(data, "RGB"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # no limit: the fast path again
+    np.testing.assert_array_equal(decode_image(data), pillow(data, "RGB"))
+
+
 @pytest.mark.parametrize(
     ("min_size", "error", "text"),
     [

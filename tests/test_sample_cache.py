@@ -253,6 +253,23 @@ def test_no_room_left_in_shared_memory_passes_samples_through(
         assert cached[2][1] == 2 and cached.stored == 1  # room again: stored
 
 
+def test_no_room_names_the_directory_the_cache_is_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "store"
+    directory.mkdir()
+    with ladle.cache(Decoded(4, str(tmp_path / "calls")), ROOMY, directory=str(directory)) as c:
+
+        def full(fd: int, data: Any, offset: int) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "pwrite", full)
+        with pytest.warns(UserWarning) as caught:
+            c[2]
+        message = str(caught[0].message)
+        assert f"medium: Memory at {directory}" in message, message  # not /dev/shm's advice
+
+
 def test_a_dataset_that_draws_is_not_cached(tmp_path: Path) -> None:
     uncached = _loader(Drawing())
     reference = [b.copy() for _ in range(2) for b in uncached]

@@ -118,3 +118,40 @@ def test_tensor_subclasses_keep_their_type() -> None:
     for got, want in zip(batches, expected, strict=True):
         assert type(got) is type(want)
         assert torch.equal(got, want)
+
+
+class MemoizedClips(tud.Dataset[Any]):
+    """A dataset that collates each clip's frames once, in ``__getitem__``, and keeps them."""
+
+    def __init__(self, collate: Any, frame: Any) -> None:
+        self.collate, self.frame, self.memo = collate, frame, {}
+
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, i: int) -> Any:
+        if i not in self.memo:
+            self.memo[i] = self.collate([self.frame(i) for _ in range(4)])
+        return self.memo[i]
+
+
+@pytest.mark.parametrize(
+    ("collate", "frame"),
+    [
+        (ladle.default_collate, lambda i: np.full((64, 64), i, np.float32)),
+        (lt.default_collate, lambda i: torch.full((64, 64), float(i))),
+    ],
+    ids=["numpy", "torch"],
+)
+def test_what_the_dataset_collates_and_keeps_is_not_written_over(collate: Any, frame: Any) -> None:
+    # Only the loader's collate writes into a slab, which is written again once its batch is
+    # done: a clip collated in __getitem__ and memoized there lived in a slab, and later epochs
+    # read other batches' bytes in it.
+    loader = ladle.DataLoader(
+        MemoizedClips(collate, frame), batch_size=4, persistent_workers=True, **WORKERS
+    )
+    for _ in range(3):
+        for k, batch in enumerate(loader):
+            first = np.asarray(batch[:, 0, 0, 0])
+            np.testing.assert_array_equal(first, np.arange(4 * k, 4 * k + 4, dtype=np.float32))
+    loader.close()

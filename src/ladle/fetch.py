@@ -11,13 +11,27 @@ from typing import Any
 
 import numpy as np
 
-from ladle._runtime.context import sample_slot
+from ladle._runtime.context import Allocator, current_allocator, sample_slot, set_allocator
 from ladle.collate import Collater, default_collate
 from ladle.gathered import GatheredBatch
 
 __all__ = ["FetchPlan", "IterableFetcher", "MapFetcher", "open_stream"]
 
 SampleKey = tuple[int, int, int, int]
+
+
+def _pause_allocator() -> Allocator | None:
+    """Take the worker's slab allocator away while the dataset runs: what ``__getitem__`` makes
+    (with default_collate too) is the dataset's, and may be kept by it (a memo, a buffer),
+    while a slab is written again once its batch is done. Returns it for :func:`_collate`."""
+    allocate = current_allocator()
+    set_allocator(None)
+    return allocate
+
+
+def _collate(collate_fn: Callable[[Any], Any], value: Any, allocate: Allocator | None) -> Any:
+    set_allocator(allocate)  # the batch goes into the slab
+    return collate_fn(value)
 
 
 class FetchPlan:
@@ -85,12 +99,13 @@ class MapFetcher:
     def fetch(self, indices: Any) -> Any:
         slot = sample_slot()
         slot.key = self.sample_key
+        allocate = _pause_allocator()
         try:
             if not self.auto_collation:
                 slot.index, slot.seeded = indices, False
                 sample = self.dataset[indices]
                 slot.index = None
-                return self.collate_fn(sample)
+                return _collate(self.collate_fn, sample, allocate)
             if self._getitems is None:
                 if isinstance(indices, np.ndarray):
                     indices = indices.tolist()
@@ -100,16 +115,17 @@ class MapFetcher:
                     slot.index, slot.seeded = index, False
                     samples.append(dataset[index])
                 slot.index = None
-                return self.collate_fn(samples)
+                return _collate(self.collate_fn, samples, allocate)
             if isinstance(indices, np.ndarray) and not self._accepts_array:
                 indices = indices.tolist()
             gathered = self._getitems(indices)
             slot.index = None
             if isinstance(gathered, GatheredBatch) and not self._takes_gathered:
                 gathered = list(gathered)
-            return self.collate_fn(gathered)
+            return _collate(self.collate_fn, gathered, allocate)
         finally:
             slot.key = slot.index = None
+            set_allocator(allocate)
 
 
 def open_stream(dataset: Any, start: int) -> Iterator[Any]:
@@ -148,13 +164,14 @@ class IterableFetcher:
         slot = sample_slot()
         slot.key = self.sample_key
         stream = self.stream
+        allocate = _pause_allocator()
         try:
             if self.batch_size is None:
                 slot.index, slot.seeded = self.position, False
                 sample = next(stream)
                 self.position += 1
                 slot.index = None
-                return self.collate_fn(sample)
+                return _collate(self.collate_fn, sample, allocate)
             samples = []
             for _ in range(self.batch_size):
                 slot.index, slot.seeded = self.position, False
@@ -166,6 +183,7 @@ class IterableFetcher:
             slot.index = None
             if not samples or (self.drop_last and len(samples) < self.batch_size):
                 raise StopIteration
-            return self.collate_fn(samples)
+            return _collate(self.collate_fn, samples, allocate)
         finally:
             slot.key = slot.index = None
+            set_allocator(allocate)

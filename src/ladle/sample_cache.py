@@ -42,6 +42,7 @@ seen at all.
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 import sys
 import warnings
@@ -217,7 +218,7 @@ class CachedDataset(Dataset[T], Generic[T]):
                 f"ladle.cache could not store sample {i} in {store.path}: "
                 f"{error.strerror or error}. "
                 f"Samples that get no room are computed each time they are read; "
-                f"{more_room(shm_directory())}",
+                f"{more_room(os.path.dirname(store.path))}",
             )
             return sample  # type: ignore[no-any-return]
         if not fits:

@@ -15,6 +15,7 @@ import numpy as np
 Allocator = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray | None]
 
 __all__ = [
+    "Allocator",
     "SampleSlot",
     "WorkerInfo",
     "current_allocator",

@@ -98,15 +98,24 @@ class SlabWriter:
                 buffer = map_fd(fd, ref.size)
             finally:
                 os.close(fd)
+            # A new slab is often made in place of ones the main process destroyed (unlinked:
+            # names are never reused). Mapped here they would keep their memory, in /dev/shm's
+            # count too, until the LRU dropped them: up to ``cache`` dead slabs a worker.
+            for name in list(self._maps):
+                if not os.path.exists(os.path.join(self.directory, name)):
+                    self._unmap(name)
             self._maps[ref.name] = buffer
             while len(self._maps) > self.cache:
-                name, old = self._maps.popitem(last=False)
-                self._released.discard(name)
-                with contextlib.suppress(BufferError):  # still viewed: the GC unmaps it later
-                    old.close()
+                self._unmap(next(iter(self._maps)))
         else:
             self._maps.move_to_end(ref.name)
         return buffer
+
+    def _unmap(self, name: str) -> None:
+        old = self._maps.pop(name)
+        self._released.discard(name)
+        with contextlib.suppress(BufferError):  # still viewed: the GC unmaps it later
+            old.close()
 
     def begin(self, ref: SlabRef | None) -> None:
         self._slab = None

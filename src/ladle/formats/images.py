@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +40,8 @@ from ladle.validation import check_int, check_path
 __all__ = ["decode_image", "load_bytes", "load_image"]
 
 Array = npt.NDArray[Any]
+
+_PILLOW_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL.Image.MAX_IMAGE_PIXELS's default
 
 # What Pillow raises for data it cannot decode: UnidentifiedImageError and truncated files are
 # OSErrors; some plugins raise SyntaxError or ValueError on malformed headers.
@@ -74,13 +77,22 @@ def _to_array(data: Any, mode: str | None, min_size: tuple[int, int] | None) -> 
 
 def _fast_jpeg(data: Any, mode: str, min_size: tuple[int, int] | None) -> Array | None:
     header = jpeg.jpeg_header(data)
-    if header is None:
+    if header is None or _over_pillows_limit(header[0], header[1]):
         return None
     factor = 1 if min_size is None else jpeg.reduction(header[0], header[1], *min_size)
     image = jpeg.decode_jpeg(data, mode, factor)
     if image is not None:
         image.flags.writeable = False  # as Pillow's arrays are (see the module docstring)
     return image
+
+
+def _over_pillows_limit(height: int, width: int) -> bool:
+    """Whether Pillow warns about or refuses an image this big (its decompression-bomb guard,
+    ``Image.MAX_IMAGE_PIXELS``): such a JPEG goes to Pillow, which does. Pillow not imported
+    yet: its default limit, since nobody can have changed it."""
+    pil = sys.modules.get("PIL.Image")
+    limit = getattr(pil, "MAX_IMAGE_PIXELS", None) if pil is not None else _PILLOW_MAX_PIXELS
+    return limit is not None and max(1, height) * max(1, width) > limit
 
 
 def check_min_size(min_size: Any) -> tuple[int, int] | None:

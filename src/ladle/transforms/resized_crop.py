@@ -83,6 +83,11 @@ class RandomResizedCrop(Transform):
 
     def box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """``(top, left, h, w)`` of a box drawn for a ``height`` x ``width`` image."""
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"{type(self).__name__} needs an image of at least 1 x 1 pixels, but got one of "
+                f"{height} x {width}; filter out empty images (or fix what produced them)"
+            )
         area = height * width
         for _ in range(_TRIES):
             target = area * rng.uniform(self.scale[0], self.scale[1])
@@ -179,7 +184,12 @@ class DecodeRandomResizedCrop(Transform):
         if factor == 1:
             return self.crop.resized(_images().decode_image(encoded, self.mode), drawn)
         image = _images().decode_image(encoded, self.mode, (height // factor, width // factor))
-        rows, cols = image.shape[0] / height, image.shape[1] / width
+        # Pixel k of the reduced image is block k of the source, pixels [k * factor, (k + 1) *
+        # factor): coordinates scale by 1 / factor. (Not by the sizes' ratio: a side that is no
+        # multiple of the factor decodes to ceil(side / factor), a partial block at its end.)
+        reduced = _jpeg().reduced_size(height, width, factor)
+        rows = 1 / factor if image.shape[0] == reduced[0] else image.shape[0] / height
+        cols = 1 / factor if image.shape[1] == reduced[1] else image.shape[1] / width
         box = (left * cols, top * rows, (left + w) * cols, (top + h) * rows)
         return self._resample(image, box)
 
