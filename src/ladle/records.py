@@ -72,8 +72,9 @@ class RecordArray:
 
     ``RecordArray(records)`` takes a list (or any iterable) of dicts with the same keys, or of
     tuples (namedtuples included) of one length, whose fields are str, bytes, bool, int, float
-    or NumPy scalars, one type per field (ints among floats become floats). ``records[i]`` is a
-    new dict (tuple) of that record's fields, Python values as they went in; a slice, an array
+    or NumPy scalars, one type per field (ints among floats become floats, bools among ints
+    become ints: a column has one dtype). ``records[i]`` is a new dict (tuple) of that record's
+    fields as Python values of the column's type; a slice, an array
     of indices or a boolean mask gives a new RecordArray. ``columns`` maps each field (a tuple
     position for tuples) to its NumPy array or StringArray; :meth:`from_columns` builds one.
     """
