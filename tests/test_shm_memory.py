@@ -207,6 +207,24 @@ def test_pages_are_released_after_writing_only_where_mapping_them_again_is_cheap
     pool.close()
 
 
+@sparse_only
+def test_small_batches_stay_mapped(directory: str) -> None:
+    pool = SlabPool(directory, 1, 2)
+    size = slab_writer._RELEASE_MIN_BYTES // 2
+    pool.need(size)
+    writer = SlabWriter(directory)
+    for fill in range(3):
+        ref = pool.lend(0)
+        assert ref is not None
+        writer.begin(ref)
+        time.sleep(0.05)  # slow enough that mapping the pages again would look cheap
+        payload, used, _ = writer.encode(np.full(size, fill, np.uint8))
+        assert used and not writer.released()
+        assert (pool.views(ref, payload) == fill).all()
+    writer.close()
+    pool.close()
+
+
 # -- a loader --------------------------------------------------------------------------------
 
 

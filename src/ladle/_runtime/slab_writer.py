@@ -6,7 +6,8 @@ a batch the worker unmaps the slab's pages (``MADV_DONTNEED``: the data stays in
 the batch is in flight or held by the user, so that the in-flight window takes no memory in the
 workers beyond the batch being written, but only where mapping them back before the next write
 (:func:`reserve_pages`) costs at most ``_RELEASE_SHARE`` of the time the batch took to load: a
-transport-bound loader (cheap samples, big batches) keeps its slabs mapped, for speed.
+transport-bound loader (cheap samples, big batches) keeps its slabs mapped, for speed, and so
+does one whose batches are under ``_RELEASE_MIN_BYTES``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from ladle._runtime.tree import map_leaves
 __all__ = ["SlabWriter"]
 
 _RELEASE_SHARE = 0.05  # of a batch's loading time, that mapping its pages again may cost
+# Smaller batches stay mapped: their pages are a few MiB a worker, and unmapping and mapping
+# them each batch cost 9% of numpy-augment's speed (1.5 MiB batches), twice the estimate.
+_RELEASE_MIN_BYTES = 4 << 20
 _REMEASURE = 64  # batches kept mapped before releasing one anyway, to measure the cost again
 
 
@@ -198,6 +202,8 @@ class SlabWriter:
             rate = self._mapping / max(written, 1)
             # The least seen: being preempted only ever makes it look dearer.
             self._rate = rate if self._rate == 0 else min(self._rate, rate)
+        if written < _RELEASE_MIN_BYTES:
+            return
         loading = time.perf_counter() - self._began
         self._kept += 1
         # Now and then release anyway, to measure again: the first measure may have been slow.
