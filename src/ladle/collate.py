@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ladle._runtime.context import current_allocator
+from ladle._runtime.slab_writer import carries_tensor
 from ladle._runtime.tree import is_namedtuple, rebuild_mapping
 from ladle.errors import CollateError, CollateSizeError
 from ladle.gathered import GatheredBatch
@@ -260,12 +261,9 @@ def _slab_tensor(values: Sequence[Any]) -> Any:
     first = values[0]
     shape, dtype = first.shape, first.dtype
     for value in values:
-        # a subclass keeps its type and autograd its graph through torch.stack, and differing
-        # shapes or dtypes get torch.stack's own error or type promotion
-        plain = type(value) is torch.Tensor and value.layout is torch.strided
-        if not plain or value.requires_grad or value.device.type != "cpu":
-            return None
-        if value.shape != shape or value.dtype != dtype:
+        # the others go through torch.stack: differing shapes or dtypes get its own error or
+        # type promotion
+        if not carries_tensor(value, torch) or value.shape != shape or value.dtype != dtype:
             return None
     numpy_dtype = _numpy_dtype(dtype)
     if numpy_dtype is None:

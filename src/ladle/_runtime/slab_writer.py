@@ -19,6 +19,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -41,16 +42,23 @@ def _plain_dtype(dtype: np.dtype[Any]) -> bool:
     return dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
 
 
+def carries_tensor(value: Any, torch: ModuleType) -> bool:
+    """Whether the slab carries the torch tensor ``value`` as its bytes: a plain tensor (a
+    subclass, a Parameter or a tv_tensor, keeps its type only pickled), dense, on the CPU and
+    outside autograd. Its dtype must be one NumPy has too (see :func:`_tensor_array`)."""
+    return (
+        type(value) is torch.Tensor
+        and value.layout is torch.strided
+        and value.device.type == "cpu"
+        and not value.requires_grad
+    )
+
+
 def _tensor_array(value: Any) -> np.ndarray | None:
-    """A NumPy view of ``value`` when it is a torch tensor that can travel as its bytes (on the
-    CPU, dense, no autograd, a dtype NumPy has); None otherwise: other tensors go pickled, as
-    torch's own workers send them."""
+    """A NumPy view of ``value`` when it is a torch tensor that the slab carries; None
+    otherwise: other tensors go pickled, as torch's own workers send them."""
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(value, torch.Tensor):
-        return None
-    if value.device.type != "cpu" or value.layout is not torch.strided or value.requires_grad:
-        return None
-    if type(value) is not torch.Tensor:  # a subclass (a Parameter, a tv_tensor) keeps its type
+    if torch is None or not carries_tensor(value, torch):
         return None
     try:
         array: np.ndarray = value.numpy()  # shares memory; refuses bfloat16, conj, neg bits
@@ -83,8 +91,9 @@ class SlabWriter:
         self._ref: SlabRef | None = None
         self._name = ""
         self._offset = 0
+        # the arrays allocated for this batch by address: collate may hand back a torch
+        # tensor made on one of them, another object over the same memory
         self._placed: dict[int, tuple[int, np.ndarray]] = {}
-        self._at: dict[int, tuple[int, np.ndarray]] = {}
         self._released: set[str] = set()  # slabs whose pages this worker unmapped after use
         self._began = 0.0  # when the current task began
         self._mapping = 0.0  # seconds the current task spent mapping pages (reserve_pages)
@@ -125,7 +134,7 @@ class SlabWriter:
         self._slab = None
         self._ref = ref  # mapped when the batch's first array goes in: many batches need none
         self._offset = 0
-        self._placed, self._at = {}, {}
+        self._placed = {}
         self._began = time.perf_counter()
         self._mapping = 0.0
 
@@ -154,9 +163,7 @@ class SlabWriter:
         self._offset = offset + nbytes
         count = nbytes // dtype.itemsize
         array = np.frombuffer(self._slab, dtype, count=count, offset=offset).reshape(shape)
-        self._placed[id(array)] = (offset, array)
-        # by address too: collate may hand back a torch tensor made on this array
-        self._at[array.ctypes.data] = (offset, array)
+        self._placed[array.ctypes.data] = (offset, array)
         return array
 
     def encode(self, payload: Any) -> tuple[Any, bool, int]:
@@ -171,7 +178,7 @@ class SlabWriter:
             # come back as a bare ndarray of its bytes; those travel pickled, intact.
             if type(array) is not np.ndarray or not _plain_dtype(array.dtype):
                 return value
-            placed = self._placed.get(id(array)) or self._at.get(array.ctypes.data)
+            placed = self._placed.get(array.ctypes.data)
             if placed is not None and _same_array(placed[1], array):
                 needed = align(needed) + array.nbytes
                 return ShmArray(placed[0], array.shape, array.dtype.str, tensor is not None)
@@ -182,12 +189,12 @@ class SlabWriter:
             if target is None:
                 return value  # too big for this slab: pickled this once, the next slab grows
             target[...] = array
-            offset = self._placed[id(target)][0]
+            offset = self._placed[target.ctypes.data][0]
             return ShmArray(offset, array.shape, array.dtype.str, tensor is not None)
 
         encoded = map_leaves(payload, leaf)
         used = bool(self._placed)
-        self._placed, self._at = {}, {}
+        self._placed = {}
         if used:
             self._settle_pages()
         return encoded, used, needed
