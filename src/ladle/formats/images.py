@@ -80,7 +80,7 @@ def _fast_jpeg(data: Any, mode: str, min_size: tuple[int, int] | None) -> Array 
     if header is None or _over_pillows_limit(header[0], header[1]):
         return None
     factor = 1 if min_size is None else jpeg.reduction(header[0], header[1], *min_size)
-    image = jpeg.decode_jpeg(data, mode, factor)
+    image = jpeg.decode_jpeg(data, mode, factor, header)
     if image is not None:
         image.flags.writeable = False  # as Pillow's arrays are (see the module docstring)
     return image

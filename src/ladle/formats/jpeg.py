@@ -44,11 +44,6 @@ def _simplejpeg() -> ModuleType | None:
     return simplejpeg  # type: ignore[no-any-return]
 
 
-def available() -> bool:
-    """True when the fast decoder is installed."""
-    return _simplejpeg() is not None
-
-
 def is_jpeg(data: Any) -> bool:
     """True when ``data`` (bytes-like) starts like a JPEG file."""
     return bytes(memoryview(data)[:3]) == _SOI
@@ -82,15 +77,18 @@ def reduced_size(height: int, width: int, factor: int) -> tuple[int, int]:
     return math.ceil(height / factor), math.ceil(width / factor)
 
 
-def decode_jpeg(data: Any, mode: str, factor: int = 1) -> Array | None:
+def decode_jpeg(
+    data: Any, mode: str, factor: int = 1, header: tuple[int, int, str] | None = None
+) -> Array | None:
     """The JPEG in ``data`` decoded to ``mode`` (``"RGB"``: ``(H, W, 3)``; ``"L"``: ``(H, W)``)
     at ``1/factor`` of its size, as a writable uint8 array; None where this path does not apply
     (no simplejpeg, not a JPEG, another mode, a CMYK source, a damaged file): decode it with
-    Pillow then, which gives the same pixels or the error."""
+    Pillow then, which gives the same pixels or the error. ``header``: :func:`jpeg_header` of
+    ``data``, when the caller has read it already."""
     simplejpeg = _simplejpeg()
     if simplejpeg is None or mode not in _COLORSPACE:
         return None
-    header = jpeg_header(data)
+    header = jpeg_header(data) if header is None else header
     if header is None or header[2] not in _DECODED_AS[mode]:
         return None
     height, width = reduced_size(header[0], header[1], factor)
