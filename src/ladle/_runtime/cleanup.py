@@ -61,6 +61,7 @@ __all__ = [
     "register",
     "segment_gone",
     "sweep_orphans",
+    "unlink_segment",
     "unregister",
 ]
 
@@ -272,6 +273,20 @@ def segment_gone(directory: str) -> None:
             claim.count -= 1
             if claim.count == 0:
                 claim.release()
+
+
+def unlink_segment(path: str, directory: str) -> bool:
+    """Unlink a segment :func:`new_segment` made, and count it gone; False when the name must
+    stay (a /dev/shm now read-only): so does its owner's lock over it, which a sweep would
+    otherwise take for an orphan's."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    segment_gone(directory)
+    return True
 
 
 def _take_abandoned(path: str) -> int | None:

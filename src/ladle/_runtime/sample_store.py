@@ -115,16 +115,8 @@ class _Segment:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
-        if not self.linked:
-            return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return  # read-only now: the name stays, and so does our lock over it (as slabs)
-        self.linked = False
-        cleanup.segment_gone(self.directory)
+        if self.linked and cleanup.unlink_segment(self.path, self.directory):
+            self.linked = False
 
     def emergency_close(self) -> None:
         """SIGTERM: unlink the name now (see cleanup.py); no bookkeeping, no lock."""

@@ -276,14 +276,8 @@ class _Slab:
         for as long as it is mapped."""
         if not self.linked or os.getpid() != self.owner:
             return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return  # read-only now: the name stays, and so does our lock over it
-        self.linked = False
-        cleanup.segment_gone(self.directory)
+        if cleanup.unlink_segment(self.path, self.directory):
+            self.linked = False
 
     def close(self) -> None:
         """Unlink and unmap; a mapping still viewed goes with its last view."""
