@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,14 +29,6 @@ from ladle._runtime.slab_writer import SlabWriter
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(TESTS), "src")
 SLAB = 1 << 20
-
-
-@pytest.fixture
-def directory(tmp_path: object) -> Iterator[str]:
-    path = str(tmp_path)
-    yield path
-    gc.collect()
-    assert os.listdir(path) == [], "a name outlived its pool"
 
 
 def open_fds() -> int:

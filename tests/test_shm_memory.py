@@ -9,7 +9,6 @@ import mmap
 import os
 import re
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,14 +21,6 @@ from ladle._runtime.slab_writer import SlabWriter
 
 MIB = 1 << 20
 sparse_only = pytest.mark.skipif(not sparse_slabs(), reason="needs MADV_POPULATE_WRITE")
-
-
-@pytest.fixture
-def directory(tmp_path: object) -> Iterator[str]:
-    path = str(tmp_path)
-    yield path
-    gc.collect()
-    assert os.listdir(path) == [], "a name outlived its pool"
 
 
 def pages(nbytes: int) -> int:
