@@ -148,31 +148,21 @@ def child(name: str, n: int, epochs: int) -> dict[str, Any]:
         size = items.nbytes
     other = [[i] for i in range(n // 2)] if collect else None
     gc.collect()
-    init = _collect if collect else None
+    options: dict[str, Any] = {
+        "batch_size": BATCH,
+        "shuffle": True,
+        "num_workers": WORKERS,
+        "persistent_workers": True,
+        "worker_init_fn": _collect if collect else None,
+    }
     if library == "torch":
         import torch.utils.data as tud
 
-        loader: Any = tud.DataLoader(
-            Items(items),
-            batch_size=BATCH,
-            shuffle=True,
-            num_workers=WORKERS,
-            persistent_workers=True,
-            worker_init_fn=init,
-            multiprocessing_context="fork",
-        )
+        loader: Any = tud.DataLoader(Items(items), multiprocessing_context="fork", **options)
     else:
         import ladle
 
-        loader = ladle.DataLoader(
-            Items(items),
-            batch_size=BATCH,
-            shuffle=True,
-            num_workers=WORKERS,
-            persistent_workers=True,
-            worker_init_fn=init,
-            seed=0,
-        )
+        loader = ladle.DataLoader(Items(items), seed=0, **options)
     peaks = Peaks()
     started = time.perf_counter()
     samples = 0
