@@ -26,6 +26,11 @@ CONTRACT = {
     "sample_rng",
 }
 EXTRAS = {
+    "DataWaitWarning",
+    "LoaderStats",
+    "PassStats",
+    "StageTimes",
+    "trace",
     "CachedDataset",
     "cache",
     "DistributedBatchSampler",

@@ -40,7 +40,9 @@ from ladle.sample_cache import CachedDataset, cache
 from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
+from ladle.stats import DataWaitWarning, LoaderStats, PassStats, StageTimes
 from ladle.strings import StringArray
+from ladle.tracing import trace
 from ladle.window_sampler import ShardWindowSampler
 
 __version__ = "0.1.0"
@@ -55,6 +57,7 @@ __all__ = [
     "CollateSizeError",
     "ConcatDataset",
     "DataLoader",
+    "DataWaitWarning",
     "Dataset",
     "DistributedBatchSampler",
     "DistributedSampler",
@@ -68,10 +71,12 @@ __all__ = [
     "LoaderBrokenError",
     "LoaderClosedError",
     "LoaderIterator",
+    "LoaderStats",
     "LoaderTimeoutError",
     "NpyDataset",
     "PadCollate",
     "PaddedBatch",
+    "PassStats",
     "RandomSampler",
     "Ranks",
     "RecordArray",
@@ -81,6 +86,7 @@ __all__ = [
     "ShardStream",
     "ShardWindowSampler",
     "StackDataset",
+    "StageTimes",
     "StringArray",
     "Subset",
     "SubsetRandomSampler",
@@ -98,6 +104,7 @@ __all__ = [
     "register_collate",
     "sample_rng",
     "testing",
+    "trace",
     "transforms",
     "write_shards",
     "__version__",

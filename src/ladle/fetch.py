@@ -6,12 +6,19 @@ While a sample is fetched, this thread's sample slot names it, so that ``sample_
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ladle._runtime.context import Allocator, current_allocator, sample_slot, set_allocator
+from ladle._runtime.context import (
+    Allocator,
+    current_allocator,
+    sample_slot,
+    set_allocator,
+    stage_clock,
+)
 from ladle.collate import Collater, default_collate
 from ladle.gathered import GatheredBatch
 
@@ -29,9 +36,17 @@ def _pause_allocator() -> Allocator | None:
     return allocate
 
 
-def _collate(collate_fn: Callable[[Any], Any], value: Any, allocate: Allocator | None) -> Any:
+def _collate(
+    collate_fn: Callable[[Any], Any], value: Any, allocate: Allocator | None, samples: int
+) -> Any:
     set_allocator(allocate)  # the batch goes into the slab
-    return collate_fn(value)
+    clock = stage_clock()
+    clock.samples = samples
+    started = time.perf_counter()
+    try:
+        return collate_fn(value)
+    finally:
+        clock.collate += time.perf_counter() - started
 
 
 class FetchPlan:
@@ -105,7 +120,7 @@ class MapFetcher:
                 slot.index, slot.seeded = indices, False
                 sample = self.dataset[indices]
                 slot.index = None
-                return _collate(self.collate_fn, sample, allocate)
+                return _collate(self.collate_fn, sample, allocate, 1)
             if self._getitems is None:
                 if isinstance(indices, np.ndarray):
                     indices = indices.tolist()
@@ -115,14 +130,14 @@ class MapFetcher:
                     slot.index, slot.seeded = index, False
                     samples.append(dataset[index])
                 slot.index = None
-                return _collate(self.collate_fn, samples, allocate)
+                return _collate(self.collate_fn, samples, allocate, len(samples))
             if isinstance(indices, np.ndarray) and not self._accepts_array:
                 indices = indices.tolist()
             gathered = self._getitems(indices)
             slot.index = None
             if isinstance(gathered, GatheredBatch) and not self._takes_gathered:
                 gathered = list(gathered)
-            return _collate(self.collate_fn, gathered, allocate)
+            return _collate(self.collate_fn, gathered, allocate, len(indices))
         finally:
             slot.key = slot.index = None
             set_allocator(allocate)
@@ -171,7 +186,7 @@ class IterableFetcher:
                 sample = next(stream)
                 self.position += 1
                 slot.index = None
-                return _collate(self.collate_fn, sample, allocate)
+                return _collate(self.collate_fn, sample, allocate, 1)
             samples = []
             for _ in range(self.batch_size):
                 slot.index, slot.seeded = self.position, False
@@ -183,7 +198,7 @@ class IterableFetcher:
             slot.index = None
             if not samples or (self.drop_last and len(samples) < self.batch_size):
                 raise StopIteration
-            return _collate(self.collate_fn, samples, allocate)
+            return _collate(self.collate_fn, samples, allocate, len(samples))
         finally:
             slot.key = slot.index = None
             set_allocator(allocate)

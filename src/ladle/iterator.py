@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from ladle._runtime.engine import Delivered, PassDispatch, Workers
 from ladle.errors import LoaderBrokenError, LoaderClosedError
 from ladle.passplan import PassStart, Renumbered
 from ladle.resume import Progress
+from ladle.stats import PassRecorder, PassStats
 
 __all__ = ["IteratorState", "LoaderIterator", "PassSetup"]
 
@@ -49,6 +51,7 @@ class PassSetup:
     dataset: object  # named in warnings
     commit: Callable[[Progress], None]  # the pass has started for real
     release: Callable[[Workers, bool], None]  # the pass is over (broken: the workers failed)
+    recorder: PassRecorder  # the pass's stats
     # how a worker's exception is raised: (error, worker id) -> the exception to raise
     present: Callable[[BaseException, int], BaseException] | None = None
 
@@ -77,7 +80,15 @@ class LoaderIterator(Iterator[Any]):
         starts = list(setup.start.streams) or [0] * setup.streams
         first = setup.start.next_stream if setup.iterable else 0
         self._workers: Workers | None = setup.workers
-        self._dispatch = PassDispatch(setup.workers, indices, setup.seed, starts, setup.keys, first)
+        self._dispatch = PassDispatch(
+            setup.workers,
+            indices,
+            setup.seed,
+            starts,
+            setup.keys,
+            first,
+            keep_indices=setup.recorder.trace is not None,
+        )
         # An abandoned pass (dropped, not closed) hands its workers back when it is collected
         # (in this process: a forked worker collecting its copy must leave the parent's be).
         self._finalizer = weakref.finalize(
@@ -94,15 +105,19 @@ class LoaderIterator(Iterator[Any]):
     def _next(self) -> Any:
         if self.state is not IteratorState.RUNNING:
             self._raise_stopped()
+        recorder = self._setup.recorder
+        entered = time.perf_counter()
         try:
             outcome = self._dispatch.next()
         except StopIteration:
+            recorder.stopped(entered, time.perf_counter(), over=True)
             self.state = IteratorState.EXHAUSTED
             self._progress.finished = True
             self._commit()
             self._release()
             raise
         except BaseException as error:
+            recorder.stopped(entered, time.perf_counter(), over=True)
             if self.state is IteratorState.CLOSED:  # closed from another thread meanwhile
                 self._raise_stopped()
             if isinstance(error, Exception):  # broken: a dead worker, a timeout, a bug
@@ -118,6 +133,8 @@ class LoaderIterator(Iterator[Any]):
         if self._setup.iterable:
             progress.stream_done(outcome.worker_id, outcome.position, self._setup.streams)
         if not isinstance(outcome, Delivered):
+            recorder.stopped(entered, time.perf_counter(), over=False)
+            self._dispatch.indices_of(outcome.number)
             # The dataset or collate_fn raised: that batch is consumed, as in torch.
             present = self._setup.present
             raised = outcome.error
@@ -134,7 +151,21 @@ class LoaderIterator(Iterator[Any]):
         if self._setup.iterable:
             self._check_length()
         postprocess = self._setup.postprocess
-        return outcome.batch if postprocess is None else postprocess(outcome.batch)
+        if postprocess is None:
+            batch, converted = outcome.batch, 0.0
+        else:
+            started = time.perf_counter()
+            batch = postprocess(outcome.batch)
+            converted = time.perf_counter() - started
+        dispatch = self._dispatch
+        handed = time.perf_counter()
+        recorder.delivered(
+            entered, outcome, converted, handed, dispatch.prefetched, dispatch.in_flight
+        )
+        if recorder.trace is not None:
+            indices = dispatch.indices_of(outcome.number)
+            recorder.trace.batch(recorder.number, outcome, indices, entered, handed, converted)
+        return batch
 
     def _raise_stopped(self) -> None:
         if self.state is IteratorState.FAILED:
@@ -191,10 +222,16 @@ class LoaderIterator(Iterator[Any]):
     def __len__(self) -> int:
         return self._setup.length()
 
+    def stats(self) -> PassStats:
+        """This pass's numbers so far: batches, the data-wait share, time per stage, the
+        workers' busy shares (see :mod:`ladle.stats`)."""
+        return self._setup.recorder.stats()
+
     def close(self) -> None:
         """Stop the pass; idempotent. Later ``next()`` calls raise StopIteration."""
         if self.state is IteratorState.RUNNING:
             self.state = IteratorState.CLOSED
+        self._setup.recorder.closed()
         self._release()
 
     def supersede(self) -> None:

@@ -139,6 +139,11 @@ class Launcher:
         self._slabs_lent = False  # a pass's workers hold them now
         self._slab_bytes = 0  # largest batch in shared memory so far: sizes the next slabs
 
+    @property
+    def idle_slabs(self) -> SlabPool | None:
+        """The loader's slabs kept for forked workers between passes (None before any)."""
+        return self._slabs
+
     def workers(self, config: LoaderConfig) -> Workers:
         """New workers for one pass."""
         spec = engine_spec(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,6 +25,7 @@ from ladle.ranks import Ranks
 from ladle.resume import Progress, check_state
 from ladle.sampler import Sampler, load_sampler_state
 from ladle.seeding import fresh_seed, is_global_generator, rank_seed
+from ladle.stats import LoaderStats, StatsBook
 from ladle.stream import StreamPosition
 
 __all__ = ["DataLoader"]
@@ -103,6 +105,7 @@ class DataLoader(Iterable[Any]):
         self._pinning: bool | None = None  # decided at the first iteration
         self._launcher = Launcher()  # the passes' workers
         self._reported_length: int | None = None  # len(loader) of an iterable, once asked
+        self._stats = StatsBook()
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -254,21 +257,27 @@ class DataLoader(Iterable[Any]):
             )
 
     def __iter__(self) -> LoaderIterator:
+        created = time.perf_counter()
         config = self._config
         sampling, settings = config.sampling, config.settings
         if settings.num_workers > 0:
             self._warn_excessive_workers()
         if not sampling.persistent_workers:
-            return self._start_pass(config, None)
+            return self._start_pass(config, None, created)
         # One pass begins over the persistent workers at a time, whatever the threads do.
         with self._launcher.handover:
-            return self._start_pass(config, self._launcher.persistent(config))
+            return self._start_pass(config, self._launcher.persistent(config), created)
 
-    def _start_pass(self, config: LoaderConfig, workers: Workers | None) -> LoaderIterator:
+    def _start_pass(
+        self, config: LoaderConfig, workers: Workers | None, created: float
+    ) -> LoaderIterator:
         sampling, settings = config.sampling, config.settings
         start, seed = self._stream.start(sampling, settings.generator, self._streams)
         if workers is None:
             workers = self._launcher.workers(config)
+        recorder = self._stats.open(
+            0 if workers.inline else workers.num_workers, created, workers.slabs
+        )
         ranks = sampling.ranks
         setup = PassSetup(
             start=start,
@@ -284,6 +293,7 @@ class DataLoader(Iterable[Any]):
             dataset=sampling.dataset,
             commit=self._commit,
             release=self._launcher.release,
+            recorder=recorder,
             present=self._present_worker_error,
         )
         try:
@@ -338,6 +348,14 @@ class DataLoader(Iterable[Any]):
             load_sampler_state(sampler, checked["sampler"])
         self._stream.load(checked, seed)
 
+    # -- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> LoaderStats:
+        """Where the time went: the latest pass's numbers and every pass's summed (batches,
+        samples, the data-wait share, time per stage, the workers' busy shares, bytes moved,
+        shared memory in use). Always on; see :mod:`ladle.stats` for what each number is."""
+        return self._stats.stats(self._launcher.idle_slabs)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -373,6 +391,7 @@ class DataLoader(Iterable[Any]):
         self._pinning = None
         self._launcher = Launcher()
         self._reported_length = None
+        self._stats = StatsBook()
         if state["position"] is not None:
             self.load_state_dict(state["position"])
 

@@ -17,11 +17,13 @@ Allocator = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray | None]
 __all__ = [
     "Allocator",
     "SampleSlot",
+    "StageClock",
     "WorkerInfo",
     "current_allocator",
     "get_worker_info",
     "sample_slot",
     "set_allocator",
+    "stage_clock",
     "set_worker_info",
 ]
 
@@ -82,3 +84,29 @@ def sample_slot() -> SampleSlot:
     if slot is None:
         slot = _local.sample = SampleSlot()
     return slot
+
+
+class StageClock:
+    """What this thread's current task spent where, for ``loader.stats()``: the fetcher adds
+    its collate time and sample count, an outermost ``Compose`` its transform time; the worker
+    loop reads and resets it around each task. ``depth`` counts the Compose calls running, so
+    that a pipeline nested in another is timed once."""
+
+    __slots__ = ("collate", "depth", "samples", "transform")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.collate = 0.0
+        self.transform = 0.0
+        self.samples = 0
+        self.depth = 0
+
+
+def stage_clock() -> StageClock:
+    """This thread's :class:`StageClock`."""
+    clock: StageClock | None = getattr(_local, "clock", None)
+    if clock is None:
+        clock = _local.clock = StageClock()
+    return clock

@@ -18,7 +18,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ladle._runtime.messages import (
     Batch,
@@ -30,6 +30,7 @@ from ladle._runtime.messages import (
     SampleKey,
     StartEpoch,
     Task,
+    TaskTimes,
     WorkerSpec,
 )
 from ladle._runtime.pool import InlinePool, Pool, ProcessPool, ThreadPool
@@ -58,14 +59,17 @@ class EngineSpec:
     timeout: float | None
 
 
-@dataclass(frozen=True)
-class Delivered:
-    """Task ``number`` of the pass gave this batch."""
+class Delivered(NamedTuple):
+    """Task ``number`` of the pass gave this batch. A NamedTuple: one is made per batch, and
+    this is the hot path of a loader without workers."""
 
     batch: object
     number: int
     worker_id: int
     position: int | None
+    times: TaskTimes | None = None  # the worker's
+    transport: float = 0.0  # seconds this process spent unpickling and viewing the batch
+    nbytes: int = 0  # bytes that crossed: the slab's part and the pickle's
 
 
 @dataclass(frozen=True)
@@ -267,8 +271,11 @@ class PassDispatch:
         starts: list[int],
         keys: list[SampleKey],
         first_worker: int = 0,
+        keep_indices: bool = False,
     ) -> None:
         spec = workers.spec
+        # number -> indices of the tasks in flight, for a trace (``indices_of``)
+        self._kept: dict[int, object] | None = {} if keep_indices else None
         self.workers = workers
         self.in_order = spec.in_order
         self.timeout = spec.timeout
@@ -322,7 +329,23 @@ class PassDispatch:
                     return
             number = self.workers.send_task(worker, indices) - self._first_seq
             self._outstanding[number] = worker
+            if self._kept is not None:
+                self._kept[number] = indices
             self._sent = number + 1
+
+    def indices_of(self, number: int) -> object:
+        """The indices of task ``number`` (with ``keep_indices``; once: they are dropped)."""
+        return None if self._kept is None else self._kept.pop(number, None)
+
+    @property
+    def prefetched(self) -> int:
+        """Batches received and waiting to be handed out (in order: ahead of the next)."""
+        return len(self._buffer)
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks sent to the workers and not answered yet."""
+        return len(self._outstanding)
 
     def next(self) -> Outcome:
         while True:
@@ -366,9 +389,12 @@ class PassDispatch:
         slabs = self.workers.slabs
         number = reply.seq - self._first_seq
         if isinstance(reply, Batch):
+            started = time.perf_counter()
             payload = reply.payload
+            nbytes = 0
             if reply.pickled:
                 assert isinstance(payload, bytes)
+                nbytes = len(payload)
                 try:
                     payload = pickle.loads(payload)
                 except Exception as error:
@@ -383,9 +409,13 @@ class PassDispatch:
             if slabs is not None:
                 if reply.slab_used and reply.slab is not None:
                     payload = slabs.views(reply.slab, payload)
+                    nbytes += reply.bytes_needed
                 else:
                     slabs.give_back(reply.slab)
-            return Delivered(payload, number, reply.worker_id, reply.position)
+            transport = time.perf_counter() - started
+            return Delivered(
+                payload, number, reply.worker_id, reply.position, reply.times, transport, nbytes
+            )
         if slabs is not None:
             slabs.give_back(reply.slab)
         if isinstance(reply, Failure):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import mmap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "Batch",
@@ -28,6 +28,7 @@ __all__ = [
     "StartEpoch",
     "Stop",
     "Task",
+    "TaskTimes",
     "WorkerSpec",
 ]
 
@@ -112,6 +113,22 @@ class Stop:
 Command = StartEpoch | Task | Stop
 
 
+class TaskTimes(NamedTuple):
+    """Where a worker's time for one task went (seconds; ``started`` on the monotonic clock,
+    which Linux shares between processes). ``fetch`` is the dataset's own time, less the
+    transforms and collate timed inside it; ``encode`` is writing the batch for the trip to
+    the main process (slab descriptors and pickling). A NamedTuple: one per batch, cheap to
+    make and to pickle."""
+
+    started: float
+    fetch: float
+    transform: float
+    collate: float
+    encode: float
+    samples: int
+    pid: int
+
+
 @dataclass(frozen=True)
 class Batch:
     """Batch ``seq`` is ready. ``payload`` is the batch (threads), or its pickle when
@@ -125,6 +142,7 @@ class Batch:
     slab_used: bool
     bytes_needed: int
     position: int | None = None  # iterable: samples the worker's stream delivered so far
+    times: TaskTimes | None = None
 
 
 @dataclass(frozen=True)

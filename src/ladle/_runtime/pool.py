@@ -227,6 +227,7 @@ class ProcessPool:
                         reply.slab_used,
                         reply.bytes_needed,
                         reply.position,
+                        reply.times,
                     )
             except (EOFError, ConnectionResetError, OSError):
                 self._raise_dead(worker_id)

@@ -13,12 +13,19 @@ import random
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Protocol
 
 import numpy as np
 
-from ladle._runtime.context import WorkerInfo, set_allocator, set_worker_info
+from ladle._runtime.context import (
+    StageClock,
+    WorkerInfo,
+    set_allocator,
+    set_worker_info,
+    stage_clock,
+)
 from ladle._runtime.lifeline import watch_parent
 from ladle._runtime.messages import (
     Batch,
@@ -32,6 +39,7 @@ from ladle._runtime.messages import (
     StartEpoch,
     Stop,
     Task,
+    TaskTimes,
     WorkerSpec,
 )
 from ladle._runtime.slab_writer import SlabWriter
@@ -117,6 +125,7 @@ class Loop:
         # first batch's error instead of killing a worker (or silently stopping a thread).
         self.start_error: tuple[Exception, str] | None = None
         self.inbox: collections.deque[Command] = collections.deque()
+        self.pid = os.getpid()
 
     def start_epoch(self, message: StartEpoch) -> None:
         if self.source is None and self.spec is None:
@@ -163,6 +172,9 @@ class Loop:
             set_allocator(writer.allocate)
         fetch = self.fetch
         assert fetch is not None, "a task arrived before StartEpoch"
+        clock = stage_clock()
+        clock.reset()
+        started = time.perf_counter()
         try:
             batch = fetch(task.indices)
         except StopIteration:
@@ -180,9 +192,11 @@ class Loop:
         finally:
             if writer is not None:
                 set_allocator(None)
+        fetched = time.perf_counter()
         position = fetch.position
         if not self.pickles:
-            return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position)
+            times = self._times(clock, started, fetched, 0.0)
+            return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position, times)
         payload, used, needed = writer.encode(batch) if writer is not None else (batch, False, 0)
         try:
             blob = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
@@ -193,7 +207,13 @@ class Loop:
                 f"str) from the dataset and collate_fn, or use worker_type='thread'"
             )
             return self.failure(task, error, traceback.format_exc())
-        return Batch(task.seq, self.worker_id, blob, True, task.slab, used, needed, position)
+        times = self._times(clock, started, fetched, time.perf_counter() - fetched)
+        return Batch(task.seq, self.worker_id, blob, True, task.slab, used, needed, position, times)
+
+    def _times(self, clock: StageClock, started: float, fetched: float, encode: float) -> TaskTimes:
+        transform, collate = clock.transform, clock.collate
+        fetch = max(0.0, fetched - started - transform - collate)
+        return TaskTimes(started, fetch, transform, collate, encode, clock.samples, self.pid)
 
     def failure(self, task: Task, error: BaseException, trace: str, why: str = "") -> Failure:
         where = describe_indices(task.indices, task.seq)
@@ -303,6 +323,7 @@ class _PipeChannel:
                     reply.slab_used,
                     reply.bytes_needed,
                     reply.position,
+                    reply.times,
                 )
             )
             self.connection.send_bytes(blob)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ladle._runtime.context import stage_clock
 from ladle.transforms.base import Array, Transform
 from ladle.validation import check_callable
 
@@ -35,13 +37,21 @@ class Compose(Transform):
         self.transforms = list(transforms)
 
     def __call__(self, image: Array, *, rng: np.random.Generator | None = None) -> Array:
-        # Checked per call rather than once in __init__: torchvision users edit .transforms.
-        for transform in self.transforms:
-            if isinstance(transform, Transform):
-                image = transform(image, rng=rng)
-            else:
-                image = transform(image)
-        return image
+        clock = stage_clock()  # the loader's stats: the outermost pipeline's time
+        clock.depth += 1
+        started = time.perf_counter()
+        try:
+            # Checked per call rather than once in __init__: torchvision users edit .transforms.
+            for transform in self.transforms:
+                if isinstance(transform, Transform):
+                    image = transform(image, rng=rng)
+                else:
+                    image = transform(image)
+            return image
+        finally:
+            clock.depth -= 1
+            if not clock.depth:
+                clock.transform += time.perf_counter() - started
 
     def __repr__(self) -> str:
         lines = "".join(f"\n    {transform!r}" for transform in self.transforms)

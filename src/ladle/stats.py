@@ -1,0 +1,568 @@
+"""Where a loader's time goes: ``loader.stats()`` and ``iterator.stats()``.
+
+Always on, so it must stay cheap: a pass adds a few clock readings and additions per batch
+(workers time their own stages and send the times with the batch). The training loop's side
+is split exactly: ``wait`` (inside ``next()``) plus ``outside`` (between batches, the training
+step) is ``wall``, from the first ``next()`` to the latest batch. The stage times are summed
+over the workers (inline, over the training process):
+
+- ``fetch``: the dataset's own time (``__getitem__``/``__getitems__``, a stream's ``next``),
+  less what the next two measure inside it;
+- ``transform``: time in ``ladle.transforms.Compose`` pipelines (the outermost call);
+- ``collate``: ``collate_fn``;
+- ``transport``: a worker writing the batch for the trip (slab descriptors, pickling) plus the
+  main process reading it (unpickling, views of the slab);
+- ``convert``: the main process's output conversion and pinning.
+
+A worker's busy share is the time it spent on tasks over the pass's wall time. When the data
+wait stays high (``LADLE_DATA_WAIT_WARNING``, default ``0.5,30``: above half of the time over
+30 s windows), one :class:`DataWaitWarning` per loader says so, with the numbers and the
+likely remedy; ``LADLE_DATA_WAIT_WARNING=off`` silences it.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import os
+import time
+import warnings
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ladle._runtime.engine import Delivered
+from ladle._runtime.shm import SlabPool
+from ladle.tracing import active_trace
+
+__all__ = [
+    "DataWaitWarning",
+    "LoaderStats",
+    "PassRecorder",
+    "PassStats",
+    "StageTimes",
+    "StatsBook",
+]
+
+_DEPTH_SAMPLES = 1024  # the queue-depth samples a pass keeps (its latest batches)
+_MERGE_AFTER = 64  # passes kept one by one; older finished ones are folded into one tally
+_DEFAULT_WATCH = (0.5, 30.0)
+_WATCH_MIN_BATCHES = 8
+_FOLD_EVERY = 1024  # records logged before they are summed (a sum runs out of cache: ~0.1 ms)
+_FOLD_SECONDS = 5.0  # or this long since the last sum (the data-wait watch reads the sums)
+
+# One record per next(), logged flat (see PassRecorder.delivered): its columns. The worker's
+# TaskTimes come last, as sent; a next() that gave no batch has waiting -1 and no times.
+(
+    _ENTERED,
+    _HANDED,
+    _CONVERTED,
+    _TRANSPORT,
+    _NBYTES,
+    _WAITING,
+    _IN_FLIGHT,
+    _WORKER,
+    _STARTED,
+    _FETCH,
+    _TRANSFORM,
+    _COLLATE,
+    _ENCODE,
+    _SAMPLES,
+    _PID,
+) = range(15)
+_COLUMNS = 15
+_NO_TIMES = (0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
+
+
+class DataWaitWarning(UserWarning):
+    """The training loop spends much of its time waiting for batches."""
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Seconds spent in each stage, summed over the workers (see the module's notes)."""
+
+    fetch: float = 0.0
+    transform: float = 0.0
+    collate: float = 0.0
+    transport: float = 0.0
+    convert: float = 0.0
+
+    def items(self) -> list[tuple[str, float]]:
+        return [
+            ("fetch", self.fetch),
+            ("transform", self.transform),
+            ("collate", self.collate),
+            ("transport", self.transport),
+            ("convert", self.convert),
+        ]
+
+    @property
+    def total(self) -> float:
+        return self.fetch + self.transform + self.collate + self.transport + self.convert
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """One pass's numbers (or several passes' summed: ``passes`` says how many).
+
+    ``wall`` = ``wait`` + ``outside``; ``first_batch`` is the time from ``iter(loader)`` to
+    the first batch (in a total, the passes' mean). ``depth`` holds ``(seconds since the
+    pass's first next(), batches waiting, tasks in flight)`` as each batch was handed out:
+    "waiting" are those already received, ahead of it."""
+
+    passes: int
+    batches: int
+    samples: int
+    wall: float
+    wait: float
+    outside: float
+    first_batch: float
+    stages: StageTimes
+    num_workers: int
+    worker_busy: tuple[float, ...]
+    waiting_mean: float
+    waiting_max: int
+    bytes_moved: int
+    shm_bytes: int
+    depth: tuple[tuple[float, int, int], ...] = field(default=(), repr=False)
+
+    @property
+    def data_wait_share(self) -> float:
+        """The share of the wall time the training loop spent waiting inside ``next()``."""
+        return self.wait / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.wall if self.wall > 0 else 0.0
+
+    def bottleneck(self) -> str:
+        """The stage that took the most time."""
+        return max(self.stages.items(), key=lambda item: item[1])[0]
+
+    def __str__(self) -> str:
+        if not self.batches:
+            return "no batches yet"
+        stages = ", ".join(
+            f"{name} {seconds * 1e3 / self.batches:.2f}" for name, seconds in self.stages.items()
+        )
+        busy = ""
+        if self.worker_busy:
+            shares = " ".join(f"{share:.0%}" for share in self.worker_busy)
+            busy = f"; workers busy {shares}"
+        return (
+            f"{self.batches:,} batches, {self.samples:,} samples in {self.wall:.2f} s "
+            f"({self.samples_per_second:,.0f}/s); data wait {self.data_wait_share:.0%} "
+            f"({self.wait:.2f} s); ms per batch: {stages}{busy}; first batch "
+            f"{self.first_batch * 1e3:.0f} ms"
+        )
+
+
+@dataclass(frozen=True)
+class LoaderStats:
+    """``latest``: the pass begun last (running or over); ``total``: every pass so far."""
+
+    latest: PassStats | None
+    total: PassStats
+
+    def __str__(self) -> str:
+        if self.latest is None:
+            return "no pass yet"
+        if self.total.passes == 1:
+            return f"pass: {self.latest}"
+        return f"latest pass: {self.latest}\nall {self.total.passes} passes: {self.total}"
+
+
+class _Tally:
+    """A pass's running sums; the loader's book keeps these, not the passes."""
+
+    __slots__ = (
+        "batches",
+        "busy",
+        "bytes",
+        "collate",
+        "convert",
+        "created",
+        "encode",
+        "fetch",
+        "first",
+        "first_batch",
+        "last",
+        "live",
+        "num_workers",
+        "outside",
+        "passes",
+        "received",
+        "samples",
+        "transform",
+        "wait",
+        "waiting",
+        "waiting_max",
+    )
+
+    def __init__(self, num_workers: int, created: float = 0.0) -> None:
+        self.passes = 1
+        self.created = created  # iter(loader) was called
+        self.num_workers = num_workers
+        self.batches = self.samples = self.bytes = self.waiting = self.waiting_max = 0
+        self.wait = self.outside = self.first_batch = 0.0
+        self.fetch = self.transform = self.collate = self.encode = self.received = 0.0
+        self.convert = 0.0
+        self.busy = [0.0] * num_workers
+        self.first: float | None = None  # the first next() call
+        self.last: float | None = None  # the latest batch handed out
+        self.live = True
+
+    def copy(self) -> _Tally:
+        twin = _Tally(0)
+        for name in self.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin.busy = list(self.busy)
+        return twin
+
+    @property
+    def wall(self) -> float:
+        if self.first is None or self.last is None:
+            return 0.0
+        return self.last - self.first
+
+    def absorb(self, other: _Tally) -> None:
+        wall = self.wall + other.wall
+        self.passes += other.passes
+        for name in (
+            "batches",
+            "samples",
+            "bytes",
+            "waiting",
+            "wait",
+            "outside",
+            "first_batch",
+            "fetch",
+            "transform",
+            "collate",
+            "encode",
+            "received",
+            "convert",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.waiting_max = max(self.waiting_max, other.waiting_max)
+        self.num_workers = max(self.num_workers, other.num_workers)
+        if len(self.busy) < len(other.busy):
+            self.busy.extend([0.0] * (len(other.busy) - len(self.busy)))
+        for worker, seconds in enumerate(other.busy):
+            self.busy[worker] += seconds
+        # a merged tally keeps its wall as a span from 0: the passes' walls summed
+        self.first, self.last = 0.0, wall
+
+    def stats(self, shm_bytes: int, depth: tuple[tuple[float, int, int], ...] = ()) -> PassStats:
+        wall = self.wall
+        return PassStats(
+            passes=self.passes,
+            batches=self.batches,
+            samples=self.samples,
+            wall=wall,
+            wait=self.wait,
+            outside=self.outside,
+            first_batch=self.first_batch / self.passes if self.passes else 0.0,
+            stages=StageTimes(
+                self.fetch, self.transform, self.collate, self.encode + self.received, self.convert
+            ),
+            num_workers=self.num_workers,
+            worker_busy=tuple(busy / wall if wall > 0 else 0.0 for busy in self.busy),
+            waiting_mean=self.waiting / self.batches if self.batches else 0.0,
+            waiting_max=self.waiting_max,
+            bytes_moved=self.bytes,
+            shm_bytes=shm_bytes,
+            depth=depth,
+        )
+
+
+def _fold(
+    tally: _Tally, log: array.array[float], depth: collections.deque[tuple[float, int, int]]
+) -> None:
+    """Add the records in ``log`` (flat, ``_COLUMNS`` numbers each) to ``tally``, and their
+    queue depths to ``depth``: summed by NumPy, a record costs a fraction of a microsecond."""
+    if not log:
+        return
+    records = np.frombuffer(log, dtype=np.float64).reshape(-1, _COLUMNS)
+    entered, handed = records[:, _ENTERED], records[:, _HANDED]
+    if tally.first is None:
+        tally.first = float(entered[0])
+    elif tally.last is not None:
+        tally.outside += float(entered[0]) - tally.last
+    tally.outside += float((entered[1:] - handed[:-1]).sum())
+    tally.wait += float((handed - entered).sum())
+    tally.last = float(handed[-1])
+    batches = records[records[:, _WAITING] >= 0]  # -1: no batch (raised, or the pass ended)
+    if not len(batches):
+        return
+    if tally.batches == 0:
+        tally.first_batch = float(batches[0, _HANDED]) - tally.created
+    tally.batches += len(batches)
+    sums = batches.sum(axis=0)
+    tally.convert += float(sums[_CONVERTED])
+    tally.received += float(sums[_TRANSPORT])
+    tally.bytes += int(sums[_NBYTES])
+    tally.waiting += int(sums[_WAITING])
+    tally.waiting_max = max(tally.waiting_max, int(batches[:, _WAITING].max()))
+    tally.samples += int(sums[_SAMPLES])
+    tally.fetch += float(sums[_FETCH])
+    tally.transform += float(sums[_TRANSFORM])
+    tally.collate += float(sums[_COLLATE])
+    tally.encode += float(sums[_ENCODE])
+    if tally.busy:
+        busy = batches[:, _FETCH : _ENCODE + 1].sum(axis=1)
+        workers = batches[:, _WORKER].astype(np.int64)
+        for worker, seconds in enumerate(np.bincount(workers, busy, len(tally.busy)).tolist()):
+            tally.busy[worker] += seconds
+    first = tally.first
+    depth.extend(
+        zip(
+            (batches[:, _HANDED] - first).tolist(),
+            batches[:, _WAITING].astype(np.int64).tolist(),
+            batches[:, _IN_FLIGHT].astype(np.int64).tolist(),
+            strict=True,
+        )
+    )
+
+
+def _watch_settings() -> tuple[float, float] | None:
+    raw = os.environ.get("LADLE_DATA_WAIT_WARNING", "").strip().lower()
+    if not raw:
+        return _DEFAULT_WATCH
+    if raw in ("off", "0", "no", "false"):
+        return None
+    try:
+        share, seconds = (float(part) for part in raw.split(","))
+    except ValueError:
+        warnings.warn(
+            f"LADLE_DATA_WAIT_WARNING should be 'off' or '<share>,<seconds>' (e.g. '0.5,30'), "
+            f"but it is {raw!r}; using the default 0.5,30",
+            UserWarning,
+            stacklevel=4,
+        )
+        return _DEFAULT_WATCH
+    return share, seconds
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def remedy(stats: PassStats, cpus: int | None = None) -> str:
+    """What to change, judged from a pass's numbers: the bound stage and the setting."""
+    cpus = cpus or _cpus()
+    per_batch = {name: seconds / max(stats.batches, 1) for name, seconds in stats.stages.items()}
+    worker_stage = max(("fetch", "transform", "collate"), key=lambda name: per_batch[name])
+    cache = (
+        " (ladle.cache() keeps decoded samples for later epochs)"
+        if worker_stage
+        in (
+            "fetch",
+            "transform",
+        )
+        else ""
+    )
+    if stats.num_workers == 0:
+        suggestion = min(cpus, 8)
+        if cpus < 2:
+            return (
+                f"loading runs in the training process, most of it in {worker_stage}, and this "
+                f"machine has 1 CPU: make {worker_stage} cheaper{cache}"
+            )
+        return (
+            f"loading runs in the training process, most of it in {worker_stage} "
+            f"({per_batch[worker_stage] * 1e3:.1f} ms a batch): load in workers, e.g. "
+            f"num_workers={suggestion} (this machine has {cpus} CPUs)"
+        )
+    busy = sum(stats.worker_busy) / len(stats.worker_busy) if stats.worker_busy else 0.0
+    if busy >= 0.8:
+        if stats.num_workers < cpus:
+            return (
+                f"the {stats.num_workers} workers are busy {busy:.0%} of the time, most of it "
+                f"in {worker_stage} ({per_batch[worker_stage] * 1e3:.1f} ms a batch): raise "
+                f"num_workers (this machine has {cpus} CPUs) or make {worker_stage} "
+                f"cheaper{cache}"
+            )
+        return (
+            f"the {stats.num_workers} workers are busy {busy:.0%} of the time on {cpus} CPUs, "
+            f"most of it in {worker_stage} ({per_batch[worker_stage] * 1e3:.1f} ms a batch): "
+            f"more workers cannot help; make {worker_stage} cheaper{cache}"
+        )
+    main = per_batch["transport"] + per_batch["convert"]
+    return (
+        f"the workers are idle {1 - busy:.0%} of the time, so the main process's share bounds "
+        f"it ({main * 1e3:.2f} ms a batch in transport and conversion) or batches come in "
+        f"bursts: raise prefetch_factor, or hand out fewer or smaller arrays per batch"
+    )
+
+
+class StatsBook:
+    """A loader's record of its passes: their tallies, and the one data-wait warning."""
+
+    def __init__(self) -> None:
+        self._tallies: list[_Tally] = []
+        self._latest: weakref.ref[PassRecorder] | None = None
+        self._latest_tally: _Tally | None = None
+        self._recorders: weakref.WeakSet[PassRecorder] = weakref.WeakSet()
+        self.warned = False
+
+    def open(self, num_workers: int, created: float, slabs: SlabPool | None) -> PassRecorder:
+        recorder = PassRecorder(num_workers, created, slabs, self)
+        self._recorders.add(recorder)
+        tally = recorder.tally
+        self._tallies.append(tally)
+        self._latest = weakref.ref(recorder, lambda _: _ended(tally))
+        self._latest_tally = tally
+        if len(self._tallies) > _MERGE_AFTER:
+            self._merge()
+        return recorder
+
+    def _merge(self) -> None:
+        ended = [tally for tally in self._tallies[:-1] if not tally.live]
+        if len(ended) < 2:
+            return
+        merged = _Tally(0)
+        merged.passes = 0
+        for tally in ended:
+            merged.absorb(tally)
+        merged.live = False
+        self._tallies = [merged, *(tally for tally in self._tallies if tally.live)]
+        if self._latest_tally is not None and self._latest_tally not in self._tallies:
+            self._tallies.append(self._latest_tally)
+
+    def stats(self, idle_slabs: SlabPool | None) -> LoaderStats:
+        """``idle_slabs``: the loader's slabs kept between passes, besides the passes'."""
+        pools = {id(pool): pool for pool in (idle_slabs,) if pool is not None}
+        for running in list(self._recorders):
+            if running.tally.live and running.slabs is not None:
+                pools[id(running.slabs)] = running.slabs
+        shm_bytes = sum(pool.footprint()[1] for pool in pools.values())
+        total = _Tally(0)
+        total.passes = 0
+        for tally in self._tallies:
+            total.absorb(tally)
+        latest: PassStats | None = None
+        recorder = self._latest() if self._latest is not None else None
+        if recorder is not None:
+            latest = recorder.stats()
+        elif self._latest_tally is not None:
+            latest = self._latest_tally.stats(shm_bytes)
+        return LoaderStats(latest, total.stats(shm_bytes))
+
+
+def _ended(tally: _Tally) -> None:
+    tally.live = False
+
+
+class PassRecorder:
+    """One pass's stats, fed by its iterator: :meth:`delivered` after each batch."""
+
+    def __init__(
+        self, num_workers: int, created: float, slabs: SlabPool | None, book: StatsBook
+    ) -> None:
+        self.tally = _Tally(num_workers, created)
+        self.slabs = slabs
+        self.trace = active_trace()  # a pass begun inside ``ladle.trace()`` is recorded
+        self.number = self.trace.new_pass() if self.trace is not None else 0
+        self._book = book
+        self._depth: collections.deque[tuple[float, int, int]] = collections.deque(
+            maxlen=_DEPTH_SAMPLES
+        )
+        self._watch = _watch_settings() if not book.warned else None
+        self._window_start: float | None = None
+        self._window_wait = 0.0
+        self._window_batches = 0
+        # what happened since the last fold: one record per next() (see delivered)
+        self._log = array.array("d")
+        self._folded = created
+
+    def delivered(
+        self,
+        entered: float,
+        outcome: Delivered,
+        converted: float,
+        now: float,
+        waiting: int,
+        in_flight: int,
+    ) -> None:
+        """A batch was handed out at ``now``: ``next()`` began at ``entered``, ``converted``
+        seconds of it went into the output conversion. Logged flat and summed every so often:
+        this runs on the loader's hot path, out of the CPU's caches, where the sums done one
+        by one in Python cost microseconds a batch (the batch itself is not kept)."""
+        self._log.extend(
+            (
+                entered,
+                now,
+                converted,
+                outcome.transport,
+                outcome.nbytes,
+                waiting,
+                in_flight,
+                outcome.worker_id,
+            )
+            + (outcome.times or _NO_TIMES)
+        )
+        if len(self._log) >= _FOLD_EVERY * _COLUMNS or now - self._folded >= _FOLD_SECONDS:
+            self._fold()
+
+    def stopped(self, entered: float, now: float, over: bool) -> None:
+        """``next()`` gave no batch at ``now``: the dataset raised for it, or (``over``) the
+        pass has ended or broken."""
+        self._log.extend((entered, now, 0.0, 0.0, 0, -1, -1, -1, *_NO_TIMES))
+        if over:
+            self._fold()
+            self.tally.live = False
+
+    def _fold(self) -> None:
+        log = self._log
+        if self._watch is not None and log:
+            waited = sum(log[_HANDED::_COLUMNS]) - sum(log[_ENTERED::_COLUMNS])
+            self._watch_wait(waited, len(log) // _COLUMNS, log[_ENTERED], log[-_COLUMNS + _HANDED])
+        _fold(self.tally, log, self._depth)
+        self._log = array.array("d")
+        self._folded = time.perf_counter()
+
+    def closed(self) -> None:
+        self.tally.live = False
+
+    def _watch_wait(self, waited: float, batches: int, start: float, now: float) -> None:
+        if self._window_start is None:
+            self._window_start = start
+        self._window_wait += waited
+        self._window_batches += batches
+        assert self._watch is not None
+        threshold, window = self._watch
+        span = now - self._window_start
+        if span < window:
+            return
+        share = self._window_wait / span
+        batches = self._window_batches
+        self._window_start, self._window_wait, self._window_batches = now, 0.0, 0
+        if share < threshold or batches < _WATCH_MIN_BATCHES or self._book.warned:
+            return
+        self._book.warned = True
+        self._watch = None
+        stats = self.stats()
+        waits = stats.wait / max(stats.batches, 1)
+        outside = stats.outside / max(stats.batches, 1)
+        warnings.warn(
+            f"the training loop waited for data {share:.0%} of the last {span:.0f} s "
+            f"({batches} batches; over the pass, {waits * 1e3:.1f} ms a batch waiting and "
+            f"{outside * 1e3:.1f} ms a batch outside the loader): {remedy(stats)}. "
+            f"loader.stats() shows the breakdown; LADLE_DATA_WAIT_WARNING=off silences this",
+            DataWaitWarning,
+            stacklevel=4,
+        )
+
+    def stats(self) -> PassStats:
+        tally = self.tally.copy()
+        depth = collections.deque(self._depth, maxlen=_DEPTH_SAMPLES)
+        # another thread may be iterating: fold a copy of the log into a copy of the sums
+        _fold(tally, array.array("d", self._log), depth)
+        shm_bytes = self.slabs.footprint()[1] if self.slabs is not None else 0
+        return tally.stats(shm_bytes, tuple(depth))
