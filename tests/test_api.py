@@ -27,6 +27,9 @@ CONTRACT = {
 }
 EXTRAS = {
     "CachedDataset",
+    "ChunkShuffleSampler",
+    "ClassBalancedSampler",
+    "WindowedDataset",
     "cache",
     "DistributedBatchSampler",
     "Ranks",

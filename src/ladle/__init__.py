@@ -5,6 +5,7 @@ torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by chang
 
 from ladle import formats, testing, transforms
 from ladle._runtime.context import WorkerInfo, get_worker_info
+from ladle.balanced import ClassBalancedSampler
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
     ChainDataset,
@@ -41,6 +42,7 @@ from ladle.sampler import BatchSampler, EpochSampler, Sampler, SequentialSampler
 from ladle.seeding import sample_rng
 from ladle.split import random_split
 from ladle.strings import StringArray
+from ladle.timeseries import ChunkShuffleSampler, WindowedDataset
 from ladle.window_sampler import ShardWindowSampler
 
 __version__ = "0.1.0"
@@ -51,6 +53,8 @@ __all__ = [
     "BatchSampler",
     "CachedDataset",
     "ChainDataset",
+    "ChunkShuffleSampler",
+    "ClassBalancedSampler",
     "CollateError",
     "CollateSizeError",
     "ConcatDataset",
@@ -86,6 +90,7 @@ __all__ = [
     "SubsetRandomSampler",
     "TensorDataset",
     "WeightedRandomSampler",
+    "WindowedDataset",
     "WorkerDiedError",
     "WorkerInfo",
     "cache",
