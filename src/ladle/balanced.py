@@ -55,13 +55,15 @@ class ClassBalancedSampler(_SeededSampler):
     relative share of each class in the draws, as a mapping ``{class: weight}`` (classes it
     does not name weigh 1) or a sequence with one weight per class of :attr:`classes` (the
     sorted distinct labels); the default gives every class an equal share. A class of weight 0
-    is never drawn. ``num_samples`` defaults to the number of samples.
+    is never drawn. ``num_samples`` defaults to the number of samples (with replacement).
 
     ``replacement=True``: each draw picks a class with probability ∝ its weight, then one of its
     samples uniformly, so rare classes are oversampled. ``replacement=False``: each class gets
     a quota, its share of ``num_samples`` (rounded by largest remainder), filled with distinct
     samples drawn uniformly from it, all shuffled together; a quota larger than the class is a
-    ValueError that says the largest ``num_samples`` possible.
+    ValueError that says which ``num_samples`` fits. There ``num_samples`` defaults to the
+    largest epoch the smallest class (for its share) allows, ``floor(min(size / share))``: with
+    equal shares, every class undersampled to the size of the smallest.
 
     :meth:`expected_class_frequencies` says what share of the draws each class gets;
     :meth:`class_counts` counts one epoch's actual draw.
@@ -85,6 +87,7 @@ class ClassBalancedSampler(_SeededSampler):
         self._inverse = inverse.reshape(-1).astype(np.int64)
         self.class_sizes = counts.astype(np.int64)
         weights = self._class_weights(class_weights)
+        weights = weights / weights.max()  # no overflow summing weights near 1e308
         self._frequencies = weights / weights.sum()
         # the samples of each class, together: class c's are _members[_firsts[c]:][:size]
         self._members = np.argsort(self._inverse, kind="stable").astype(np.int64)
@@ -141,26 +144,39 @@ class ClassBalancedSampler(_SeededSampler):
         return weights
 
     def _most_without_replacement(self) -> int:
-        """A ``num_samples`` whose quotas every class can fill (the largest, but for rounding)."""
+        """The ``num_samples`` that the smallest class, for its share, allows: every class's
+        exact share of it is at most its size (rounding may fit a few more)."""
         drawn = self._frequencies > 0
-        return int(np.floor(np.min(self.class_sizes[drawn] / self._frequencies[drawn]) + 1e-9))
+        with np.errstate(over="ignore"):  # a share of 1e-308 allows an infinite epoch
+            allowed = self.class_sizes[drawn] / self._frequencies[drawn]
+        return int(np.floor(np.min(allowed) + 1e-9))
+
+    def _too_many(self, num_samples: int, k: int, needed: int) -> ValueError:
+        return ValueError(
+            f"num_samples={num_samples} without replacement needs {needed} distinct samples of "
+            f"class {self.classes[k].item()!r}, which has {self.class_sizes[k]}; lower "
+            f"num_samples to at most {self._most_without_replacement()} (every class's share "
+            f"fits there), or set replacement=True"
+        )
 
     def _quotas_for(self, num_samples: int) -> np.ndarray:
+        """Each class's share of ``num_samples``, rounded down, then the draws left over one
+        each to the classes with the largest remainders that have samples to spare."""
         exact = num_samples * self._frequencies
         quotas: np.ndarray = np.floor(exact + 1e-9).astype(np.int64)
-        left = num_samples - int(quotas.sum())
-        if left > 0:  # largest remainders first, ties to the first class
-            order = np.argsort(-(exact - quotas), kind="stable")
-            quotas[order[:left]] += 1
         over = np.flatnonzero(quotas > self.class_sizes)
         if over.size:
-            k = int(over[0])
-            raise ValueError(
-                f"num_samples={num_samples} without replacement needs {quotas[k]} distinct "
-                f"samples of class {self.classes[k].item()!r}, which has "
-                f"{self.class_sizes[k]}; lower num_samples to at most "
-                f"{self._most_without_replacement()}, or set replacement=True"
-            )
+            raise self._too_many(num_samples, int(over[0]), int(quotas[over[0]]))
+        left = num_samples - int(quotas.sum())
+        if left > 0:
+            remainder = exact - quotas
+            share = remainder > 1e-9
+            room = np.flatnonzero(share & (quotas < self.class_sizes))
+            if len(room) < left:
+                k = int(np.flatnonzero(share & (quotas >= self.class_sizes))[0])
+                raise self._too_many(num_samples, k, int(quotas[k]) + 1)
+            ranked = room[np.argsort(-remainder[room], kind="stable")]  # ties: the first class
+            quotas[ranked[:left]] += 1
         return quotas
 
     def __len__(self) -> int:

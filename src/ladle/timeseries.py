@@ -100,6 +100,13 @@ class WindowedDataset(Dataset[Any]):
         self.series = _check_series(series)
         span = self.window + self.horizon
         lengths = np.array([int(s.shape[0]) for s in self.series], dtype=np.int64)
+        counts = np.where(lengths >= span, (lengths - span) // self.stride + 1, 0)
+        if not counts.any():
+            raise ValueError(
+                f"no series has window + horizon = {span} steps (the longest has "
+                f"{int(lengths.max())}), so the dataset would be empty; pass a smaller window "
+                f"or horizon"
+            )
         short = np.flatnonzero(lengths < span)
         if short.size and not self.drop_short:
             first = int(short[0])
@@ -108,13 +115,6 @@ class WindowedDataset(Dataset[Any]):
                 f"series[{first}] has {lengths[first]} steps{more}, fewer than window + horizon "
                 f"= {self.window} + {self.horizon} = {span}, so it gives no window; pass "
                 f"drop_short=True to leave such series out, or a smaller window or horizon"
-            )
-        counts = np.where(lengths >= span, (lengths - span) // self.stride + 1, 0)
-        if not counts.any():
-            raise ValueError(
-                f"no series has window + horizon = {span} steps (the longest has "
-                f"{int(lengths.max())}), so the dataset would be empty; pass a smaller window "
-                f"or horizon"
             )
         self.lengths = lengths
         #: ``cumulative_counts[s] : cumulative_counts[s + 1]`` are the samples of series ``s``.
