@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from script_support import run_json
 
 import ladle
 from ladle import ClassBalancedSampler
 from ladle.testing import assert_batches_equal, assert_resumes
-from script_support import run_json
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "recipes"
 seeds = st.integers(0, 2**63 - 1)

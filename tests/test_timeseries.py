@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from script_support import run_json
 
 import ladle
 from ladle import ChunkShuffleSampler, WindowedDataset
 from ladle.testing import assert_batches_equal, assert_resumes
-from script_support import run_json
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "recipes"
 seeds = st.integers(0, 2**63 - 1)
@@ -173,7 +173,9 @@ def runs_of(order: list[int]) -> list[list[int]]:
 def test_chunks_keep_their_order_and_are_permuted(n: int, chunk: int, seed: int) -> None:
     sampler = ChunkShuffleSampler(n, chunk, seed=seed)
     starts, lengths = sampler.chunks()
-    expected = [list(range(a, a + m)) for a, m in zip(starts.tolist(), lengths.tolist(), strict=True)]
+    expected = [
+        list(range(a, a + m)) for a, m in zip(starts.tolist(), lengths.tolist(), strict=True)
+    ]
     assert expected == [list(range(a, min(a + chunk, n))) for a in range(0, n, chunk)]
     first, second = list(sampler), list(sampler)
     for order in (first, second):
@@ -225,11 +227,11 @@ def test_seed_decides_the_order() -> None:
 def test_sampler_errors() -> None:
     with pytest.raises(ValueError, match="chunk_size should be a positive integer value"):
         ChunkShuffleSampler(10, 0)
-    with pytest.raises(ValueError, match="needs at least one index.*length 0"):
+    with pytest.raises(ValueError, match=r"needs at least one index.*length 0"):
         ChunkShuffleSampler([], 2)
     with pytest.raises(TypeError, match="data_source should be a dataset with a length or an int"):
         ChunkShuffleSampler(2.5, 2)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="align_to_series=True needs .*cumulative_counts"):
+    with pytest.raises(ValueError, match=r"align_to_series=True needs .*cumulative_counts"):
         ChunkShuffleSampler(range(10), 2, align_to_series=True)
     with pytest.raises(ValueError, match="seed or generator, not both"):
         ChunkShuffleSampler(10, 2, seed=1, generator=np.random.default_rng())

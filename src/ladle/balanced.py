@@ -136,7 +136,7 @@ class ClassBalancedSampler(_SeededSampler):
                     for k, value in enumerate(given)
                 ]
             )
-        if weights.sum() <= 0:
+        if not weights.any():
             raise ValueError(
                 "class_weights should give at least one class a weight > 0, but all are 0; "
                 "pass a positive weight for the classes to draw"
