@@ -5,6 +5,7 @@ torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by chang
 
 from ladle import formats, testing, transforms
 from ladle._runtime.context import WorkerInfo, get_worker_info
+from ladle.balanced import ClassBalancedSampler
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
     ChainDataset,
@@ -42,6 +43,7 @@ from ladle.seeding import sample_rng
 from ladle.split import random_split
 from ladle.stats import DataWaitWarning, LoaderStats, PassStats, StageTimes
 from ladle.strings import StringArray
+from ladle.timeseries import ChunkShuffleSampler, WindowedDataset
 from ladle.tracing import trace
 from ladle.window_sampler import ShardWindowSampler
 
@@ -53,6 +55,8 @@ __all__ = [
     "BatchSampler",
     "CachedDataset",
     "ChainDataset",
+    "ChunkShuffleSampler",
+    "ClassBalancedSampler",
     "CollateError",
     "CollateSizeError",
     "ConcatDataset",
@@ -92,6 +96,7 @@ __all__ = [
     "SubsetRandomSampler",
     "TensorDataset",
     "WeightedRandomSampler",
+    "WindowedDataset",
     "WorkerDiedError",
     "WorkerInfo",
     "cache",
