@@ -5,6 +5,7 @@ torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by chang
 
 from ladle import formats, testing, transforms
 from ladle._runtime.context import WorkerInfo, get_worker_info
+from ladle.bucketing import BucketBatchSampler, PaddingStats, padding_stats
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
     ChainDataset,
@@ -32,6 +33,7 @@ from ladle.formats import ImageFolder, NpyDataset, ShardDataset, ShardStream, wr
 from ladle.gathered import GatheredBatch
 from ladle.iterator import IteratorState, LoaderIterator
 from ladle.loader import DataLoader
+from ladle.mixing import MixingSampler
 from ladle.padding import PadCollate, PaddedBatch
 from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 from ladle.ranks import Ranks, detect_ranks
@@ -49,6 +51,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "BatchSampler",
+    "BucketBatchSampler",
     "CachedDataset",
     "ChainDataset",
     "CollateError",
@@ -69,9 +72,11 @@ __all__ = [
     "LoaderClosedError",
     "LoaderIterator",
     "LoaderTimeoutError",
+    "MixingSampler",
     "NpyDataset",
     "PadCollate",
     "PaddedBatch",
+    "PaddingStats",
     "RandomSampler",
     "Ranks",
     "RecordArray",
@@ -94,6 +99,7 @@ __all__ = [
     "detect_ranks",
     "formats",
     "get_worker_info",
+    "padding_stats",
     "random_split",
     "register_collate",
     "sample_rng",
