@@ -80,7 +80,7 @@ def _check_lengths(lengths: Any) -> np.ndarray:
     if not np.all(np.isfinite(array)) or np.any(array < 0):
         bad = int(np.flatnonzero(~np.isfinite(array) | (array < 0))[0])
         raise ValueError(
-            f"lengths should be finite and non-negative, but lengths[{bad}]={array[bad]!r}; "
+            f"lengths should be finite and non-negative, but lengths[{bad}]={array[bad].item()!r}; "
             f"pass each sample's length (its number of tokens, frames, ...)"
         )
     return array
