@@ -41,7 +41,9 @@ def _check_sizes(sources: Any) -> np.ndarray:
         )
     sizes = []
     for position, source in enumerate(sources):
-        if isinstance(source, bool) or not isinstance(source, int | np.integer | Sized):
+        if isinstance(source, bool | str | bytes) or not isinstance(
+            source, int | np.integer | Sized
+        ):
             raise TypeError(
                 f"sources[{position}] should be a map-style dataset with a length or a size, "
                 f"but got {type(source).__name__} {source!r}"
@@ -86,18 +88,14 @@ def _apportion(total: int, p: np.ndarray) -> np.ndarray:
 
 
 def _epoch_length(sizes: np.ndarray, p: np.ndarray, stop_on: str) -> int:
-    """The shortest (``"all"``) or longest (``"first"``) total whose counts fit the sizes."""
+    """``"first"``: ``floor(min size / p)`` draws, when the first source runs out (fewer if
+    rounding makes a count exceed its size); ``"all"``: the fewest draws whose counts cover
+    every source of positive weight."""
     used = p > 0
     if stop_on == "first":
         total = int(min(math.floor(n / q) for n, q in zip(sizes[used], p[used], strict=True)))
-        while total > 0 and np.any(_apportion(total, p) > sizes):
-            total -= 1  # floating-point rounding of n / q
-        if total == 0:
-            raise ValueError(
-                f"with sizes {sizes.tolist()} and weights {p.round(6).tolist()} a source runs "
-                f"out before one sample is drawn; raise the small sources' weights or use "
-                f"stop_on='all'"
-            )
+        while np.any(_apportion(total, p) > sizes):
+            total -= 1  # floating-point rounding of n / q; total >= 1 as n >= 1 >= q
         return total
     total = int(max(math.ceil(n / q) for n, q in zip(sizes[used], p[used], strict=True)))
     while np.any(_apportion(total, p)[used] < sizes[used]):
