@@ -87,19 +87,24 @@ def _apportion(total: int, p: np.ndarray) -> np.ndarray:
     return counts
 
 
+# n / q nudged so that 3000 / 0.3 (9999.999... in floating point) gives 10000; the loops
+# below correct a nudge too far.
+_UP, _DOWN = 1 + 1e-12, 1 - 1e-12
+
+
 def _epoch_length(sizes: np.ndarray, p: np.ndarray, stop_on: str) -> int:
     """``"first"``: ``floor(min size / p)`` draws, when the first source runs out (fewer if
     rounding makes a count exceed its size); ``"all"``: the fewest draws whose counts cover
     every source of positive weight."""
     used = p > 0
     if stop_on == "first":
-        total = int(min(math.floor(n / q) for n, q in zip(sizes[used], p[used], strict=True)))
+        total = int(min(math.floor(n / q * _UP) for n, q in zip(sizes[used], p[used], strict=True)))
         while np.any(_apportion(total, p) > sizes):
-            total -= 1  # floating-point rounding of n / q; total >= 1 as n >= 1 >= q
+            total -= 1  # the nudge overshot; total stays >= 1 as n >= 1 >= q
         return total
-    total = int(max(math.ceil(n / q) for n, q in zip(sizes[used], p[used], strict=True)))
+    total = int(max(math.ceil(n / q * _DOWN) for n, q in zip(sizes[used], p[used], strict=True)))
     while np.any(_apportion(total, p)[used] < sizes[used]):
-        total += 1
+        total += 1  # the nudge undershot
     return total
 
 
