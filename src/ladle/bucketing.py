@@ -88,9 +88,10 @@ def _check_lengths(lengths: Any) -> np.ndarray:
 
 def padding_stats(lengths: Any, batches: Iterable[Sequence[int] | np.ndarray]) -> PaddingStats:
     """The padding of ``batches`` (of indices into ``lengths``) once each is padded to its
-    longest sample: e.g. ``padding_stats(lengths, sampler)`` for a batch sampler's next epoch,
-    or ``padding_stats(lengths, BatchSampler(RandomSampler(lengths), 32, False))`` for random
-    batching."""
+    longest sample: e.g. ``padding_stats(lengths, sampler)`` for a batch sampler's next epoch
+    (iterating it, which moves a seeded sampler on to the epoch after; a BucketBatchSampler's
+    own :meth:`~BucketBatchSampler.padding_stats` does not), or ``padding_stats(lengths,
+    BatchSampler(RandomSampler(lengths), 32, False))`` for random batching."""
     array = _check_lengths(lengths)
     count = samples = 0
     tokens = padded = 0.0
