@@ -63,6 +63,11 @@ EXTRAS = {
     "LoaderTimeoutError",
     "PadCollate",
     "PaddedBatch",
+    # recipes: length bucketing (docs/recipes/bucketing.md), mixing (docs/recipes/mixing.md)
+    "BucketBatchSampler",
+    "PaddingStats",
+    "padding_stats",
+    "MixingSampler",
     "WorkerDiedError",
     "WorkerInfo",
     "__version__",

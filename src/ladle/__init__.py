@@ -6,6 +6,7 @@ torch.utils.data's API and semantics for NumPy, PyTorch and JAX; switch by chang
 from ladle import formats, testing, transforms
 from ladle._runtime.context import WorkerInfo, get_worker_info
 from ladle.balanced import ClassBalancedSampler
+from ladle.bucketing import BucketBatchSampler, PaddingStats, padding_stats
 from ladle.collate import default_collate, default_convert, register_collate
 from ladle.dataset import (
     ChainDataset,
@@ -33,6 +34,7 @@ from ladle.formats import ImageFolder, NpyDataset, ShardDataset, ShardStream, wr
 from ladle.gathered import GatheredBatch
 from ladle.iterator import IteratorState, LoaderIterator
 from ladle.loader import DataLoader
+from ladle.mixing import MixingSampler
 from ladle.padding import PadCollate, PaddedBatch
 from ladle.random_sampler import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 from ladle.ranks import Ranks, detect_ranks
@@ -53,6 +55,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "BatchSampler",
+    "BucketBatchSampler",
     "CachedDataset",
     "ChainDataset",
     "ChunkShuffleSampler",
@@ -77,10 +80,12 @@ __all__ = [
     "LoaderIterator",
     "LoaderStats",
     "LoaderTimeoutError",
+    "MixingSampler",
     "NpyDataset",
     "PadCollate",
     "PaddedBatch",
     "PassStats",
+    "PaddingStats",
     "RandomSampler",
     "Ranks",
     "RecordArray",
@@ -105,6 +110,7 @@ __all__ = [
     "detect_ranks",
     "formats",
     "get_worker_info",
+    "padding_stats",
     "random_split",
     "register_collate",
     "sample_rng",
