@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit docs bench clean
 
 # uv installs the environment: pip took minutes to unpack and byte-compile the framework stack
 # (compiled here at install: with PYTHONDONTWRITEBYTECODE set, every test process would compile
@@ -22,9 +22,9 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 # The frameworks (Lightning, accelerate, transformers) resolve in one step with torch pinned,
-# so that their requirements cannot move it.
+# so that their requirements cannot move it; the docs extra (MkDocs) brings no torch.
 $(VENV)/.dev: $(VENV)/.base
-	$(UV) -e '.[dev,frameworks]' '$(TORCH)'
+	$(UV) -e '.[dev,frameworks,docs]' '$(TORCH)'
 	touch $@
 
 demo: $(VENV)/.base
@@ -41,11 +41,17 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-test: lint typecheck unit
+# The documentation site, built strictly (a broken link, anchor or reference fails) into site/.
+# tests/test_docs.py builds it again into a temporary directory and runs every ```python block
+# of docs/ (a few seconds each).
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+test: lint typecheck docs unit
 
 bench: $(VENV)/.dev
 	$(UV) Pillow
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

@@ -4,9 +4,7 @@ replacement, reproducibility, resume through the DataLoader, errors, and the doc
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,6 @@ import ladle
 from ladle import ClassBalancedSampler
 from ladle.testing import assert_batches_equal, assert_resumes
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "recipes"
 seeds = st.integers(0, 2**63 - 1)
 SKEWED = np.array([0] * 1000 + [1] * 100 + [2] * 10)
 
@@ -242,16 +239,3 @@ def test_loader_with_two_workers_resumes_exactly() -> None:
     assert result["resumed"] == result["reference"]
     labels = [y for _, ys in result["reference"] for y in ys]
     assert all(labels.count(c) > 5 for c in (0, 1, 2))  # the rare class is drawn too
-
-
-def python_blocks(page: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S)
-
-
-def test_the_docs_page_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    blocks = python_blocks(DOCS / "imbalanced.md")
-    assert blocks
-    namespace: dict[str, Any] = {"__name__": "docs_imbalanced"}
-    for block in blocks:
-        exec(compile(block, str(DOCS / "imbalanced.md"), "exec"), namespace)
-    assert capsys.readouterr().out

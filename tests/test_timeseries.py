@@ -4,8 +4,6 @@ resume through the DataLoader, the argument errors, and the docs page's examples
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +16,6 @@ import ladle
 from ladle import ChunkShuffleSampler, WindowedDataset
 from ladle.testing import assert_batches_equal, assert_resumes
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "recipes"
 seeds = st.integers(0, 2**63 - 1)
 
 
@@ -307,16 +304,3 @@ def test_loader_with_two_workers_resumes_exactly() -> None:
     )
     assert len(result["reference"]) == 13
     assert result["resumed"] == result["reference"]
-
-
-def python_blocks(page: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S)
-
-
-def test_the_docs_page_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    blocks = python_blocks(DOCS / "timeseries.md")
-    assert blocks
-    namespace: dict[str, Any] = {"__name__": "docs_timeseries"}
-    for block in blocks:
-        exec(compile(block, str(DOCS / "timeseries.md"), "exec"), namespace)
-    assert capsys.readouterr().out
