@@ -190,6 +190,7 @@ class _Tally:
         "first_batch",
         "last",
         "live",
+        "log",
         "num_workers",
         "outside",
         "passes",
@@ -210,6 +211,8 @@ class _Tally:
         self.fetch = self.transform = self.collate = self.encode = self.received = 0.0
         self.convert = 0.0
         self.busy = [0.0] * num_workers
+        # what happened since the last fold: one record per next() (see PassRecorder.delivered)
+        self.log: array.array[float] = array.array("d")
         self.first: float | None = None  # the first next() call
         self.last: float | None = None  # the latest batch handed out
         self.live = True
@@ -219,6 +222,14 @@ class _Tally:
         for name in self.__slots__:
             setattr(twin, name, getattr(self, name))
         twin.busy = list(self.busy)
+        twin.log = array.array("d", self.log)
+        return twin
+
+    def settled(self, depth: collections.deque[tuple[float, int, int]] | None = None) -> _Tally:
+        """A copy with its log folded in (the pass may be running in another thread)."""
+        twin = self.copy()
+        _fold(twin, twin.log, depth if depth is not None else collections.deque(maxlen=0))
+        del twin.log[:]
         return twin
 
     @property
@@ -228,6 +239,8 @@ class _Tally:
         return self.last - self.first
 
     def absorb(self, other: _Tally) -> None:
+        if other.log:
+            other = other.settled()
         wall = self.wall + other.wall
         self.passes += other.passes
         for name in (
@@ -451,7 +464,7 @@ class StatsBook:
         if recorder is not None:
             latest = recorder.stats()
         elif self._latest_tally is not None:
-            latest = self._latest_tally.stats(shm_bytes)
+            latest = self._latest_tally.settled().stats(shm_bytes)
         return LoaderStats(latest, total.stats(shm_bytes))
 
 
@@ -477,8 +490,7 @@ class PassRecorder:
         self._window_start: float | None = None
         self._window_wait = 0.0
         self._window_batches = 0
-        # what happened since the last fold: one record per next() (see delivered)
-        self._log = array.array("d")
+        self._log = self.tally.log  # the records not yet summed
         self._folded = created
 
     def delivered(
@@ -524,7 +536,7 @@ class PassRecorder:
             waited = sum(log[_HANDED::_COLUMNS]) - sum(log[_ENTERED::_COLUMNS])
             self._watch_wait(waited, len(log) // _COLUMNS, log[_ENTERED], log[-_COLUMNS + _HANDED])
         _fold(self.tally, log, self._depth)
-        self._log = array.array("d")
+        del log[:]
         self._folded = time.perf_counter()
 
     def closed(self) -> None:
@@ -560,9 +572,7 @@ class PassRecorder:
         )
 
     def stats(self) -> PassStats:
-        tally = self.tally.copy()
         depth = collections.deque(self._depth, maxlen=_DEPTH_SAMPLES)
-        # another thread may be iterating: fold a copy of the log into a copy of the sums
-        _fold(tally, array.array("d", self._log), depth)
+        tally = self.tally.settled(depth)
         shm_bytes = self.slabs.footprint()[1] if self.slabs is not None else 0
         return tally.stats(shm_bytes, tuple(depth))
