@@ -6,7 +6,6 @@ with noise, so the demo needs no download and no framework beyond NumPy.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -159,33 +158,40 @@ def run_demo(
         f"ladle demo: {len(train):,} training and {len(test):,} test digits "
         f"({SIZE}x{SIZE}, drawn from an embedded font), batch {batch_size}, seed {seed}"
     )
-    out(f"{'epoch':>5}  {'loss':>6}  {'train acc':>9}  {'test acc':>8}  {'loading':>18}")
+    out(
+        f"{'epoch':>5}  {'loss':>6}  {'train acc':>9}  {'test acc':>8}  {'loading':>18}  "
+        f"{'data wait':>9}  stats (ms per batch)"
+    )
     history = []
     for epoch in range(1, epochs + 1):
         loss_sum = correct = seen = 0.0
-        loading = 0.0
         batches = iter(train_loader)
-        while True:
-            started = time.perf_counter()
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                break
-            loading += time.perf_counter() - started
+        for x, y in batches:
             loss, hits = model.step(x, y, lr=0.05)
             loss_sum += loss * len(y)
             correct += hits
             seen += len(y)
+        # the pass's own numbers: time inside next() against the training step's
+        stats = batches.stats()
         figures = {
             "epoch": epoch,
             "loss": loss_sum / seen,
             "train_accuracy": correct / seen,
             "test_accuracy": model.accuracy(test_loader),
-            "samples_per_second": seen / loading,
+            "samples_per_second": seen / stats.wait,
+            "data_wait_share": stats.data_wait_share,
         }
         history.append(figures)
+        per_batch = stats.wait / stats.batches * 1e3
+        stages = ", ".join(
+            f"{name} {seconds / stats.batches * 1e3:.2f}"
+            for name, seconds in stats.stages.items()
+            if seconds
+        )
         out(
             f"{epoch:>5}  {figures['loss']:>6.3f}  {figures['train_accuracy']:>9.1%}  "
             f"{figures['test_accuracy']:>8.1%}  {figures['samples_per_second']:>10,.0f} samples/s"
+            f"  {stats.data_wait_share:>9.0%}  wait {per_batch:.2f}: {stages}"
         )
+    out(f"loader.stats(): {train_loader.stats().total}")
     return history
