@@ -20,7 +20,10 @@ def test_digits_are_deterministic_and_labelled() -> None:
 def test_demo_learns() -> None:
     lines: list[str] = []
     history = run_demo(epochs=3, samples=3000, batch_size=64, seed=0, out=lines.append)
-    assert len(lines) == 2 + 3
+    assert len(lines) == 2 + 3 + 1
+    assert all("% " in line and "wait " in line and "fetch " in line for line in lines[2:5])
+    assert lines[-1].startswith("loader.stats(): ") and "data wait" in lines[-1]
+    assert all(0 < h["data_wait_share"] < 1 for h in history)
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["test_accuracy"] > 0.9
     assert all(h["samples_per_second"] > 0 for h in history)
