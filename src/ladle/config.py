@@ -9,6 +9,7 @@ reassigned, and is checked again when it is.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -38,6 +39,7 @@ __all__ = [
     "configure",
     "reconfigure",
     "reconfigure_all",
+    "with_workers",
 ]
 
 WORKER_TYPES = ("process", "thread")
@@ -60,6 +62,7 @@ SETTINGS = (
     "in_order",
     "worker_type",
     "output",
+    "memory_budget",
 )
 
 
@@ -99,6 +102,11 @@ class Settings:
     worker_type: str
     output: str | None
     convert: Callable[[Any], Any] | None
+    # num_workers="auto" / prefetch_factor="auto": measured and chosen during the first pass
+    # (see autotune.py); num_workers and prefetch_factor above are then the pass's start
+    auto_workers: bool = False
+    auto_prefetch: bool = False
+    memory_budget: int | None = None  # bytes the workers may take, for "auto"; None: default
 
 
 @dataclass(frozen=True)
@@ -137,13 +145,27 @@ def _check_context(context: Any, num_workers: int, worker_type: str) -> Any:
     return context
 
 
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == "auto"
+
+
 def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
-    num_workers = check_int(
-        given["num_workers"],
-        "num_workers",
-        minimum=0,
-        fix="use num_workers=0 to load in the main process",
-    )
+    auto_workers = _is_auto(given["num_workers"])
+    if auto_workers and sampling.is_iterable:
+        raise ValueError(
+            "num_workers='auto' needs a map-style dataset: an iterable dataset's batches depend "
+            "on the number of workers (each runs its own stream), so it cannot be changed while "
+            "a pass runs; pass an int"
+        )
+    num_workers = 0
+    if not auto_workers:
+        num_workers = check_int(
+            given["num_workers"],
+            "num_workers",
+            minimum=0,
+            fix="use num_workers=0 to load in the main process, or 'auto' to have it measured",
+        )
+    workers_possible = auto_workers or num_workers > 0
     timeout = check_number(
         given["timeout"],
         "timeout",
@@ -152,13 +174,17 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
     )
     if isinstance(given["timeout"], int):
         timeout = given["timeout"]  # as given: messages say "after 1 seconds", as torch's do
-    if timeout > 0 and num_workers == 0:
+    if timeout > 0 and not workers_possible:
         raise ArgumentError(  # torch asserts it (when the pass starts)
             f"timeout={timeout} applies to worker loading only, but num_workers=0; set "
             f"num_workers > 0 or leave timeout=0"
         )
     prefetch_factor = given["prefetch_factor"]
-    if num_workers == 0 and prefetch_factor is not None:
+    auto_prefetch = _is_auto(prefetch_factor)
+    if auto_prefetch:
+        prefetch_factor = None  # the start: 2 once there are workers
+    if not workers_possible and given["prefetch_factor"] is not None:
+        prefetch_factor = given["prefetch_factor"]
         raise ValueError(
             f"prefetch_factor option could only be specified in multiprocessing, but got "
             f"prefetch_factor={prefetch_factor!r} with num_workers=0; set num_workers > 0 or "
@@ -173,7 +199,7 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
         )
     elif num_workers > 0:
         prefetch_factor = 2
-    if sampling.persistent_workers and num_workers == 0:
+    if sampling.persistent_workers and not workers_possible:
         raise ValueError(
             "persistent_workers option needs num_workers > 0; set num_workers > 0 or "
             "persistent_workers=False"
@@ -181,7 +207,24 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
     worker_type = check_choice(
         given["worker_type"], "worker_type", WORKER_TYPES, fix="processes are the default"
     )
-    context = _check_context(given["multiprocessing_context"], num_workers, worker_type)
+    context = _check_context(
+        given["multiprocessing_context"], 1 if auto_workers else num_workers, worker_type
+    )
+    memory_budget = given.get("memory_budget")
+    if memory_budget is not None:
+        memory_budget = check_int(
+            memory_budget,
+            "memory_budget",
+            minimum=1,
+            fix="give the bytes the workers may use, e.g. 8 << 30, or None for half the "
+            "memory available",
+        )
+        if not auto_workers:
+            raise ValueError(
+                f"memory_budget={memory_budget} bounds what num_workers='auto' may choose, but "
+                f"num_workers={given['num_workers']!r}; pass num_workers='auto' or drop "
+                f"memory_budget"
+            )
     generator = given["generator"]
     seed = check_loader_seed(given["seed"], generator)
     if generator is not None:
@@ -219,6 +262,9 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
         worker_type=worker_type,
         output=output,
         convert=convert,
+        auto_workers=auto_workers,
+        auto_prefetch=auto_prefetch,
+        memory_budget=memory_budget,
     )
 
 
@@ -422,7 +468,7 @@ def _distributed(
 def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
     """The configuration of a new DataLoader from its constructor's arguments."""
     # The seed and generator are checked before they reach a sampler.
-    given = {name: arguments[name] for name in (*SETTINGS, "seed")}
+    given = {name: arguments.get(name) for name in (*SETTINGS, "seed")}
     if given["seed"] is not None:
         given["seed"] = check_seed(given["seed"])
     if given["generator"] is not None:
@@ -450,6 +496,19 @@ def configure(arguments: Mapping[str, Any]) -> LoaderConfig:
         arguments.get("global_batch_size"),
     )
     return LoaderConfig(sampling, _settings(given, sampling))
+
+
+def with_workers(
+    config: LoaderConfig, num_workers: int, prefetch_factor: int | None
+) -> LoaderConfig:
+    """``config`` running ``num_workers`` workers: what num_workers="auto" chose (valid by
+    construction, so not checked again)."""
+    settings = dataclasses.replace(
+        config.settings,
+        num_workers=num_workers,
+        prefetch_factor=prefetch_factor if num_workers else None,
+    )
+    return dataclasses.replace(config, settings=settings)
 
 
 def reconfigure(config: LoaderConfig, name: str, value: Any) -> LoaderConfig:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ladle._runtime.engine import Delivered, PassDispatch, Workers
+from ladle._runtime.engine import Delivered, Outcome, PassDispatch, Raised, Workers
+from ladle.autotune import PassTuner
 from ladle.errors import LoaderBrokenError, LoaderClosedError
 from ladle.passplan import PassStart, Renumbered
 from ladle.resume import Progress
@@ -52,6 +53,9 @@ class PassSetup:
     commit: Callable[[Progress], None]  # the pass has started for real
     release: Callable[[Workers, bool], None]  # the pass is over (broken: the workers failed)
     recorder: PassRecorder  # the pass's stats
+    # num_workers="auto": the pass's tuning, and how to get workers for another setting
+    tuner: PassTuner | None = None
+    switch: Callable[[int, int | None], Workers] | None = None
     # how a worker's exception is raised: (error, worker id) -> the exception to raise
     present: Callable[[BaseException, int], BaseException] | None = None
 
@@ -80,6 +84,11 @@ class LoaderIterator(Iterator[Any]):
         starts = list(setup.start.streams) or [0] * setup.streams
         first = setup.start.next_stream if setup.iterable else 0
         self._workers: Workers | None = setup.workers
+        # every Workers this pass holds: the current ones, and those it moved away from whose
+        # batches in flight still come first (num_workers="auto")
+        self._held: list[Workers] = [setup.workers]
+        self._draining: tuple[PassDispatch, Workers, int] | None = None
+        self._offset = 0  # the current dispatch's task 0 is the pass's batch number offset
         self._dispatch = PassDispatch(
             setup.workers,
             indices,
@@ -92,7 +101,7 @@ class LoaderIterator(Iterator[Any]):
         # An abandoned pass (dropped, not closed) hands its workers back when it is collected
         # (in this process: a forked worker collecting its copy must leave the parent's be).
         self._finalizer = weakref.finalize(
-            self, _release_abandoned, os.getpid(), setup.release, setup.workers
+            self, _release_abandoned, os.getpid(), setup.release, self._held
         )
 
     def __iter__(self) -> LoaderIterator:
@@ -108,9 +117,11 @@ class LoaderIterator(Iterator[Any]):
         recorder = self._setup.recorder
         entered = time.perf_counter()
         try:
-            outcome = self._dispatch.next()
+            outcome = self._take()
         except StopIteration:
             recorder.stopped(entered, time.perf_counter(), over=True)
+            if self._setup.tuner is not None:
+                self._setup.tuner.ended()
             self.state = IteratorState.EXHAUSTED
             self._progress.finished = True
             self._commit()
@@ -138,7 +149,7 @@ class LoaderIterator(Iterator[Any]):
             # The dataset or collate_fn raised: that batch is consumed, as in torch.
             present = self._setup.present
             raised = outcome.error
-            if present is not None and not self._setup.workers.inline:
+            if present is not None and not self._workers_now.inline:
                 raised = present(raised, outcome.worker_id)
             try:
                 raise raised
@@ -163,9 +174,64 @@ class LoaderIterator(Iterator[Any]):
             entered, outcome, converted, handed, dispatch.prefetched, dispatch.in_flight
         )
         if recorder.trace is not None:
-            indices = dispatch.indices_of(outcome.number)
+            indices = dispatch.indices_of(outcome.number - self._offset)
             recorder.trace.batch(recorder.number, outcome, indices, entered, handed, converted)
+        tuner = self._setup.tuner
+        if tuner is not None and self.batches_yielded >= tuner.next_review:
+            self._review(tuner, batch)
         return batch
+
+    @property
+    def _workers_now(self) -> Workers:
+        return self._workers if self._workers is not None else self._setup.workers
+
+    def _take(self) -> Outcome:
+        """The next outcome: the batches in flight in workers this pass moved away from come
+        first, then the current dispatch's, renumbered as the pass's."""
+        if self._draining is not None:
+            dispatch, workers, offset = self._draining
+            try:
+                return _renumbered(dispatch.next(), offset)
+            except StopIteration:
+                self._draining = None
+                self._held.remove(workers)
+                self._setup.release(workers, False)
+        return _renumbered(self._dispatch.next(), self._offset)
+
+    def _review(self, tuner: PassTuner, batch: Any) -> None:
+        change = tuner.review(self._setup.recorder.stats(), batch)
+        if change is None:
+            return
+        if self._draining is not None:  # still finishing a switch: judge again later
+            tuner.next_review = self.batches_yielded + 1
+            return
+        workers, prefetch = change
+        current = self._workers_now
+        if not current.inline and workers == current.num_workers and prefetch is not None:
+            self._dispatch.deepen(prefetch)
+            return
+        assert self._setup.switch is not None
+        fresh = self._setup.switch(workers, prefetch)
+        self._held.append(fresh)
+        old, self._workers = self._dispatch, fresh
+        old.stop_sending()
+        if old.pending:
+            self._draining = (old, current, self._offset)
+        else:
+            self._held.remove(current)
+            self._setup.release(current, False)
+        self._offset += old.sent
+        self._setup.recorder.resized(workers)
+        setup = self._setup
+        self._dispatch = PassDispatch(
+            fresh,
+            setup.indices,
+            setup.seed,
+            [0] * max(workers, 1),
+            [setup.keys[0]] * max(workers, 1),
+            0,
+            keep_indices=setup.recorder.trace is not None,
+        )
 
     def _raise_stopped(self) -> None:
         if self.state is IteratorState.FAILED:
@@ -198,7 +264,7 @@ class LoaderIterator(Iterator[Any]):
                 f"{reported}(when accessing len(dataloader)), but {self.batches_yielded} "
                 f"samples have been fetched. "
             )
-            if not self._setup.workers.inline:
+            if not self._workers_now.inline:
                 message += (
                     "For multiprocessing data-loading, this could be caused by not properly "
                     "configuring the IterableDataset replica at each worker. Please see "
@@ -209,15 +275,18 @@ class LoaderIterator(Iterator[Any]):
 
     def _release(self, broken: bool = False) -> None:
         """Hand the workers back (the loader stops them unless they persist and are sound)."""
-        workers, self._workers = self._workers, None
-        if workers is not None:
-            self._finalizer.detach()
+        if self._workers is None:
+            return
+        self._workers, self._draining = None, None
+        self._finalizer.detach()
+        held, self._held[:] = list(self._held), []
+        for workers in held:
             self._setup.release(workers, broken)
 
     @property
     def worker_pids(self) -> list[int]:
         """The pids of the pass's workers (this process's for thread and inline workers)."""
-        return list(self._setup.workers.pool.pids)
+        return list(self._workers_now.pool.pids)
 
     def __len__(self) -> int:
         return self._setup.length()
@@ -250,7 +319,16 @@ class LoaderIterator(Iterator[Any]):
 
 
 def _release_abandoned(
-    owner: int, release: Callable[[Workers, bool], None], workers: Workers
+    owner: int, release: Callable[[Workers, bool], None], held: list[Workers]
 ) -> None:
     if os.getpid() == owner:
-        release(workers, False)
+        for workers in held:
+            release(workers, False)
+
+
+def _renumbered(outcome: Outcome, offset: int) -> Outcome:
+    if not offset:
+        return outcome
+    if isinstance(outcome, Delivered):
+        return outcome._replace(number=outcome.number + offset)
+    return Raised(outcome.error, outcome.number + offset, outcome.worker_id, outcome.position)

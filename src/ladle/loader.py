@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ladle._runtime.engine import Workers
-from ladle.config import FROZEN, SETTINGS, LoaderConfig, configure, reconfigure, reconfigure_all
+from ladle.autotune import AutoTuner, Choice, PassTuner
+from ladle.config import (
+    FROZEN,
+    SETTINGS,
+    LoaderConfig,
+    configure,
+    reconfigure,
+    reconfigure_all,
+    with_workers,
+)
 from ladle.interop import accelerator_available, pin
 from ladle.iterator import LoaderIterator, PassSetup
 from ladle.launcher import Launcher
@@ -72,7 +81,7 @@ class DataLoader(Iterable[Any]):
         shuffle: bool | None = None,
         sampler: Sampler[Any] | Iterable[Any] | None = None,
         batch_sampler: Sampler[Any] | Iterable[Any] | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         collate_fn: Callable[[Any], Any] | None = None,
         pin_memory: bool = False,
         drop_last: bool = False,
@@ -81,7 +90,7 @@ class DataLoader(Iterable[Any]):
         multiprocessing_context: Any = None,
         generator: Any = None,
         *,
-        prefetch_factor: int | None = None,
+        prefetch_factor: int | str | None = None,
         persistent_workers: bool = False,
         pin_memory_device: str = "",
         in_order: bool = True,
@@ -90,6 +99,7 @@ class DataLoader(Iterable[Any]):
         output: str | None = None,
         distributed: bool | Ranks = False,
         global_batch_size: int | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         arguments = dict(locals())
         del arguments["self"]
@@ -106,6 +116,7 @@ class DataLoader(Iterable[Any]):
         self._launcher = Launcher()  # the passes' workers
         self._reported_length: int | None = None  # len(loader) of an iterable, once asked
         self._stats = StatsBook()
+        self._tuner: AutoTuner | None = None  # num_workers="auto": its choice, once made
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -115,6 +126,7 @@ class DataLoader(Iterable[Any]):
             with self._stream.lock:
                 object.__setattr__(self, "_config", config)
                 self._launcher.drop()  # the workers were made for the old settings
+                self._tuner = None  # and "auto" measured them
             return
         object.__setattr__(self, name, value)
 
@@ -125,6 +137,7 @@ class DataLoader(Iterable[Any]):
         with self._stream.lock:
             object.__setattr__(self, "_config", config)
             self._launcher.drop()
+            self._tuner = None
 
     @property
     def dataset(self) -> Any:
@@ -166,7 +179,22 @@ class DataLoader(Iterable[Any]):
 
     @property
     def num_workers(self) -> int:
-        return self._config.settings.num_workers
+        """The number of workers; with num_workers="auto", the number chosen (0 until it is:
+        the first pass starts in the main process)."""
+        settings = self._config.settings
+        if settings.auto_workers:
+            choice = self.autotune
+            return choice.num_workers if choice is not None else 0
+        return settings.num_workers
+
+    @property
+    def autotune(self) -> Choice | None:
+        """What num_workers="auto" chose and why; None before it has (or without "auto")."""
+        return self._tuner.choice if self._tuner is not None else None
+
+    @property
+    def memory_budget(self) -> int | None:
+        return self._config.settings.memory_budget
 
     @property
     def collate_fn(self) -> Callable[[Any], Any]:
@@ -258,21 +286,45 @@ class DataLoader(Iterable[Any]):
 
     def __iter__(self) -> LoaderIterator:
         created = time.perf_counter()
-        config = self._config
+        config, tuner = self._pass_config()
         sampling, settings = config.sampling, config.settings
         if settings.num_workers > 0:
             self._warn_excessive_workers()
-        if not sampling.persistent_workers:
-            return self._start_pass(config, None, created)
+        if not sampling.persistent_workers or settings.num_workers == 0:
+            return self._start_pass(config, None, created, tuner)
         # One pass begins over the persistent workers at a time, whatever the threads do.
         with self._launcher.handover:
-            return self._start_pass(config, self._launcher.persistent(config), created)
+            return self._start_pass(config, self._launcher.persistent(config), created, None)
+
+    def _pass_config(self) -> tuple[LoaderConfig, PassTuner | None]:
+        """The configuration a new pass runs: num_workers="auto"'s choice once made, else its
+        start (the main process), with the tuning that measures it."""
+        config = self._config
+        settings = config.settings
+        if not settings.auto_workers:
+            return config, None
+        if self._tuner is None:
+            self._tuner = AutoTuner(
+                settings.worker_type,
+                settings.prefetch_factor,
+                settings.auto_prefetch,
+                settings.memory_budget,
+            )
+        choice = self._tuner.choice
+        if choice is not None:
+            return with_workers(config, choice.num_workers, choice.prefetch_factor), None
+        return config, self._tuner.start()
 
     def _start_pass(
-        self, config: LoaderConfig, workers: Workers | None, created: float
+        self,
+        config: LoaderConfig,
+        workers: Workers | None,
+        created: float,
+        tuner: PassTuner | None,
     ) -> LoaderIterator:
         sampling, settings = config.sampling, config.settings
-        start, seed = self._stream.start(sampling, settings.generator, self._streams)
+        streams = self._streams if not settings.auto_workers else max(settings.num_workers, 1)
+        start, seed = self._stream.start(sampling, settings.generator, streams)
         if workers is None:
             workers = self._launcher.workers(config)
         recorder = self._stats.open(
@@ -283,9 +335,9 @@ class DataLoader(Iterable[Any]):
             start=start,
             seed=seed if ranks is None else rank_seed(seed, ranks.rank),
             indices=None if sampling.is_iterable else index_batches(sampling, start),
-            keys=pass_keys(sampling, start, seed, self._streams),
+            keys=pass_keys(sampling, start, seed, streams),
             workers=workers,
-            streams=self._streams,
+            streams=streams,
             iterable=sampling.is_iterable,
             postprocess=self._postprocess(),
             length=self._length,
@@ -294,6 +346,8 @@ class DataLoader(Iterable[Any]):
             commit=self._commit,
             release=self._launcher.release,
             recorder=recorder,
+            tuner=tuner,
+            switch=lambda n, p: self._launcher.workers(with_workers(config, n, p)),
             present=self._present_worker_error,
         )
         try:
@@ -392,6 +446,7 @@ class DataLoader(Iterable[Any]):
         self._launcher = Launcher()
         self._reported_length = None
         self._stats = StatsBook()
+        self._tuner = None
         if state["position"] is not None:
             self.load_state_dict(state["position"])
 

@@ -542,6 +542,14 @@ class PassRecorder:
     def closed(self) -> None:
         self.tally.live = False
 
+    def resized(self, num_workers: int) -> None:
+        """The pass moved to ``num_workers`` workers (num_workers="auto")."""
+        self._fold()  # what came before is the earlier workers' (or the main process's)
+        tally = self.tally
+        tally.num_workers = max(tally.num_workers, num_workers)
+        if len(tally.busy) < num_workers:
+            tally.busy.extend([0.0] * (num_workers - len(tally.busy)))
+
     def _watch_wait(self, waited: float, batches: int, start: float, now: float) -> None:
         if self._window_start is None:
             self._window_start = start

@@ -333,6 +333,28 @@ class PassDispatch:
                 self._kept[number] = indices
             self._sent = number + 1
 
+    def stop_sending(self) -> None:
+        """Send no more tasks: the rest of the pass goes to other workers (``next()`` gives
+        the outcomes of the tasks already sent, then raises StopIteration)."""
+        self._indices_done = True
+
+    def deepen(self, prefetch_factor: int) -> None:
+        """Keep ``prefetch_factor`` tasks in flight per worker from now on."""
+        self.per_worker = prefetch_factor
+        if not self.workers.inline:
+            self.depth = self.workers.num_workers * prefetch_factor
+            self._refill()
+
+    @property
+    def sent(self) -> int:
+        """The tasks this pass has sent (its outcomes are numbered below this)."""
+        return self._sent
+
+    @property
+    def pending(self) -> bool:
+        """Outcomes are still to come from the tasks already sent."""
+        return bool(self._outstanding or self._buffer)
+
     def indices_of(self, number: int) -> object:
         """The indices of task ``number`` (with ``keep_indices``; once: they are dropped)."""
         return None if self._kept is None else self._kept.pop(number, None)

@@ -1,0 +1,255 @@
+"""``num_workers="auto"`` (and ``prefetch_factor="auto"``): measured, then chosen.
+
+The first pass of such a loader starts in the main process and times its first batches: how
+long loading a batch takes (``b``) and how long the training step between batches takes
+(``c``). Loading that costs less than shipping a batch from a worker (about
+``_SHIP_SECONDS``), or a few percent of the step, stays in the main process. Otherwise the pass
+moves on to ``ceil(1.2 b / max(c, ship))`` workers, at most one per CPU and as many as the
+memory budget holds (``memory_budget=``, by default half the memory available, and half the
+free shared memory for the slabs). It then measures again: workers all busy while the loop
+still waits means more workers (while CPUs and the budget allow); idle workers while it waits
+means a deeper prefetch (with ``prefetch_factor="auto"``). The choice is kept for the later
+passes; ``loader.autotune`` shows it and why.
+
+The batches never change: a map-style dataset's batches, and every ``sample_rng()`` draw, are
+the same for any number of workers, and a switch hands the rest of the pass to the new
+workers in order (the batches already in flight come from the old ones first). Iterable
+datasets are refused: their batches depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ladle._runtime.shm import shm_directory, space
+from ladle.stats import PassStats
+
+__all__ = ["AutoTuner", "Choice", "PassTuner"]
+
+_SHIP_SECONDS = 1e-4  # the main process's cost of a batch from a worker (receive, views)
+_SMALL_SHARE = 0.03  # loading this small a share of the step is left in the main process
+_PROBE_SECONDS = 0.25  # how long each measurement runs, at least
+_PROBE_BATCHES = 64  # or this many batches, whichever comes first (at least _MIN_BATCHES)
+_MIN_BATCHES = 3
+_WORKER_BYTES = 96 << 20  # a worker's own memory, besides its slabs, before it is measured
+_MAX_SWITCHES = 3
+_MAX_PREFETCH = 8
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30  # not Linux: a modest guess
+
+
+def batch_bytes(batch: Any) -> int:
+    """The bytes of the arrays and tensors in a batch (what travels through the slabs)."""
+    if isinstance(batch, np.ndarray):
+        return int(batch.nbytes)
+    nbytes = getattr(batch, "nbytes", None)
+    if isinstance(nbytes, int) and hasattr(batch, "shape"):  # a tensor, a jax array
+        return nbytes
+    if isinstance(batch, dict):
+        return sum(batch_bytes(value) for value in batch.values())
+    if isinstance(batch, list | tuple):
+        return sum(batch_bytes(value) for value in batch)
+    return 0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``num_workers="auto"`` chose, and why (from the measured numbers)."""
+
+    num_workers: int
+    prefetch_factor: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        prefetch = f", prefetch_factor={self.prefetch_factor}" if self.num_workers else ""
+        return f"num_workers={self.num_workers}{prefetch}: {self.reason}"
+
+
+class _Phase(enum.Enum):
+    PROBE = "probe"  # loading in the main process, timed
+    VERIFY = "verify"  # loading in workers, timed again
+    DONE = "done"
+
+
+class AutoTuner:
+    """A loader's tuning: its limits, and the choice once made (kept for later passes)."""
+
+    def __init__(
+        self,
+        worker_type: str,
+        prefetch_factor: int | None,
+        auto_prefetch: bool,
+        memory_budget: int | None,
+    ) -> None:
+        self.worker_type = worker_type
+        self.prefetch_factor = prefetch_factor  # given, or None (2, or "auto")
+        self.auto_prefetch = auto_prefetch
+        self.memory_budget = memory_budget if memory_budget is not None else None
+        self.choice: Choice | None = None
+
+    def budget(self) -> int:
+        if self.memory_budget is not None:
+            return self.memory_budget
+        return _available_memory() // 2
+
+    def start(self) -> PassTuner | None:
+        """The tuning of a new pass: None once the choice is made."""
+        if self.choice is not None:
+            return None
+        return PassTuner(self)
+
+    def decided(self, choice: Choice) -> None:
+        self.choice = choice
+
+
+class PassTuner:
+    """One pass's measurements: :meth:`review` at the batches :attr:`next_review` names, and
+    switch to what it returns."""
+
+    def __init__(self, tuner: AutoTuner) -> None:
+        self.tuner = tuner
+        self.phase = _Phase.PROBE
+        self.next_review = _MIN_BATCHES
+        self.workers = 0
+        self.prefetch: int | None = None
+        self.switches = 0
+        self._since: PassStats | None = None  # the numbers when the current setting began
+        self._cap = 1
+        self._reason = ""
+
+    def _prefetch_start(self) -> int:
+        return self.tuner.prefetch_factor or 2
+
+    def _window(self, stats: PassStats) -> tuple[int, float, float, float, float]:
+        """(batches, wall, wait, outside, worker busy seconds) since the setting began."""
+        since = self._since
+        busy = sum(share * stats.wall for share in stats.worker_busy)
+        if since is None:
+            return stats.batches, stats.wall, stats.wait, stats.outside, busy
+        busy_before = sum(share * since.wall for share in since.worker_busy)
+        return (
+            stats.batches - since.batches,
+            stats.wall - since.wall,
+            stats.wait - since.wait,
+            stats.outside - since.outside,
+            busy - busy_before,
+        )
+
+    def review(self, stats: PassStats, batch: Any) -> tuple[int, int | None] | None:
+        """Judge the numbers so far; returns ``(num_workers, prefetch_factor)`` to switch to,
+        or None to go on as is."""
+        if self.phase is _Phase.DONE:
+            self.next_review = 1 << 62
+            return None
+        batches, wall, wait, outside, busy = self._window(stats)
+        if batches < _MIN_BATCHES or (wall < _PROBE_SECONDS and batches < _PROBE_BATCHES):
+            self.next_review = stats.batches + max(1, batches // 8)
+            return None
+        if self.phase is _Phase.PROBE:
+            return self._from_probe(stats, batches, wait, outside, batch)
+        return self._from_verify(stats, batches, wall, wait, busy)
+
+    def _from_probe(
+        self, stats: PassStats, batches: int, wait: float, outside: float, batch: Any
+    ) -> tuple[int, int | None] | None:
+        load, step = wait / batches, outside / batches
+        if load <= 2 * _SHIP_SECONDS or load <= _SMALL_SHARE * (load + step):
+            self._finish(
+                0,
+                None,
+                f"loading takes {load * 1e3:.2f} ms a batch in the main process against "
+                f"{step * 1e3:.2f} ms of training step: workers would cost more than they save",
+            )
+            return None
+        prefetch = self._prefetch_start()
+        self._cap = self._capacity(batch_bytes(batch), prefetch)
+        needed = math.ceil(1.2 * load / max(step, _SHIP_SECONDS))
+        workers = max(1, min(needed, self._cap))
+        self._reason = (
+            f"loading takes {load * 1e3:.2f} ms a batch against {step * 1e3:.2f} ms of training "
+            f"step: {needed} workers keep up, {self._cap} fit ({_cpus()} CPUs, the memory "
+            f"budget)"
+        )
+        return self._switch(stats, workers, prefetch)
+
+    def _from_verify(
+        self, stats: PassStats, batches: int, wall: float, wait: float, busy: float
+    ) -> tuple[int, int | None] | None:
+        share = wait / wall if wall > 0 else 0.0
+        busy_share = busy / (self.workers * wall) if wall > 0 else 0.0
+        assert self.prefetch is not None
+        if self.switches < _MAX_SWITCHES and share > 0.2:
+            if busy_share > 0.85 and self.workers < self._cap:
+                workers = min(self._cap, self.workers + max(1, self.workers // 2))
+                self._reason = (
+                    f"{self.workers} workers were busy {busy_share:.0%} while the loop waited "
+                    f"{share:.0%} of the time: {workers} workers"
+                )
+                return self._switch(stats, workers, self.prefetch)
+            if busy_share < 0.6 and self.tuner.auto_prefetch and self.prefetch < _MAX_PREFETCH:
+                prefetch = min(_MAX_PREFETCH, self.prefetch * 2)
+                self._reason = (
+                    f"the workers were idle {1 - busy_share:.0%} of the time while the loop "
+                    f"waited {share:.0%}: prefetch_factor={prefetch}"
+                )
+                return self._switch(stats, self.workers, prefetch)
+        self._finish(
+            self.workers,
+            self.prefetch,
+            f"{self._reason}; measured: the loop waited {share:.0%} of the time, the workers "
+            f"busy {busy_share:.0%}",
+        )
+        return None
+
+    def _capacity(self, nbytes: int, prefetch: int) -> int:
+        """How many workers the CPUs and the memory budget hold."""
+        cpus = _cpus()
+        slabs = nbytes * (prefetch + 1)
+        by_memory = self.tuner.budget() // max(1, _WORKER_BYTES + slabs)
+        cap = min(cpus, max(1, by_memory))
+        if self.tuner.worker_type == "process" and slabs:
+            _, free = space(shm_directory())
+            if free:
+                cap = min(cap, max(1, (free // 2) // slabs))
+        return cap
+
+    def _switch(self, stats: PassStats, workers: int, prefetch: int) -> tuple[int, int | None]:
+        self.phase = _Phase.VERIFY
+        self.workers, self.prefetch = workers, prefetch
+        self.switches += 1
+        self._since = stats
+        self.next_review = stats.batches + _MIN_BATCHES
+        return workers, prefetch
+
+    def _finish(self, workers: int, prefetch: int | None, reason: str) -> None:
+        self.phase = _Phase.DONE
+        self.next_review = 1 << 62
+        self.tuner.decided(Choice(workers, prefetch, reason))
+
+    def ended(self) -> None:
+        """The pass ended before the tuning did: keep the workers it moved to. A pass too
+        short to be measured decides nothing: the next one measures again."""
+        if self.phase is _Phase.VERIFY:
+            self._finish(self.workers, self.prefetch, f"{self._reason} (the pass ended)")

@@ -1,0 +1,213 @@
+"""num_workers="auto": measured in the first pass, chosen within the CPUs and the memory budget,
+and the batches are those of any fixed setting (a switch in the middle of a pass included)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from script_support import run_json
+
+import ladle
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class Costly(ladle.Dataset[tuple[np.ndarray, int]]):
+    """``cost`` seconds of CPU per sample, and a draw from sample_rng() in every sample."""
+
+    def __init__(self, n: int, cost: float) -> None:
+        self.n, self.cost = n, cost
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        spin(self.cost)
+        return np.full((3, 4, 4), i, np.float32) + ladle.sample_rng().random(), i
+
+
+def batches_of(loader: Any) -> list[list[Any]]:
+    return [[x.tolist(), y.tolist()] for x, y in loader]
+
+
+SWITCHING = """
+import json
+import ladle
+from test_autotune import Costly, batches_of
+from workers_support import child_pids, our_segments
+loader = ladle.DataLoader(Costly(480, 1e-3), batch_size=8, shuffle=True, seed=5,
+                          num_workers="auto", worker_type={worker_type!r}, timeout=60)
+auto = batches_of(loader)  # the first pass: measured in the main process, then workers
+choice = loader.autotune
+second = batches_of(loader)
+fixed = ladle.DataLoader(Costly(480, 0), batch_size=8, shuffle=True, seed=5)
+reference = [batches_of(fixed), batches_of(fixed)]
+print(json.dumps({{
+    "same": [auto == reference[0], second == reference[1]],
+    "workers": choice.num_workers, "reason": choice.reason,
+    "reported": loader.num_workers, "latest": loader.stats().latest.num_workers,
+    "left": [child_pids(), our_segments()],
+}}))
+"""
+
+
+@pytest.mark.parametrize("worker_type", ["process", "thread"])
+def test_a_costly_dataset_moves_to_workers_mid_pass_and_yields_the_same_batches(
+    worker_type: str,
+) -> None:
+    result = run_json(SWITCHING.format(worker_type=worker_type), timeout=180)
+    assert result["same"] == [True, True]
+    assert result["workers"] >= 1 and result["reported"] == result["workers"]
+    assert result["latest"] == result["workers"]  # the second pass ran the choice
+    assert "ms a batch" in result["reason"] and "workers" in result["reason"]
+    assert result["left"] == [[], []]
+
+
+def test_cheap_loading_beside_a_long_training_step_stays_in_the_main_process() -> None:
+    loader = ladle.DataLoader(Costly(400, 0), batch_size=4, num_workers="auto", seed=0)
+    for _ in loader:
+        spin(5e-3)
+    choice = loader.autotune
+    assert choice is not None and choice.num_workers == 0
+    assert "workers would cost more than they save" in choice.reason
+    assert loader.num_workers == 0 and loader.stats().latest.num_workers == 0
+    assert str(choice).startswith("num_workers=0: loading takes")
+
+
+def test_a_pass_too_short_to_measure_decides_nothing() -> None:
+    loader = ladle.DataLoader(Costly(4, 0), batch_size=2, num_workers="auto")
+    assert len(list(loader)) == 2
+    assert loader.autotune is None and loader.num_workers == 0
+
+
+def test_resuming_mid_pass_after_a_switch_gives_the_rest_exactly() -> None:
+    result = run_json(
+        """
+        import json
+        import ladle
+        from test_autotune import Costly, batches_of
+        def make():
+            return ladle.DataLoader(Costly(400, 1e-3), batch_size=8, shuffle=True, seed=3,
+                                    num_workers="auto", timeout=60)
+        loader = make()
+        iterator = iter(loader)
+        head = [next(iterator) for _ in range(40)]  # past the switch to workers
+        state = loader.state_dict()
+        del iterator
+        resumed = make()
+        resumed.load_state_dict(state)
+        rest = batches_of(resumed)
+        whole = batches_of(ladle.DataLoader(Costly(400, 0), batch_size=8, shuffle=True, seed=3))
+        print(json.dumps({"head": [[x.tolist(), y.tolist()] for x, y in head] == whole[:40],
+                          "rest": rest == whole[40:], "count": len(rest)}))
+        """,
+        timeout=180,
+    )
+    assert result == {"head": True, "rest": True, "count": 10}
+
+
+def test_breaking_out_after_the_switch_again_and_again_leaves_nothing() -> None:
+    result = run_json(
+        """
+        import json
+        import ladle
+        from test_autotune import Costly
+        from workers_support import child_pids, our_segments
+        for _ in range(12):
+            loader = ladle.DataLoader(Costly(400, 1e-3), batch_size=8, num_workers="auto",
+                                      timeout=60)
+            for i, batch in enumerate(loader):
+                if i == 35:
+                    break
+            del loader, batch
+        import gc; gc.collect()
+        print(json.dumps([child_pids(), our_segments()]))
+        """,
+        timeout=240,
+    )
+    assert result == [[], []]
+
+
+def test_persistent_workers_keep_the_choice() -> None:
+    result = run_json(
+        """
+        import json
+        import ladle
+        from test_autotune import Costly
+        loader = ladle.DataLoader(Costly(320, 1e-3), batch_size=8, num_workers="auto",
+                                  persistent_workers=True, timeout=60)
+        list(loader)
+        pids = []
+        for _ in range(2):
+            iterator = iter(loader)
+            list(iterator)
+            pids.append(iterator.worker_pids)
+        print(json.dumps({"workers": loader.num_workers, "pids": pids}))
+        """,
+        timeout=180,
+    )
+    assert result["workers"] >= 1
+    assert result["pids"][0] == result["pids"][1] and len(result["pids"][0]) == result["workers"]
+
+
+def test_a_small_memory_budget_holds_one_worker() -> None:
+    result = run_json(
+        """
+        import json
+        import ladle
+        from test_autotune import Costly
+        loader = ladle.DataLoader(Costly(320, 1e-3), batch_size=8, num_workers="auto",
+                                  memory_budget=1 << 20, timeout=60)
+        list(loader)
+        print(json.dumps(loader.num_workers))
+        """,
+        timeout=180,
+    )
+    assert result == 1
+
+
+def test_auto_refuses_an_iterable_dataset() -> None:
+    class Stream(ladle.IterableDataset[int]):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            return iter(range(4))
+
+    with pytest.raises(ValueError, match=r"num_workers='auto' needs a map-style dataset"):
+        ladle.DataLoader(Stream(), num_workers="auto")
+
+
+def test_memory_budget_needs_auto_and_a_positive_int() -> None:
+    with pytest.raises(ValueError, match=r"memory_budget=1024 bounds what num_workers='auto'"):
+        ladle.DataLoader(Costly(4, 0), num_workers=2, memory_budget=1024)
+    with pytest.raises(ValueError, match="memory_budget"):
+        ladle.DataLoader(Costly(4, 0), num_workers="auto", memory_budget=0)
+    with pytest.raises(TypeError, match="or 'auto' to have it measured"):
+        ladle.DataLoader(Costly(4, 0), num_workers="many")
+
+
+def test_auto_accepts_the_worker_only_options() -> None:
+    loader = ladle.DataLoader(
+        Costly(4, 0),
+        num_workers="auto",
+        prefetch_factor="auto",
+        timeout=5,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+    )
+    assert len(list(loader)) == 4
+    assert loader.num_workers == 0  # nothing measured yet: 4 batches are too few
+
+
+def test_reassigning_a_setting_measures_again() -> None:
+    loader = ladle.DataLoader(Costly(400, 0), batch_size=4, num_workers="auto")
+    for _ in loader:
+        spin(5e-3)
+    assert loader.autotune is not None
+    loader.pin_memory = False
+    assert loader.autotune is None
