@@ -138,6 +138,7 @@ class PassTuner:
         self._since: PassStats | None = None  # the numbers when the current setting began
         self._cap = 1
         self._reason = ""
+        self._tried: list[tuple[float, int, int | None]] = []  # (batches/s, workers, prefetch)
 
     def _prefetch_start(self) -> int:
         return self.tuner.prefetch_factor or 2
@@ -183,6 +184,7 @@ class PassTuner:
                 f"{step * 1e3:.2f} ms of training step: workers would cost more than they save",
             )
             return None
+        self._tried.append((batches / (wait + outside), 0, None))
         prefetch = self._prefetch_start()
         self._cap = self._capacity(batch_bytes(batch), prefetch)
         needed = math.ceil(1.2 * load / max(step, _SHIP_SECONDS))
@@ -200,6 +202,20 @@ class PassTuner:
         share = wait / wall if wall > 0 else 0.0
         busy_share = busy / (self.workers * wall) if wall > 0 else 0.0
         assert self.prefetch is not None
+        rate = batches / wall if wall > 0 else 0.0
+        best_rate, best_workers, best_prefetch = max(self._tried, key=lambda tried: tried[0])
+        self._tried.append((rate, self.workers, self.prefetch))
+        if rate < 0.95 * best_rate:
+            # measured slower than a setting tried before (the main process, or fewer
+            # workers): back to that one, and done
+            self._finish(
+                best_workers,
+                best_prefetch,
+                f"{best_workers} workers gave {best_rate:,.0f} batches/s, {self.workers} gave "
+                f"{rate:,.0f} ({self._reason})",
+            )
+            self.phase = _Phase.DONE
+            return best_workers, best_prefetch
         if self.switches < _MAX_SWITCHES and share > 0.2:
             if busy_share > 0.85 and self.workers < self._cap:
                 workers = min(self._cap, self.workers + max(1, self.workers // 2))

@@ -199,11 +199,11 @@ class LoaderIterator(Iterator[Any]):
         return _renumbered(self._dispatch.next(), self._offset)
 
     def _review(self, tuner: PassTuner, batch: Any) -> None:
-        change = tuner.review(self._setup.recorder.stats(), batch)
-        if change is None:
-            return
         if self._draining is not None:  # still finishing a switch: judge again later
             tuner.next_review = self.batches_yielded + 1
+            return
+        change = tuner.review(self._setup.recorder.stats(), batch)
+        if change is None:
             return
         workers, prefetch = change
         current = self._workers_now

@@ -1,0 +1,90 @@
+"""num_workers="auto" against every hand-picked worker count, on the benchmark scenarios.
+
+For each scenario the ladle contender's dataset and batch size are loaded with shuffling by
+fresh loaders: num_workers 0, 1, ... up to one more than the CPUs, and "auto". Each loader runs
+two epochs; the table gives the second epoch's samples/s (the first one of "auto" includes
+its measuring, shown apart), the best fixed setting, and auto over best. Rounds alternate the
+settings, and each figure is the round median.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/autotune.py [--quick] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import scenarios  # noqa: E402
+
+import ladle  # noqa: E402
+from ladle.autotune import _cpus  # noqa: E402
+
+SCENARIOS = ["in-memory", "augment", "big-samples", "jpeg", "numpy-augment"]
+
+
+def dataset_of(name: str, quick: bool) -> tuple[Any, int]:
+    build: Callable[[scenarios.Setup], scenarios.Scenario] = scenarios.SCENARIOS[name]
+    scenario = build(scenarios.Setup(torch=None, quick=quick))
+    contender = next(c for c in scenario.contenders if c.name == "ladle")
+    assert contender.make is not None
+    loader = contender.make()
+    assert isinstance(loader, ladle.DataLoader)
+    dataset, batch_size = loader.dataset, loader.batch_size
+    assert batch_size is not None
+    loader.close()
+    return dataset, batch_size
+
+
+def epochs(dataset: Any, batch_size: int, workers: int | str) -> tuple[float, float, str]:
+    """(first epoch, second epoch) samples/s, and what the loader ran."""
+    loader = ladle.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
+    rates = []
+    for _ in range(2):
+        started = time.perf_counter()
+        samples = sum(len(batch[-1]) for batch in loader)
+        rates.append(samples / (time.perf_counter() - started))
+    ran = str(loader.autotune) if workers == "auto" else str(workers)
+    loader.close()
+    return rates[0], rates[1], ran
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data sets")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    args = parser.parse_args()
+    counts: list[int | str] = list(range(0, _cpus() + 2))
+    print(f"{_cpus()} CPUs; fixed num_workers {counts[0]}..{counts[-1]} against 'auto'\n")
+    print(f"{'scenario':<14} {'best fixed':>16} {'auto':>10} {'auto/best':>9} {'auto 1st':>9}  chose")
+    for name in args.scenario or SCENARIOS:
+        dataset, batch_size = dataset_of(name, args.quick)
+        second: dict[int | str, list[float]] = {count: [] for count in [*counts, "auto"]}
+        first_auto: list[float] = []
+        chose = ""
+        for _ in range(args.rounds):
+            for count in [*counts, "auto"]:
+                one, two, ran = epochs(dataset, batch_size, count)
+                second[count].append(two)
+                if count == "auto":
+                    first_auto.append(one)
+                    chose = ran
+        medians = {count: statistics.median(rates) for count, rates in second.items()}
+        best = max(counts, key=lambda count: medians[count])
+        auto = medians["auto"]
+        print(
+            f"{name:<14} {medians[best]:>9,.0f} (n={best}) {auto:>10,.0f} "
+            f"{auto / medians[best]:>9.2f} {statistics.median(first_auto) / medians[best]:>9.2f}"
+            f"  {chose}"
+        )
+
+
+if __name__ == "__main__":
+    main()
