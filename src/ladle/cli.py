@@ -46,6 +46,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     inspect.add_argument("--no-verify", action="store_true", help="skip the checksum pass")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
+    doctor = commands.add_parser(
+        "doctor",
+        help="run your loader briefly under a few settings: what bounds it, the best settings",
+        description="Run a loader briefly under a few num_workers, worker_type, "
+        "prefetch_factor and batch_size settings, and print which stage bounds throughput, "
+        "the best setting measured and the peak memory of each.",
+    )
+    doctor.add_argument(
+        "script",
+        nargs="?",
+        help="a Python file (or module, module:function) defining make_loader(batch_size=...) "
+        "that returns a ladle.DataLoader, or a module-level DataLoader named loader; "
+        "none: the built-in digits (--demo)",
+    )
+    doctor.add_argument("--entry", help="the factory's (or loader's) name in SCRIPT")
+    doctor.add_argument("--demo", action="store_true", help="diagnose the built-in digits loader")
+    doctor.add_argument(
+        "--seconds", type=float, default=1.0, help="measuring time per setting (default 1)"
+    )
+    doctor.add_argument("--plot", metavar="PNG", help="write throughput and memory plots here")
+    doctor.add_argument(
+        "--workers", help="the num_workers to try, e.g. 0,2,4 (default: 0, 1, CPUs, 2x CPUs)"
+    )
+    doctor.add_argument(
+        "--batch-sizes", help="the batch sizes to try, e.g. 32,128 (default: half and twice)"
+    )
+    doctor.add_argument("--quiet", action="store_true", help="no line per setting on stderr")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -60,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pack(args)
     if args.command == "inspect":
         return _inspect(args)
+    if args.command == "doctor":
+        return _doctor(args)
     return 0
 
 
@@ -126,3 +155,54 @@ def _inspect(args: argparse.Namespace) -> int:
     for failure in errors:
         print(f"  {failure}")
     return 1
+
+
+def _integers(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"{option} should be integers separated by commas, e.g. 0,2,4, got {text!r}"
+        ) from None
+    if any(value < 0 for value in values):
+        raise ValueError(f"{option} should be 0 or more, got {text!r}")
+    return values
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from ladle.doctor import diagnose
+    from ladle.doctor.entry import EntryError, find_entry
+
+    try:
+        workers = _integers(args.workers, "--workers")
+        sizes = _integers(args.batch_sizes, "--batch-sizes")
+        if sizes is not None and 0 in sizes:
+            raise ValueError(f"--batch-sizes should be 1 or more, got {args.batch_sizes!r}")
+        if args.demo or args.script is None:
+            if args.entry is not None:
+                raise ValueError("--entry names a function in SCRIPT: give SCRIPT too")
+            from ladle.demo import make_loader
+
+            factory, name = make_loader, "the built-in digits (ladle.demo.make_loader), batch 64"
+        else:
+            factory, name = find_entry(args.script, args.entry), None
+        progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+        if progress is not None:
+            progress("ladle doctor: measuring, a line per setting")
+        report = diagnose(
+            factory,
+            batch_sizes=sizes,
+            num_workers=workers,
+            seconds=args.seconds,
+            plot=args.plot,
+            progress=progress,
+            name=name,
+        )
+    except (EntryError, TypeError, ValueError, ImportError) as error:
+        return _error("doctor", error)
+    print(report)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0

@@ -16,7 +16,7 @@ from ladle.loader import DataLoader
 from ladle.seeding import keyed_rng, sample_rng
 from ladle.split import random_split
 
-__all__ = ["Digits", "run_demo"]
+__all__ = ["Digits", "make_loader", "run_demo"]
 
 _FONT = {
     0: "01110 10001 10011 10101 11001 10001 01110",
@@ -141,16 +141,35 @@ class MLP:
         return correct / total
 
 
+def _augmented(image: np.ndarray) -> np.ndarray:
+    return normalize(_SHIFT(image))
+
+
+_SHIFT = RandomShift(1)
+
+
+def _loaders(
+    samples: int, batch_size: int, seed: int
+) -> tuple[DataLoader, Dataset[tuple[np.ndarray, int]]]:
+    digits = Digits(samples, seed=seed)
+    train_split, test_split = random_split(digits, [0.85, 0.15], seed=seed)
+    train = TransformedSubset(train_split, _augmented)
+    return DataLoader(train, batch_size=batch_size, shuffle=True, seed=seed), test_split
+
+
+def make_loader(batch_size: int = 64, samples: int = 12_000, seed: int = 0) -> DataLoader:
+    """The demo's training loader: augmented digits, shuffled, batches of ``batch_size``, in
+    the training process (``num_workers=0``). ``ladle doctor --demo`` diagnoses it."""
+    return _loaders(samples, batch_size, seed)[0]
+
+
 def run_demo(
     epochs: int = 5, samples: int = 12_000, batch_size: int = 64, seed: int = 0, out: Any = print
 ) -> list[dict[str, float]]:
     """Train and print one line per epoch; returns the per-epoch figures."""
-    digits = Digits(samples, seed=seed)
-    train_split, test_split = random_split(digits, [0.85, 0.15], seed=seed)
-    augment = RandomShift(1)
-    train = TransformedSubset(train_split, lambda image: normalize(augment(image)))
+    train_loader, test_split = _loaders(samples, batch_size, seed)
+    train = train_loader.dataset
     test = TransformedSubset(test_split, normalize)
-    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, seed=seed)
     test_loader = DataLoader(test, batch_size=512)
     model = MLP((SIZE * SIZE, 128, 10), seed)
 
