@@ -21,10 +21,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import scenarios  # noqa: E402
+import scenarios
 
-import ladle  # noqa: E402
-from ladle.autotune import _cpus  # noqa: E402
+import ladle
+from ladle.autotune import _cpus
 
 SCENARIOS = ["in-memory", "augment", "big-samples", "jpeg", "numpy-augment"]
 
@@ -63,7 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     counts: list[int | str] = list(range(0, _cpus() + 2))
     print(f"{_cpus()} CPUs; fixed num_workers {counts[0]}..{counts[-1]} against 'auto'\n")
-    print(f"{'scenario':<14} {'best fixed':>16} {'auto':>10} {'auto/best':>9} {'auto 1st':>9}  chose")
+    header = f"{'best fixed':>16} {'auto':>10} {'auto/best':>9} {'auto 1st':>9}"
+    print(f"{'scenario':<14} {header}  chose")
     for name in args.scenario or SCENARIOS:
         dataset, batch_size = dataset_of(name, args.quick)
         second: dict[int | str, list[float]] = {count: [] for count in [*counts, "auto"]}

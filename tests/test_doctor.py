@@ -86,11 +86,12 @@ def _within_tenth_of_best(result: dict[str, object]) -> None:
     assert result["fastest"] == max(speeds), result
 
 
-def test_decode_bound_names_the_samples_work_and_recommends_workers() -> None:
+def test_decode_bound_names_the_samples_work() -> None:
     result = _sweep("Decode", 32)
     assert result["bound"] in ("fetch", "transform"), result["report"]
     assert "making the samples" in str(result["explanation"])
-    assert result["recommended"][0] > 0, result["report"]  # type: ignore[index]
+    # whether workers win is the machine's load to decide (the doctor measures it): the
+    # recommendation is held to the measurements instead
     _within_tenth_of_best(result)
     assert result["settings"] == [
         "batch 32, inline",
