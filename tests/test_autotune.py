@@ -3,6 +3,7 @@ and the batches are those of any fixed setting (a switch in the middle of a pass
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -211,3 +212,40 @@ def test_reassigning_a_setting_measures_again() -> None:
     assert loader.autotune is not None
     loader.pin_memory = False
     assert loader.autotune is None
+
+
+def test_workers_that_cannot_start_leave_the_pass_whole_and_say_so() -> None:
+    result = run_json(
+        """
+        import json, threading, warnings
+        import ladle
+        from test_autotune import Costly, batches_of
+        class Locked(Costly):
+            def __init__(self):
+                super().__init__(400, 1e-3)
+                self.lock = threading.Lock()  # does not pickle: spawned workers cannot start
+        loader = ladle.DataLoader(Locked(), batch_size=8, shuffle=True, seed=3,
+                                  num_workers="auto", multiprocessing_context="spawn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = batches_of(loader)
+        reference = batches_of(ladle.DataLoader(Costly(400, 0), batch_size=8, shuffle=True,
+                                                seed=3))
+        messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        print(json.dumps({"same": got == reference, "messages": messages,
+                          "choice": loader.autotune.num_workers,
+                          "reason": loader.autotune.reason, "again": len(list(loader))}))
+        """,
+        timeout=120,
+    )
+    assert result["same"] is True
+    assert len(result["messages"]) == 1
+    assert re.search(r"num_workers='auto' could not start \d+ workers? \(", result["messages"][0])
+    assert "goes on with num_workers=0" in result["messages"][0]
+    assert result["choice"] == 0 and "workers could not start" in result["reason"]
+    assert result["again"] == 50
+
+
+def test_prefetch_auto_needs_num_workers_auto() -> None:
+    with pytest.raises(ValueError, match=r"prefetch_factor='auto' is tuned along with"):
+        ladle.DataLoader(Costly(4, 0), num_workers=2, prefetch_factor="auto")

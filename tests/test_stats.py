@@ -175,6 +175,7 @@ def test_a_long_data_wait_warns_once_with_the_remedy(monkeypatch: pytest.MonkeyP
         for _ in loader:
             pass
     assert len(caught) == 1
+    assert caught[0].filename == __file__  # it points at the user's loop
     message = str(caught[0].message)
     assert "the training loop waited for data" in message
     assert "most of it in fetch" in message and "num_workers=" in message

@@ -158,7 +158,7 @@ class PassTuner:
             busy - busy_before,
         )
 
-    def review(self, stats: PassStats, batch: Any) -> tuple[int, int | None] | None:
+    def review(self, stats: PassStats, nbytes: int) -> tuple[int, int | None] | None:
         """Judge the numbers so far; returns ``(num_workers, prefetch_factor)`` to switch to,
         or None to go on as is."""
         if self.phase is _Phase.DONE:
@@ -169,11 +169,11 @@ class PassTuner:
             self.next_review = stats.batches + max(1, batches // 8)
             return None
         if self.phase is _Phase.PROBE:
-            return self._from_probe(stats, batches, wait, outside, batch)
+            return self._from_probe(stats, batches, wait, outside, nbytes)
         return self._from_verify(stats, batches, wall, wait, busy)
 
     def _from_probe(
-        self, stats: PassStats, batches: int, wait: float, outside: float, batch: Any
+        self, stats: PassStats, batches: int, wait: float, outside: float, nbytes: int
     ) -> tuple[int, int | None] | None:
         load, step = wait / batches, outside / batches
         if load <= 2 * _SHIP_SECONDS or load <= _SMALL_SHARE * (load + step):
@@ -186,7 +186,7 @@ class PassTuner:
             return None
         self._tried.append((batches / (wait + outside), 0, None))
         prefetch = self._prefetch_start()
-        self._cap = self._capacity(batch_bytes(batch), prefetch)
+        self._cap = self._capacity(nbytes, prefetch)
         needed = math.ceil(1.2 * load / max(step, _SHIP_SECONDS))
         workers = max(1, min(needed, self._cap))
         self._reason = (
@@ -263,6 +263,14 @@ class PassTuner:
         self.phase = _Phase.DONE
         self.next_review = 1 << 62
         self.tuner.decided(Choice(workers, prefetch, reason))
+
+    def failed(self, workers: int, prefetch: int | None, error: BaseException) -> None:
+        """Moving to other workers failed (they could not start): keep what runs."""
+        self._finish(
+            workers,
+            prefetch,
+            f"workers could not start ({type(error).__name__}: {error}); {self._reason}",
+        )
 
     def ended(self) -> None:
         """The pass ended before the tuning did: keep the workers it moved to. A pass too

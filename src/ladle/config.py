@@ -181,6 +181,12 @@ def _settings(given: Mapping[str, Any], sampling: Sampling) -> Settings:
         )
     prefetch_factor = given["prefetch_factor"]
     auto_prefetch = _is_auto(prefetch_factor)
+    if auto_prefetch and not auto_workers:
+        raise ValueError(
+            f"prefetch_factor='auto' is tuned along with num_workers='auto', but "
+            f"num_workers={given['num_workers']!r}; pass num_workers='auto' too, or an int "
+            f"prefetch_factor (the default is 2)"
+        )
     if auto_prefetch:
         prefetch_factor = None  # the start: 2 once there are workers
     if not workers_possible and given["prefetch_factor"] is not None:

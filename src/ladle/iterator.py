@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ladle._runtime.engine import Delivered, Outcome, PassDispatch, Raised, Workers
-from ladle.autotune import PassTuner
+from ladle.autotune import PassTuner, batch_bytes
 from ladle.errors import LoaderBrokenError, LoaderClosedError
 from ladle.passplan import PassStart, Renumbered
 from ladle.resume import Progress
@@ -89,6 +89,7 @@ class LoaderIterator(Iterator[Any]):
         self._held: list[Workers] = [setup.workers]
         self._draining: tuple[PassDispatch, Workers, int] | None = None
         self._offset = 0  # the current dispatch's task 0 is the pass's batch number offset
+        self._review_due: int | None = None  # auto: review before the next batch (its bytes)
         self._dispatch = PassDispatch(
             setup.workers,
             indices,
@@ -98,6 +99,7 @@ class LoaderIterator(Iterator[Any]):
             first,
             keep_indices=setup.recorder.trace is not None,
         )
+        self._source = (self._dispatch, 0)  # the dispatch (and offset) of the last outcome
         # An abandoned pass (dropped, not closed) hands its workers back when it is collected
         # (in this process: a forked worker collecting its copy must leave the parent's be).
         self._finalizer = weakref.finalize(
@@ -114,6 +116,9 @@ class LoaderIterator(Iterator[Any]):
     def _next(self) -> Any:
         if self.state is not IteratorState.RUNNING:
             self._raise_stopped()
+        if self._review_due is not None:
+            # before this batch is taken: whatever the switch raises, no batch is lost
+            self._review(self._review_due)
         recorder = self._setup.recorder
         entered = time.perf_counter()
         try:
@@ -145,7 +150,8 @@ class LoaderIterator(Iterator[Any]):
             progress.stream_done(outcome.worker_id, outcome.position, self._setup.streams)
         if not isinstance(outcome, Delivered):
             recorder.stopped(entered, time.perf_counter(), over=False)
-            self._dispatch.indices_of(outcome.number)
+            source, offset = self._source
+            source.indices_of(outcome.number - offset)
             # The dataset or collate_fn raised: that batch is consumed, as in torch.
             present = self._setup.present
             raised = outcome.error
@@ -174,11 +180,12 @@ class LoaderIterator(Iterator[Any]):
             entered, outcome, converted, handed, dispatch.prefetched, dispatch.in_flight
         )
         if recorder.trace is not None:
-            indices = dispatch.indices_of(outcome.number - self._offset)
+            source, offset = self._source
+            indices = source.indices_of(outcome.number - offset)
             recorder.trace.batch(recorder.number, outcome, indices, entered, handed, converted)
         tuner = self._setup.tuner
         if tuner is not None and self.batches_yielded >= tuner.next_review:
-            self._review(tuner, batch)
+            self._review_due = batch_bytes(batch)  # judged at the next call
         return batch
 
     @property
@@ -191,18 +198,22 @@ class LoaderIterator(Iterator[Any]):
         if self._draining is not None:
             dispatch, workers, offset = self._draining
             try:
+                self._source = (dispatch, offset)
                 return _renumbered(dispatch.next(), offset)
             except StopIteration:
                 self._draining = None
                 self._held.remove(workers)
                 self._setup.release(workers, False)
+        self._source = (self._dispatch, self._offset)
         return _renumbered(self._dispatch.next(), self._offset)
 
-    def _review(self, tuner: PassTuner, batch: Any) -> None:
+    def _review(self, nbytes: int) -> None:
+        tuner = self._setup.tuner
+        assert tuner is not None
         if self._draining is not None:  # still finishing a switch: judge again later
-            tuner.next_review = self.batches_yielded + 1
             return
-        change = tuner.review(self._setup.recorder.stats(), batch)
+        self._review_due = None
+        change = tuner.review(self._setup.recorder.stats(), nbytes)
         if change is None:
             return
         workers, prefetch = change
@@ -211,7 +222,22 @@ class LoaderIterator(Iterator[Any]):
             self._dispatch.deepen(prefetch)
             return
         assert self._setup.switch is not None
-        fresh = self._setup.switch(workers, prefetch)
+        try:
+            fresh = self._setup.switch(workers, prefetch)
+        except BaseException as error:
+            # the pass goes on as it was, and the choice is what it ran
+            running = 0 if current.inline else current.num_workers
+            tuner.failed(running, self._dispatch.per_worker if running else None, error)
+            if not isinstance(error, Exception):
+                raise
+            warnings.warn(
+                f"num_workers='auto' could not start {workers} "
+                f"{'worker' if workers == 1 else 'workers'} ({type(error).__name__}: {error}); "
+                f"the loader goes on with num_workers={running}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
         self._held.append(fresh)
         old, self._workers = self._dispatch, fresh
         old.stop_sending()

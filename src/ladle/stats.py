@@ -571,12 +571,12 @@ class PassRecorder:
         waits = stats.wait / max(stats.batches, 1)
         outside = stats.outside / max(stats.batches, 1)
         warnings.warn(
-            f"the training loop waited for data {share:.0%} of the last {span:.0f} s "
+            f"the training loop waited for data {share:.0%} of the last {span:.1f} s "
             f"({batches} batches; over the pass, {waits * 1e3:.1f} ms a batch waiting and "
             f"{outside * 1e3:.1f} ms a batch outside the loader): {remedy(stats)}. "
             f"loader.stats() shows the breakdown; LADLE_DATA_WAIT_WARNING=off silences this",
             DataWaitWarning,
-            stacklevel=4,
+            stacklevel=6,  # _watch_wait, _fold, delivered, _next, __next__: the user's loop
         )
 
     def stats(self) -> PassStats:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -189,8 +190,8 @@ def active_trace() -> Trace | None:
 
 def _trace_from_environment() -> None:
     path = os.environ.get("LADLE_TRACE")
-    if not path:
-        return
+    if not path or multiprocessing.parent_process() is not None:
+        return  # a spawned worker imports ladle again: the trace is its parent's to write
     recording = Trace(path)
     _active.append(recording)
     owner = os.getpid()
