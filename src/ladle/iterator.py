@@ -122,7 +122,12 @@ class LoaderIterator(Iterator[Any]):
         recorder = self._setup.recorder
         entered = time.perf_counter()
         try:
-            outcome = self._take()
+            if self._draining is None:  # the common case, kept short: it runs every batch
+                outcome = self._dispatch.next()
+                if self._offset:
+                    outcome = _renumbered(outcome, self._offset)
+            else:
+                outcome = self._take()
         except StopIteration:
             recorder.stopped(entered, time.perf_counter(), over=True)
             if self._setup.tuner is not None:
@@ -174,11 +179,10 @@ class LoaderIterator(Iterator[Any]):
             started = time.perf_counter()
             batch = postprocess(outcome.batch)
             converted = time.perf_counter() - started
-        dispatch = self._dispatch
         handed = time.perf_counter()
-        recorder.delivered(
-            entered, outcome, converted, handed, dispatch.prefetched, dispatch.in_flight
-        )
+        if recorder.delivered(entered, outcome, converted, handed):
+            dispatch = self._dispatch  # the queue's depth, for every few batches
+            recorder.depth(handed, dispatch.prefetched, dispatch.in_flight)
         if recorder.trace is not None:
             source, offset = self._source
             indices = source.indices_of(outcome.number - offset)
@@ -204,7 +208,7 @@ class LoaderIterator(Iterator[Any]):
                 self._draining = None
                 self._held.remove(workers)
                 self._setup.release(workers, False)
-        self._source = (self._dispatch, self._offset)
+                self._source = (self._dispatch, self._offset)
         return _renumbered(self._dispatch.next(), self._offset)
 
     def _review(self, nbytes: int) -> None:
@@ -258,6 +262,8 @@ class LoaderIterator(Iterator[Any]):
             0,
             keep_indices=setup.recorder.trace is not None,
         )
+        if self._draining is None:
+            self._source = (self._dispatch, self._offset)
 
     def _raise_stopped(self) -> None:
         if self.state is IteratorState.FAILED:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import array
 import collections
 import os
-import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -50,18 +49,16 @@ _MERGE_AFTER = 64  # passes kept one by one; older finished ones are folded into
 _DEFAULT_WATCH = (0.5, 30.0)
 _WATCH_MIN_BATCHES = 8
 _FOLD_EVERY = 1024  # records logged before they are summed (a sum runs out of cache: ~0.1 ms)
-_FOLD_SECONDS = 5.0  # or this long since the last sum (the data-wait watch reads the sums)
+_FOLD_SECONDS = 5.0  # or about this long, at the pace measured (the data-wait watch reads sums)
 
 # One record per next(), logged flat (see PassRecorder.delivered): its columns. The worker's
-# TaskTimes come last, as sent; a next() that gave no batch has waiting -1 and no times.
+# TaskTimes come last, as sent; a next() that gave no batch has worker -1 and no times.
 (
     _ENTERED,
     _HANDED,
     _CONVERTED,
     _TRANSPORT,
     _NBYTES,
-    _WAITING,
-    _IN_FLIGHT,
     _WORKER,
     _STARTED,
     _FETCH,
@@ -70,8 +67,9 @@ _FOLD_SECONDS = 5.0  # or this long since the last sum (the data-wait watch read
     _ENCODE,
     _SAMPLES,
     _PID,
-) = range(15)
-_COLUMNS = 15
+) = range(13)
+_COLUMNS = 13
+_DEPTH_EVERY = 8  # the queue's depth is sampled every this many batches
 _NO_TIMES = (0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
 
 
@@ -200,6 +198,7 @@ class _Tally:
         "wait",
         "waiting",
         "waiting_max",
+        "waits",
     )
 
     def __init__(self, num_workers: int, created: float = 0.0) -> None:
@@ -207,6 +206,7 @@ class _Tally:
         self.created = created  # iter(loader) was called
         self.num_workers = num_workers
         self.batches = self.samples = self.bytes = self.waiting = self.waiting_max = 0
+        self.waits = 0  # depth samples taken (every _DEPTH_EVERY batches)
         self.wait = self.outside = self.first_batch = 0.0
         self.fetch = self.transform = self.collate = self.encode = self.received = 0.0
         self.convert = 0.0
@@ -225,10 +225,10 @@ class _Tally:
         twin.log = array.array("d", self.log)
         return twin
 
-    def settled(self, depth: collections.deque[tuple[float, int, int]] | None = None) -> _Tally:
+    def settled(self) -> _Tally:
         """A copy with its log folded in (the pass may be running in another thread)."""
         twin = self.copy()
-        _fold(twin, twin.log, depth if depth is not None else collections.deque(maxlen=0))
+        _fold(twin, twin.log)
         del twin.log[:]
         return twin
 
@@ -248,6 +248,7 @@ class _Tally:
             "samples",
             "bytes",
             "waiting",
+            "waits",
             "wait",
             "outside",
             "first_batch",
@@ -283,7 +284,7 @@ class _Tally:
             ),
             num_workers=self.num_workers,
             worker_busy=tuple(busy / wall if wall > 0 else 0.0 for busy in self.busy),
-            waiting_mean=self.waiting / self.batches if self.batches else 0.0,
+            waiting_mean=self.waiting / self.waits if self.waits else 0.0,
             waiting_max=self.waiting_max,
             bytes_moved=self.bytes,
             shm_bytes=shm_bytes,
@@ -291,11 +292,9 @@ class _Tally:
         )
 
 
-def _fold(
-    tally: _Tally, log: array.array[float], depth: collections.deque[tuple[float, int, int]]
-) -> None:
-    """Add the records in ``log`` (flat, ``_COLUMNS`` numbers each) to ``tally``, and their
-    queue depths to ``depth``: summed by NumPy, a record costs a fraction of a microsecond."""
+def _fold(tally: _Tally, log: array.array[float]) -> None:
+    """Add the records in ``log`` (flat, ``_COLUMNS`` numbers each) to ``tally``: summed by
+    NumPy, a record costs a fraction of a microsecond."""
     if not log:
         return
     records = np.frombuffer(log, dtype=np.float64).reshape(-1, _COLUMNS)
@@ -307,7 +306,7 @@ def _fold(
     tally.outside += float((entered[1:] - handed[:-1]).sum())
     tally.wait += float((handed - entered).sum())
     tally.last = float(handed[-1])
-    batches = records[records[:, _WAITING] >= 0]  # -1: no batch (raised, or the pass ended)
+    batches = records[records[:, _WORKER] >= 0]  # -1: no batch (raised, or the pass ended)
     if not len(batches):
         return
     if tally.batches == 0:
@@ -317,9 +316,14 @@ def _fold(
     tally.convert += float(sums[_CONVERTED])
     tally.received += float(sums[_TRANSPORT])
     tally.bytes += int(sums[_NBYTES])
-    tally.waiting += int(sums[_WAITING])
-    tally.waiting_max = max(tally.waiting_max, int(batches[:, _WAITING].max()))
     tally.samples += int(sums[_SAMPLES])
+    inline = batches[:, _FETCH] < 0  # loaded inside next(): fetch is the rest of the wait
+    if inline.any():
+        rest = batches[:, _HANDED] - batches[:, _ENTERED]
+        for column in (_TRANSFORM, _COLLATE, _TRANSPORT, _CONVERTED):
+            rest = rest - batches[:, column]
+        batches[inline, _FETCH] = np.maximum(rest[inline], 0.0)
+        sums[_FETCH] = batches[:, _FETCH].sum()
     tally.fetch += float(sums[_FETCH])
     tally.transform += float(sums[_TRANSFORM])
     tally.collate += float(sums[_COLLATE])
@@ -329,15 +333,6 @@ def _fold(
         workers = batches[:, _WORKER].astype(np.int64)
         for worker, seconds in enumerate(np.bincount(workers, busy, len(tally.busy)).tolist()):
             tally.busy[worker] += seconds
-    first = tally.first
-    depth.extend(
-        zip(
-            (batches[:, _HANDED] - first).tolist(),
-            batches[:, _WAITING].astype(np.int64).tolist(),
-            batches[:, _IN_FLIGHT].astype(np.int64).tolist(),
-            strict=True,
-        )
-    )
 
 
 def _watch_settings() -> tuple[float, float] | None:
@@ -491,53 +486,54 @@ class PassRecorder:
         self._window_wait = 0.0
         self._window_batches = 0
         self._log = self.tally.log  # the records not yet summed
-        self._folded = created
+        self._fold_at = 8 * _COLUMNS  # a first sum soon, to learn the pace
+        self._count = 0
 
-    def delivered(
-        self,
-        entered: float,
-        outcome: Delivered,
-        converted: float,
-        now: float,
-        waiting: int,
-        in_flight: int,
-    ) -> None:
+    def delivered(self, entered: float, outcome: Delivered, converted: float, now: float) -> bool:
         """A batch was handed out at ``now``: ``next()`` began at ``entered``, ``converted``
         seconds of it went into the output conversion. Logged flat and summed every so often:
         this runs on the loader's hot path, out of the CPU's caches, where the sums done one
-        by one in Python cost microseconds a batch (the batch itself is not kept)."""
-        self._log.extend(
-            (
-                entered,
-                now,
-                converted,
-                outcome.transport,
-                outcome.nbytes,
-                waiting,
-                in_flight,
-                outcome.worker_id,
-            )
-            + (outcome.times or _NO_TIMES)
-        )
-        if len(self._log) >= _FOLD_EVERY * _COLUMNS or now - self._folded >= _FOLD_SECONDS:
+        by one in Python cost microseconds a batch (the batch itself is not kept). Returns
+        True when the caller should report the queue's depth (:meth:`depth`)."""
+        log = self._log
+        log.extend((entered, now, converted, outcome.transport, outcome.nbytes, outcome.worker_id))
+        log.extend(outcome.times or _NO_TIMES)
+        if len(log) >= self._fold_at:
             self._fold()
+        self._count += 1
+        return not self._count % _DEPTH_EVERY
+
+    def depth(self, now: float, waiting: int, in_flight: int) -> None:
+        """The queue at ``now``: batches received and waiting, tasks in flight."""
+        self._depth.append((now, waiting, in_flight))
+        tally = self.tally
+        tally.waiting += waiting
+        tally.waits += 1
+        if waiting > tally.waiting_max:
+            tally.waiting_max = waiting
 
     def stopped(self, entered: float, now: float, over: bool) -> None:
         """``next()`` gave no batch at ``now``: the dataset raised for it, or (``over``) the
         pass has ended or broken."""
-        self._log.extend((entered, now, 0.0, 0.0, 0, -1, -1, -1, *_NO_TIMES))
+        self._log.extend((entered, now, 0.0, 0.0, 0, -1, *_NO_TIMES))
         if over:
             self._fold()
             self.tally.live = False
 
     def _fold(self) -> None:
         log = self._log
-        if self._watch is not None and log:
+        if not log:
+            return
+        records = len(log) // _COLUMNS
+        start, end = log[_ENTERED], log[-_COLUMNS + _HANDED]
+        if self._watch is not None:
             waited = sum(log[_HANDED::_COLUMNS]) - sum(log[_ENTERED::_COLUMNS])
-            self._watch_wait(waited, len(log) // _COLUMNS, log[_ENTERED], log[-_COLUMNS + _HANDED])
-        _fold(self.tally, log, self._depth)
+            self._watch_wait(waited, records, start, end)
+        _fold(self.tally, log)
         del log[:]
-        self._folded = time.perf_counter()
+        # the next sum after about _FOLD_SECONDS at this pace (the watch reads the sums)
+        pace = records / max(end - start, 1e-9)
+        self._fold_at = _COLUMNS * max(8, min(_FOLD_EVERY, int(pace * _FOLD_SECONDS)))
 
     def closed(self) -> None:
         self.tally.live = False
@@ -580,7 +576,8 @@ class PassRecorder:
         )
 
     def stats(self) -> PassStats:
-        depth = collections.deque(self._depth, maxlen=_DEPTH_SAMPLES)
-        tally = self.tally.settled(depth)
+        tally = self.tally.settled()
+        first = tally.first or 0.0
+        depth = [(now - first, waiting, flight) for now, waiting, flight in self._depth]
         shm_bytes = self.slabs.footprint()[1] if self.slabs is not None else 0
         return tally.stats(shm_bytes, tuple(depth))

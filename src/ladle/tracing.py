@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ladle._runtime.engine import Delivered
+from ladle._runtime.messages import TaskTimes
 
 __all__ = ["Trace", "active_trace", "trace"]
 
 _MAX_EVENTS = 2_000_000  # about 300 MB of JSON: a trace is for a few epochs, not a run
 _INDICES_SHOWN = 16
+_INLINE_TID = 1000  # the track of the tasks the main process runs itself (num_workers=0)
 
 _lock = threading.Lock()
 _active: list[Trace] = []
@@ -93,9 +95,21 @@ class Trace:
             main = os.getpid()
             label = {"pass": pass_number, "batch": outcome.number}
             times = outcome.times
+            inline = times is not None and not isinstance(times, TaskTimes)
+            if times is not None and not isinstance(times, TaskTimes):
+                # the main process's own task (no workers), inside this next()
+                _, _, transform, collate, _, samples, _ = times
+                fetch = handed - entered - converted - outcome.transport - transform - collate
+                times = TaskTimes(entered, max(fetch, 0.0), transform, collate, 0.0, samples, main)
             if times is not None:
-                worker_tid = outcome.worker_id + 1  # tid 0 is the training loop's
-                self._track(times.pid, worker_tid, f"ladle worker {outcome.worker_id}")
+                # tid 0 is the training loop's; a thread worker shares the main process's pid
+                worker_tid = _INLINE_TID if inline else outcome.worker_id + 1
+                name = (
+                    "loading, in the main process"
+                    if inline
+                    else f"ladle worker {outcome.worker_id}"
+                )
+                self._track(times.pid, worker_tid, name)
                 busy = times.fetch + times.transform + times.collate + times.encode
                 self._span(
                     "task",

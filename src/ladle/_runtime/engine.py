@@ -67,7 +67,7 @@ class Delivered(NamedTuple):
     number: int
     worker_id: int
     position: int | None
-    times: TaskTimes | None = None  # the worker's
+    times: TaskTimes | tuple[float, float, float, float, float, int, int] | None = None
     transport: float = 0.0  # seconds this process spent unpickling and viewing the batch
     nbytes: int = 0  # bytes that crossed: the slab's part and the pickle's
 
@@ -411,8 +411,10 @@ class PassDispatch:
         slabs = self.workers.slabs
         number = reply.seq - self._first_seq
         if isinstance(reply, Batch):
-            started = time.perf_counter()
             payload = reply.payload
+            if slabs is None and not reply.pickled:  # inline and thread workers: as it is
+                return Delivered(payload, number, reply.worker_id, reply.position, reply.times)
+            started = time.perf_counter()
             nbytes = 0
             if reply.pickled:
                 assert isinstance(payload, bytes)

@@ -142,7 +142,8 @@ class Batch:
     slab_used: bool
     bytes_needed: int
     position: int | None = None  # iterable: samples the worker's stream delivered so far
-    times: TaskTimes | None = None
+    # where the worker's time went; the inline pool sends TaskTimes's fields as a plain tuple
+    times: TaskTimes | tuple[float, float, float, float, float, int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ class Loop:
         assert fetch is not None, "a task arrived before StartEpoch"
         clock = stage_clock()
         clock.reset()
-        started = time.perf_counter()
+        started = 0.0 if self.inline else time.perf_counter()
         try:
             batch = fetch(task.indices)
         except StopIteration:
@@ -192,8 +192,14 @@ class Loop:
         finally:
             if writer is not None:
                 set_allocator(None)
-        fetched = time.perf_counter()
         position = fetch.position
+        if self.inline:
+            # the main process's own task, inside the caller's next(): the rest of that wait
+            # is its fetch (-1 says so). A plain tuple: a TaskTimes per batch would be a good
+            # share of a cheap batch's cost
+            times = (0.0, -1.0, clock.transform, clock.collate, 0.0, clock.samples, 0)
+            return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position, times)
+        fetched = time.perf_counter()
         if not self.pickles:
             times = self._times(clock, started, fetched, 0.0)
             return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position, times)
