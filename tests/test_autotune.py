@@ -167,11 +167,12 @@ def test_a_small_memory_budget_holds_one_worker() -> None:
         loader = ladle.DataLoader(Costly(320, 1e-3), batch_size=8, num_workers="auto",
                                   memory_budget=1 << 20, timeout=60)
         list(loader)
-        print(json.dumps(loader.num_workers))
+        print(json.dumps([loader.num_workers, loader.autotune.reason]))
         """,
         timeout=180,
     )
-    assert result == 1
+    workers, reason = result
+    assert workers <= 1 and "workers keep up, 1 fit" in reason  # then 1, or the main process
 
 
 def test_auto_refuses_an_iterable_dataset() -> None:

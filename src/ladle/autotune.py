@@ -272,8 +272,21 @@ class PassTuner:
             f"workers could not start ({type(error).__name__}: {error}); {self._reason}",
         )
 
-    def ended(self) -> None:
-        """The pass ended before the tuning did: keep the workers it moved to. A pass too
-        short to be measured decides nothing: the next one measures again."""
-        if self.phase is _Phase.VERIFY:
-            self._finish(self.workers, self.prefetch, f"{self._reason} (the pass ended)")
+    def ended(self, stats: PassStats) -> None:
+        """The pass ended before the tuning did: keep the faster of what it ran, as far as
+        measured. A pass too short to be measured decides nothing: the next one measures
+        again."""
+        if self.phase is not _Phase.VERIFY:
+            return
+        batches, wall, *_ = self._window(stats)
+        rate = batches / wall if wall > 0 and batches >= _MIN_BATCHES else None
+        best_rate, best_workers, best_prefetch = max(self._tried, key=lambda tried: tried[0])
+        if rate is not None and rate < 0.95 * best_rate:
+            self._finish(
+                best_workers,
+                best_prefetch,
+                f"{best_workers} workers gave {best_rate:,.0f} batches/s, {self.workers} gave "
+                f"{rate:,.0f} as the pass ended ({self._reason})",
+            )
+            return
+        self._finish(self.workers, self.prefetch, f"{self._reason} (the pass ended)")

@@ -131,7 +131,7 @@ class LoaderIterator(Iterator[Any]):
         except StopIteration:
             recorder.stopped(entered, time.perf_counter(), over=True)
             if self._setup.tuner is not None:
-                self._setup.tuner.ended()
+                self._setup.tuner.ended(recorder.stats())
             self.state = IteratorState.EXHAUSTED
             self._progress.finished = True
             self._commit()
