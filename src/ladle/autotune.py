@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,10 @@ _SMALL_SHARE = 0.03  # loading this small a share of the step is left in the mai
 _PROBE_SECONDS = 0.25  # how long each measurement runs, at least
 _PROBE_BATCHES = 64  # or this many batches, whichever comes first (at least _MIN_BATCHES)
 _MIN_BATCHES = 3
+_WARMUP_BATCHES = 4  # a setting's first batches, left out of its measurement
 _WORKER_BYTES = 96 << 20  # a worker's own memory, besides its slabs, before it is measured
 _MAX_SWITCHES = 3
+_MAX_UNMEASURED_PASSES = 4
 _MAX_PREFETCH = 8
 
 
@@ -108,6 +111,7 @@ class AutoTuner:
         self.auto_prefetch = auto_prefetch
         self.memory_budget = memory_budget if memory_budget is not None else None
         self.choice: Choice | None = None
+        self._running: PassTuner | None = None
 
     def budget(self) -> int:
         if self.memory_budget is not None:
@@ -115,10 +119,15 @@ class AutoTuner:
         return _available_memory() // 2
 
     def start(self) -> PassTuner | None:
-        """The tuning of a new pass: None once the choice is made."""
+        """The tuning for a new pass, which starts with its ``workers`` and ``prefetch``:
+        None once the choice is made. Passes too short to finish the measuring carry it on
+        from one to the next."""
         if self.choice is not None:
             return None
-        return PassTuner(self)
+        if self._running is None:
+            self._running = PassTuner(self)
+        self._running.begin_pass()
+        return self._running
 
     def decided(self, choice: Choice) -> None:
         self.choice = choice
@@ -131,14 +140,33 @@ class PassTuner:
     def __init__(self, tuner: AutoTuner) -> None:
         self.tuner = tuner
         self.phase = _Phase.PROBE
-        self.next_review = _MIN_BATCHES
+        self.next_review = _WARMUP_BATCHES
         self.workers = 0
         self.prefetch: int | None = None
         self.switches = 0
-        self._since: PassStats | None = None  # the numbers when the current setting began
+        self._since: PassStats | None = None  # the numbers when the measuring began
+        self._warm = False  # the current setting's first batches are behind
         self._cap = 1
         self._reason = ""
         self._tried: list[tuple[float, int, int | None]] = []  # (batches/s, workers, prefetch)
+        self.passes = 0
+        self._nbytes = 0  # a batch's bytes, as last seen
+        self._owner: weakref.ref[object] | None = None  # the pass driving it
+
+    def claim(self, owner: object) -> bool:
+        """Let pass ``owner`` drive the tuning, unless another pass still running does (two
+        passes at once: the second runs the current setting, untuned)."""
+        current = self._owner() if self._owner is not None else None
+        if current is not None and current is not owner:
+            return False
+        self._owner = weakref.ref(owner)
+        return True
+
+    def begin_pass(self) -> None:
+        """A pass begins with the current setting: its numbers start at zero."""
+        self._since, self._warm = None, False
+        self.next_review = _WARMUP_BATCHES
+        self.passes += 1
 
     def _prefetch_start(self) -> int:
         return self.tuner.prefetch_factor or 2
@@ -164,7 +192,17 @@ class PassTuner:
         if self.phase is _Phase.DONE:
             self.next_review = 1 << 62
             return None
+        self._nbytes = nbytes
         batches, wall, wait, outside, busy = self._window(stats)
+        if not self._warm:
+            # a setting's first batches pay for its start (fresh memory, forked workers):
+            # the measurement begins after them
+            if batches < _WARMUP_BATCHES:
+                self.next_review = stats.batches + _WARMUP_BATCHES - batches
+                return None
+            self._warm, self._since = True, stats
+            self.next_review = stats.batches + _MIN_BATCHES
+            return None
         if batches < _MIN_BATCHES or (wall < _PROBE_SECONDS and batches < _PROBE_BATCHES):
             self.next_review = stats.batches + max(1, batches // 8)
             return None
@@ -255,7 +293,7 @@ class PassTuner:
         self.phase = _Phase.VERIFY
         self.workers, self.prefetch = workers, prefetch
         self.switches += 1
-        self._since = stats
+        self._since, self._warm = stats, False
         self.next_review = stats.batches + _MIN_BATCHES
         return workers, prefetch
 
@@ -273,20 +311,24 @@ class PassTuner:
         )
 
     def ended(self, stats: PassStats) -> None:
-        """The pass ended before the tuning did: keep the faster of what it ran, as far as
-        measured. A pass too short to be measured decides nothing: the next one measures
-        again."""
-        if self.phase is not _Phase.VERIFY:
+        """The pass ended before the tuning did: judge what it measured (the next pass starts
+        with the setting chosen from it). A pass too short to measure judges on its whole
+        numbers, and after a few such passes the setting running is kept."""
+        if self.phase is _Phase.DONE:
             return
-        batches, wall, *_ = self._window(stats)
-        rate = batches / wall if wall > 0 and batches >= _MIN_BATCHES else None
-        best_rate, best_workers, best_prefetch = max(self._tried, key=lambda tried: tried[0])
-        if rate is not None and rate < 0.95 * best_rate:
-            self._finish(
-                best_workers,
-                best_prefetch,
-                f"{best_workers} workers gave {best_rate:,.0f} batches/s, {self.workers} gave "
-                f"{rate:,.0f} as the pass ended ({self._reason})",
-            )
+        batches, wall, wait, outside, busy = self._window(stats)
+        if not self._warm or batches < _MIN_BATCHES:
+            self._since = None  # the whole pass, warm-up and all
+            batches, wall, wait, outside, busy = self._window(stats)
+        if batches < _MIN_BATCHES:
+            if self.passes >= _MAX_UNMEASURED_PASSES:
+                self._finish(
+                    self.workers,
+                    self.prefetch,
+                    f"{self.passes} passes of under {_MIN_BATCHES} batches: nothing to measure",
+                )
             return
-        self._finish(self.workers, self.prefetch, f"{self._reason} (the pass ended)")
+        if self.phase is _Phase.PROBE:
+            self._from_probe(stats, batches, wait, outside, self._nbytes)
+        else:
+            self._from_verify(stats, batches, wall, wait, busy)

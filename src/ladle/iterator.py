@@ -90,6 +90,8 @@ class LoaderIterator(Iterator[Any]):
         self._draining: tuple[PassDispatch, Workers, int] | None = None
         self._offset = 0  # the current dispatch's task 0 is the pass's batch number offset
         self._review_due: int | None = None  # auto: review before the next batch (its bytes)
+        tuner = setup.tuner
+        self._tuner = tuner if tuner is not None and tuner.claim(self) else None
         self._dispatch = PassDispatch(
             setup.workers,
             indices,
@@ -130,8 +132,8 @@ class LoaderIterator(Iterator[Any]):
                 outcome = self._take()
         except StopIteration:
             recorder.stopped(entered, time.perf_counter(), over=True)
-            if self._setup.tuner is not None:
-                self._setup.tuner.ended(recorder.stats())
+            if self._tuner is not None:
+                self._tuner.ended(recorder.stats())
             self.state = IteratorState.EXHAUSTED
             self._progress.finished = True
             self._commit()
@@ -187,7 +189,7 @@ class LoaderIterator(Iterator[Any]):
             source, offset = self._source
             indices = source.indices_of(outcome.number - offset)
             recorder.trace.batch(recorder.number, outcome, indices, entered, handed, converted)
-        tuner = self._setup.tuner
+        tuner = self._tuner
         if tuner is not None and self.batches_yielded >= tuner.next_review:
             self._review_due = batch_bytes(batch)  # judged at the next call
         return batch
@@ -212,7 +214,7 @@ class LoaderIterator(Iterator[Any]):
         return _renumbered(self._dispatch.next(), self._offset)
 
     def _review(self, nbytes: int) -> None:
-        tuner = self._setup.tuner
+        tuner = self._tuner
         assert tuner is not None
         if self._draining is not None:  # still finishing a switch: judge again later
             return

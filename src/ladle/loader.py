@@ -313,7 +313,9 @@ class DataLoader(Iterable[Any]):
         choice = self._tuner.choice
         if choice is not None:
             return with_workers(config, choice.num_workers, choice.prefetch_factor), None
-        return config, self._tuner.start()
+        tuner = self._tuner.start()
+        assert tuner is not None
+        return with_workers(config, tuner.workers, tuner.prefetch), tuner
 
     def _start_pass(
         self,
