@@ -50,18 +50,19 @@ def _panel(axes: Any, points: dict[str, list[Trial]], x: Any, label: str) -> Non
 
 
 def write_plot(path: str | os.PathLike[str], diagnosis: Diagnosis) -> None:
-    """Two panels: against ``num_workers`` (at the fastest batch size and, per worker type
-    and count, the fastest prefetch factor) and against the batch size (at the fastest
-    worker setting)."""
+    """Two panels: against ``num_workers`` (at the batch size the worker counts were swept at,
+    the user's, and per worker type and count the fastest prefetch factor) and against the
+    batch size (at the worker setting the batch sizes were swept at)."""
     require("matplotlib", "ladle doctor --plot")
     from matplotlib.figure import Figure
 
     fastest = diagnosis.fastest.setting
+    swept = diagnosis.yours.setting.batch_size  # the worker counts ran at the user's batch
     ran = [t for t in diagnosis.trials if t.ok]
     by_count: dict[tuple[str, int], Trial] = {}
     for trial in ran:
         setting = trial.setting
-        if setting.batch_size != fastest.batch_size:
+        if setting.batch_size != swept:
             continue
         types = [setting.worker_type] if setting.num_workers else list(_COLORS)
         for worker_type in types:  # inline starts every worker type's line
@@ -72,20 +73,20 @@ def write_plot(path: str | os.PathLike[str], diagnosis: Diagnosis) -> None:
     for (worker_type, _), trial in sorted(by_count.items()):
         lines.setdefault(worker_type, []).append(trial)
     lines = {name: trials for name, trials in lines.items() if len(trials) > 1}
-    sizes = [
-        t
-        for t in ran
-        if (t.setting.num_workers, t.setting.worker_type, t.setting.prefetch_factor)
-        == (fastest.num_workers, fastest.worker_type, fastest.prefetch_factor)
-    ]
+    # the batch sizes ran at one worker setting (the fastest when they were swept, which a
+    # later re-measure may have overtaken): the one that trials at other batch sizes share
+    other = next((t.setting for t in ran if t.setting.batch_size != swept), fastest)
+
+    def workers_of(setting: Any) -> tuple[int, str, int | None]:
+        return setting.num_workers, setting.worker_type, setting.prefetch_factor
+
+    sizes = [t for t in ran if workers_of(t.setting) == workers_of(other)]
     figure = Figure(figsize=(10, 3.8), layout="constrained")
     workers, batches = figure.subplots(1, 2)
     _panel(workers, lines, lambda t: t.setting.num_workers, "num_workers")
-    workers.set_title(f"against num_workers (batch {fastest.batch_size})")
-    label = "inline" if not fastest.num_workers else fastest.worker_type
+    workers.set_title(f"against num_workers (batch {swept})")
+    label = "inline" if not other.num_workers else other.worker_type
     _panel(batches, {label: sizes}, lambda t: t.setting.batch_size or 0, "batch_size")
-    batches.set_title(
-        f"against batch size ({fastest})".replace(f"batch {fastest.batch_size}, ", "")
-    )
+    batches.set_title(f"against batch size ({other})".replace(f"batch {other.batch_size}, ", ""))
     figure.suptitle(f"ladle doctor: {diagnosis.name} (bound: {diagnosis.bound})")
     figure.savefig(path, format="png", dpi=100)
