@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenarios
 
 import ladle
-from ladle.autotune import _cpus
+from ladle import machine
 
 SCENARIOS = ["in-memory", "augment", "big-samples", "jpeg", "numpy-augment"]
 
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     args = parser.parse_args()
-    counts: list[int | str] = list(range(0, _cpus() + 2))
-    print(f"{_cpus()} CPUs; fixed num_workers {counts[0]}..{counts[-1]} against 'auto'\n")
+    counts: list[int | str] = list(range(0, machine.cpus() + 2))
+    print(f"{machine.cpus()} CPUs; fixed num_workers {counts[0]}..{counts[-1]} against 'auto'\n")
     header = f"{'best fixed':>16} {'auto':>10} {'auto/best':>9} {'auto 1st':>9}"
     print(f"{'scenario':<14} {header}  chose")
     for name in args.scenario or SCENARIOS:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import enum
 import math
-import os
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ladle import machine
 from ladle._runtime.shm import shm_directory, space
 from ladle.stats import PassStats
 
@@ -43,24 +43,6 @@ _WORKER_BYTES = 96 << 20  # a worker's own memory, besides its slabs, before it 
 _MAX_SWITCHES = 3
 _MAX_UNMEASURED_PASSES = 4
 _MAX_PREFETCH = 8
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as file:
-            for line in file:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 8 << 30  # not Linux: a modest guess
 
 
 def batch_bytes(batch: Any) -> int:
@@ -116,7 +98,7 @@ class AutoTuner:
     def budget(self) -> int:
         if self.memory_budget is not None:
             return self.memory_budget
-        return _available_memory() // 2
+        return machine.available_memory() // 2
 
     def start(self) -> PassTuner | None:
         """The tuning for a new pass, which starts with its ``workers`` and ``prefetch``:
@@ -229,7 +211,7 @@ class PassTuner:
         workers = max(1, min(needed, self._cap))
         self._reason = (
             f"loading takes {load * 1e3:.2f} ms a batch against {step * 1e3:.2f} ms of training "
-            f"step: {needed} workers keep up, {self._cap} fit ({_cpus()} CPUs, the memory "
+            f"step: {needed} workers keep up, {self._cap} fit ({machine.cpus()} CPUs, the memory "
             f"budget)"
         )
         return self._switch(stats, workers, prefetch)
@@ -279,7 +261,7 @@ class PassTuner:
 
     def _capacity(self, nbytes: int, prefetch: int) -> int:
         """How many workers the CPUs and the memory budget hold."""
-        cpus = _cpus()
+        cpus = machine.cpus()
         slabs = nbytes * (prefetch + 1)
         by_memory = self.tuner.budget() // max(1, _WORKER_BYTES + slabs)
         cap = min(cpus, max(1, by_memory))

@@ -9,12 +9,12 @@ passes of one loader share no mutable state, so they can run at once, in one thr
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ladle import machine
 from ladle._runtime.engine import Workers
 from ladle.autotune import AutoTuner, Choice, PassTuner
 from ladle.config import (
@@ -38,13 +38,6 @@ from ladle.stats import LoaderStats, StatsBook
 from ladle.stream import StreamPosition
 
 __all__ = ["DataLoader"]
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class DataLoader(Iterable[Any]):
@@ -271,7 +264,7 @@ class DataLoader(Iterable[Any]):
 
     def _warn_excessive_workers(self) -> None:
         settings = self._config.settings
-        cpus = _cpus()
+        cpus = machine.cpus()
         if settings.worker_type == "process" and settings.num_workers > cpus:
             warnings.warn(
                 f"This DataLoader will create {settings.num_workers} worker processes in "

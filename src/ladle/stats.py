@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ladle import machine
 from ladle._runtime.engine import Delivered
 from ladle._runtime.shm import SlabPool
 from ladle.tracing import active_trace
@@ -354,16 +355,9 @@ def _watch_settings() -> tuple[float, float] | None:
     return share, seconds
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def remedy(stats: PassStats, cpus: int | None = None) -> str:
     """What to change, judged from a pass's numbers: the bound stage and the setting."""
-    cpus = cpus or _cpus()
+    cpus = cpus or machine.cpus()
     per_batch = {name: seconds / max(stats.batches, 1) for name, seconds in stats.stages.items()}
     worker_stage = max(("fetch", "transform", "collate"), key=lambda name: per_batch[name])
     cache = (

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ladle import machine
 from ladle.doctor.diagnosis import Diagnosis, diagnosis
 from ladle.doctor.trial import Setting, Trial, failed, run_trial
 from ladle.loader import DataLoader
@@ -23,13 +24,6 @@ __all__ = ["default_worker_counts", "diagnose"]
 
 _CONTEND = 0.15  # settings within this of the fastest are measured again
 _CONTENDERS = 3
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def default_worker_counts(cpus: int) -> list[int]:
@@ -120,7 +114,7 @@ def diagnose(
     own = loader is not make_loader
     yours = _setting_of(loader)
     base = yours.batch_size
-    cpus = _cpus()
+    cpus = machine.cpus()
     done: dict[Setting, Trial] = {}
     trials: list[Trial] = []
     began = time.perf_counter()
