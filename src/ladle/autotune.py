@@ -108,7 +108,6 @@ class AutoTuner:
             return None
         if self._running is None:
             self._running = PassTuner(self)
-        self._running.begin_pass()
         return self._running
 
     def decided(self, choice: Choice) -> None:
@@ -134,21 +133,20 @@ class PassTuner:
         self.passes = 0
         self._nbytes = 0  # a batch's bytes, as last seen
         self._owner: weakref.ref[object] | None = None  # the pass driving it
+        self._switched = False  # the setting changed during the driving pass
 
-    def claim(self, owner: object) -> bool:
-        """Let pass ``owner`` drive the tuning, unless another pass still running does (two
-        passes at once: the second runs the current setting, untuned)."""
-        current = self._owner() if self._owner is not None else None
-        if current is not None and current is not owner:
-            return False
+    def claim(self, owner: object) -> None:
+        """Pass ``owner`` begins with the current setting and drives the tuning from now on:
+        the newest pass does (an earlier one still running, or left unfinished, goes on with
+        its setting, untuned). Its numbers start at zero."""
         self._owner = weakref.ref(owner)
-        return True
-
-    def begin_pass(self) -> None:
-        """A pass begins with the current setting: its numbers start at zero."""
-        self._since, self._warm = None, False
+        self._since, self._warm, self._switched = None, False, False
         self.next_review = _WARMUP_BATCHES
         self.passes += 1
+
+    def owns(self, owner: object) -> bool:
+        """``owner`` is the pass driving the tuning."""
+        return self._owner is not None and self._owner() is owner
 
     def _prefetch_start(self) -> int:
         return self.tuner.prefetch_factor or 2
@@ -275,7 +273,7 @@ class PassTuner:
         self.phase = _Phase.VERIFY
         self.workers, self.prefetch = workers, prefetch
         self.switches += 1
-        self._since, self._warm = stats, False
+        self._since, self._warm, self._switched = stats, False, True
         self.next_review = stats.batches + _MIN_BATCHES
         return workers, prefetch
 
@@ -300,6 +298,8 @@ class PassTuner:
             return
         batches, wall, wait, outside, busy = self._window(stats)
         if not self._warm or batches < _MIN_BATCHES:
+            if self._switched:
+                return  # the new setting ran too little here: the next pass measures it
             self._since = None  # the whole pass, warm-up and all
             batches, wall, wait, outside, busy = self._window(stats)
         if batches < _MIN_BATCHES:

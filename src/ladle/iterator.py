@@ -90,8 +90,9 @@ class LoaderIterator(Iterator[Any]):
         self._draining: tuple[PassDispatch, Workers, int] | None = None
         self._offset = 0  # the current dispatch's task 0 is the pass's batch number offset
         self._review_due: int | None = None  # auto: review before the next batch (its bytes)
-        tuner = setup.tuner
-        self._tuner = tuner if tuner is not None and tuner.claim(self) else None
+        self._tuner = setup.tuner
+        if self._tuner is not None:
+            self._tuner.claim(self)
         self._dispatch = PassDispatch(
             setup.workers,
             indices,
@@ -132,7 +133,7 @@ class LoaderIterator(Iterator[Any]):
                 outcome = self._take()
         except StopIteration:
             recorder.stopped(entered, time.perf_counter(), over=True)
-            if self._tuner is not None:
+            if self._tuner is not None and self._tuner.owns(self):
                 self._tuner.ended(recorder.stats())
             self.state = IteratorState.EXHAUSTED
             self._progress.finished = True
@@ -190,7 +191,7 @@ class LoaderIterator(Iterator[Any]):
             indices = source.indices_of(outcome.number - offset)
             recorder.trace.batch(recorder.number, outcome, indices, entered, handed, converted)
         tuner = self._tuner
-        if tuner is not None and self.batches_yielded >= tuner.next_review:
+        if tuner is not None and self.batches_yielded >= tuner.next_review and tuner.owns(self):
             self._review_due = batch_bytes(batch)  # judged at the next call
         return batch
 
@@ -216,6 +217,9 @@ class LoaderIterator(Iterator[Any]):
     def _review(self, nbytes: int) -> None:
         tuner = self._tuner
         assert tuner is not None
+        if not tuner.owns(self):  # a newer pass drives the tuning now
+            self._review_due = None
+            return
         if self._draining is not None:  # still finishing a switch: judge again later
             return
         self._review_due = None

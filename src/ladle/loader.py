@@ -283,7 +283,8 @@ class DataLoader(Iterable[Any]):
         sampling, settings = config.sampling, config.settings
         if settings.num_workers > 0:
             self._warn_excessive_workers()
-        if not sampling.persistent_workers or settings.num_workers == 0:
+        if not sampling.persistent_workers or settings.num_workers == 0 or tuner is not None:
+            # num_workers="auto" keeps no workers between passes until it has chosen
             return self._start_pass(config, None, created, tuner)
         # One pass begins over the persistent workers at a time, whatever the threads do.
         with self._launcher.handover:

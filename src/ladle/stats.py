@@ -223,7 +223,8 @@ class _Tally:
         for name in self.__slots__:
             setattr(twin, name, getattr(self, name))
         twin.busy = list(self.busy)
-        twin.log = array.array("d", self.log)
+        log = self.log[:]  # another thread may be appending: whole records only
+        twin.log = log[: len(log) - len(log) % _COLUMNS]
         return twin
 
     def settled(self) -> _Tally:
@@ -490,8 +491,11 @@ class PassRecorder:
         by one in Python cost microseconds a batch (the batch itself is not kept). Returns
         True when the caller should report the queue's depth (:meth:`depth`)."""
         log = self._log
-        log.extend((entered, now, converted, outcome.transport, outcome.nbytes, outcome.worker_id))
-        log.extend(outcome.times or _NO_TIMES)
+        # one extend per record: stats() from another thread copies whole records only
+        log.extend(
+            (entered, now, converted, outcome.transport, outcome.nbytes, outcome.worker_id)
+            + (outcome.times or _NO_TIMES)
+        )
         if len(log) >= self._fold_at:
             self._fold()
         self._count += 1
