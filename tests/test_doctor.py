@@ -162,6 +162,7 @@ def test_a_module_level_loader_is_diagnosed_without_sweeping_the_batch_size(
     assert main(["doctor", str(script), "--seconds", "0.1", "--workers", "0", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "batch size not swept" in out and "DataLoader(..., batch_size=8" in out
+    assert " process " not in out and " thread " not in out  # --workers 0: no workers at all
 
 
 def test_bad_entries_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

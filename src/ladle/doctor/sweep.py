@@ -157,10 +157,13 @@ def diagnose(
         for count in counts:
             measure(_workers(base, count, first_type, yours.prefetch))
         best = fastest(base)
-        count = best.num_workers or cpus  # inline fastest: would threads do, at least?
+        # inline fastest: would the other worker type do, at least? (not when the counts
+        # asked for were all 0: then no workers at all)
+        count = best.num_workers or (cpus if any(counts) or num_workers is None else 0)
         prefetch = best.prefetch if best.num_workers else yours.prefetch
-        for worker_type in worker_types:
-            measure(_workers(base, count, worker_type, prefetch))
+        if count:
+            for worker_type in worker_types:
+                measure(_workers(base, count, worker_type, prefetch))
         best = fastest(base)
         if best.num_workers:
             for factor in prefetch_factors:
