@@ -155,3 +155,34 @@ def test_what_the_dataset_collates_and_keeps_is_not_written_over(collate: Any, f
             first = np.asarray(batch[:, 0, 0, 0])
             np.testing.assert_array_equal(first, np.arange(4 * k, 4 * k + 4, dtype=np.float32))
     loader.close()
+
+
+class Float8(tud.Dataset[Any]):
+    """Tensors of the dtypes plain pickle cannot bring back (torch's loader uses shared memory):
+    float8 and complex32, also empty and 0-d."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> Any:
+        values = torch.arange(8, dtype=torch.float32) / 4 + i
+        return {
+            "e4m3": values.to(torch.float8_e4m3fn),
+            "e5m2": values.reshape(2, 4).t().to(torch.float8_e5m2),  # non-contiguous
+            "chalf": torch.complex(values, -values).to(torch.complex32),
+            "empty": torch.zeros(0, dtype=torch.float8_e4m3fn),
+            "scalar": torch.tensor(float(i)).to(torch.float8_e5m2),
+        }
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("namespace", [ladle, lt], ids=["ladle", "ladle.torch"])
+def test_float8_and_complex32_tensors_cross_from_workers_as_torchs_do(namespace: Any) -> None:
+    expected = list(tud.DataLoader(Float8(), batch_size=4, num_workers=2))
+    batches = list(namespace.DataLoader(Float8(), batch_size=4, **WORKERS))
+    assert len(batches) == len(expected) == 3
+    for got, want in zip(batches, expected, strict=True):
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape
+            assert torch.equal(got[key].view(torch.uint8), want[key].view(torch.uint8)), key

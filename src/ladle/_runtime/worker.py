@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ladle._runtime import pickling
 from ladle._runtime.context import (
     StageClock,
     WorkerInfo,
@@ -205,7 +206,7 @@ class Loop:
             return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position, times)
         payload, used, needed = writer.encode(batch) if writer is not None else (batch, False, 0)
         try:
-            blob = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+            blob = pickling.dumps(payload)
         except Exception as error:
             error.add_note(
                 f"The batch loaded, but it could not be pickled to cross to the main process "
