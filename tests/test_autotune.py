@@ -80,6 +80,7 @@ def test_cheap_loading_beside_a_long_training_step_stays_in_the_main_process() -
     assert "workers would cost more than they save" in choice.reason
     assert loader.num_workers == 0 and loader.stats().latest.num_workers == 0
     assert str(choice).startswith("num_workers=0: loading takes")
+    assert "num_workers='auto' (0)" in repr(loader)
 
 
 def test_a_pass_too_short_to_measure_decides_nothing() -> None:

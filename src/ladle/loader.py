@@ -471,5 +471,11 @@ class DataLoader(Iterable[Any]):
     def __repr__(self) -> str:
         return (
             f"DataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, num_workers={self.num_workers}, seed={self.seed})"
+            f"shuffle={self.shuffle}, num_workers={self._workers_shown()}, seed={self.seed})"
         )
+
+    def _workers_shown(self) -> str:
+        if not self._config.settings.auto_workers:
+            return str(self.num_workers)
+        choice = self.autotune
+        return "'auto'" if choice is None else f"'auto' ({choice.num_workers})"
