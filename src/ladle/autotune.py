@@ -91,7 +91,7 @@ class AutoTuner:
         self.worker_type = worker_type
         self.prefetch_factor = prefetch_factor  # given, or None (2, or "auto")
         self.auto_prefetch = auto_prefetch
-        self.memory_budget = memory_budget if memory_budget is not None else None
+        self.memory_budget = memory_budget
         self.choice: Choice | None = None
         self._running: PassTuner | None = None
 
@@ -232,7 +232,6 @@ class PassTuner:
                 f"{best_workers} workers gave {best_rate:,.0f} batches/s, {self.workers} gave "
                 f"{rate:,.0f} ({self._reason})",
             )
-            self.phase = _Phase.DONE
             return best_workers, best_prefetch
         if self.switches < _MAX_SWITCHES and share > 0.2:
             if busy_share > 0.85 and self.workers < self._cap:

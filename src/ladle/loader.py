@@ -319,7 +319,7 @@ class DataLoader(Iterable[Any]):
         tuner: PassTuner | None,
     ) -> LoaderIterator:
         sampling, settings = config.sampling, config.settings
-        streams = self._streams if not settings.auto_workers else max(settings.num_workers, 1)
+        streams = max(settings.num_workers, 1)  # the pass's (num_workers="auto": its setting)
         start, seed = self._stream.start(sampling, settings.generator, streams)
         if workers is None:
             workers = self._launcher.workers(config)

@@ -159,7 +159,7 @@ def diagnose(
         best = fastest(base)
         # inline fastest: would the other worker type do, at least? (not when the counts
         # asked for were all 0: then no workers at all)
-        count = best.num_workers or (cpus if any(counts) or num_workers is None else 0)
+        count = best.num_workers or (cpus if any(counts) else 0)
         prefetch = best.prefetch if best.num_workers else yours.prefetch
         if count:
             for worker_type in worker_types:
