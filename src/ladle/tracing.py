@@ -95,8 +95,9 @@ class Trace:
             main = os.getpid()
             label = {"pass": pass_number, "batch": outcome.number}
             times = outcome.times
-            inline = times is not None and not isinstance(times, TaskTimes)
+            inline = False
             if times is not None and not isinstance(times, TaskTimes):
+                inline = True
                 # the main process's own task (no workers), inside this next()
                 _, _, transform, collate, _, samples, _ = times
                 fetch = handed - entered - converted - outcome.transport - transform - collate
