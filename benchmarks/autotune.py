@@ -4,8 +4,10 @@ For each scenario the ladle contender's dataset and batch size are loaded with s
 fresh loaders: num_workers 0, 1, ... up to one more than the CPUs, and "auto". Each loader runs
 three epochs; the table gives the last epoch's samples/s (the first ones of "auto" include its
 measuring, which may take more than a pass when passes are short; the first is shown apart),
-the best fixed setting, and auto over best. Rounds alternate the
-settings, and each figure is the round median.
+the best fixed setting, and auto over best. Rounds alternate the settings, and each figure is
+the round median. ``disk`` loads its shards (the scenario itself runs child processes);
+``startup`` is about the first batch, so there the figure is fresh loaders' time to it (spawned
+workers, as the scenario has them), best fixed over auto.
 
     PYTHONPATH=src .venv/bin/python benchmarks/autotune.py [--quick] [--rounds 3]
 """
@@ -27,10 +29,29 @@ import scenarios
 import ladle
 from ladle import machine
 
-SCENARIOS = ["in-memory", "augment", "big-samples", "jpeg", "numpy-augment"]
+SCENARIOS = [
+    "in-memory",
+    "python-dataset",
+    "augment",
+    "big-samples",
+    "jpeg",
+    "numpy-augment",
+    "imagenet",
+    "jpeg-files",
+    "disk",
+    "startup",
+]
 
 
 def dataset_of(name: str, quick: bool) -> tuple[Any, int]:
+    if name == "disk":  # its contenders are child processes: load the same shards here
+        import disk
+
+        from ladle.formats import ShardDataset
+
+        data = disk.array_files(disk.DISK_SAMPLES_QUICK if quick else disk.DISK_SAMPLES)
+        disk.warm_page_cache([*disk.files_under(data.shards)])
+        return ShardDataset(data.shards), scenarios.DISK_BATCH
     build: Callable[[scenarios.Setup], scenarios.Scenario] = scenarios.SCENARIOS[name]
     scenario = build(scenarios.Setup(torch=None, quick=quick))
     contender = next(c for c in scenario.contenders if c.name == "ladle")
@@ -56,6 +77,36 @@ def epochs(dataset: Any, batch_size: int, workers: int | str) -> tuple[float, fl
     return rates[0], rates[-1], ran
 
 
+def first_batch(dataset: Any, batch_size: int, workers: int | str) -> float:
+    """Seconds from a fresh loader's iter() to its first batch, with spawned workers."""
+    loader = ladle.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
+    )
+    started = time.perf_counter()
+    next(iter(loader))
+    seconds = time.perf_counter() - started
+    loader.close()
+    return seconds
+
+
+def startup(quick: bool, rounds: int, counts: list[int | str]) -> None:
+    dataset, batch_size = dataset_of("startup", quick)
+    times: dict[int | str, list[float]] = {count: [] for count in [*counts, "auto"]}
+    for _ in range(rounds):
+        for count in times:
+            times[count].append(first_batch(dataset, batch_size, count))
+    medians = {count: statistics.median(values) for count, values in times.items()}
+    best = min(counts, key=lambda count: medians[count])
+    auto = medians["auto"]
+    print(
+        f"{'startup':<14} {medians[best] * 1e3:>6,.0f} ms (n={best}) {auto * 1e3:>7,.0f} ms "
+        f"{medians[best] / auto:>9.2f} {'':>9}  (time to the first batch)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data sets")
@@ -67,6 +118,9 @@ def main() -> None:
     header = f"{'best fixed':>16} {'auto':>10} {'auto/best':>9} {'auto 1st':>9}"
     print(f"{'scenario':<14} {header}  chose")
     for name in args.scenario or SCENARIOS:
+        if name == "startup":
+            startup(args.quick, args.rounds, counts)
+            continue
         dataset, batch_size = dataset_of(name, args.quick)
         second: dict[int | str, list[float]] = {count: [] for count in [*counts, "auto"]}
         first_auto: list[float] = []

@@ -136,6 +136,46 @@ def test_two_passes_at_once_are_counted_apart_and_together() -> None:
     assert (stats.total.passes, stats.total.batches) == (2, 8)
 
 
+def test_two_passes_at_once_without_workers_keep_their_stages_apart() -> None:
+    # the main process's loops time their tasks with clocks of their own: interleaved passes
+    # in one thread must not add into each other's
+    loader = ladle.DataLoader(Slow(40, 0, 2e-4), batch_size=2, collate_fn=slow_collate)
+    first, second = iter(loader), iter(loader)
+    for _ in range(2):
+        next(first)
+        for _ in range(4):
+            next(second)
+    one, two = first.stats(), second.stats()
+    assert (one.samples, two.samples) == (4, 16)
+    assert 4 * 2e-4 <= one.stages.transform < 16 * 2e-4
+    assert two.stages.transform >= 16 * 2e-4
+    assert 2 * 5e-4 <= one.stages.collate < 8 * 5e-4 <= two.stages.collate
+    assert one.stages.total <= one.wait and two.stages.total <= two.wait
+
+
+def test_a_loader_inside_a_dataset_leaves_the_outer_stages_whole() -> None:
+    inner = ladle.DataLoader(Slow(64, 0, 0), batch_size=4)
+
+    class Outer(ladle.Dataset[np.ndarray]):
+        def __init__(self) -> None:
+            self.inner = iter(inner)
+            self.pipeline = T.Compose([T.Lambda(lambda image: (spin(3e-4), image)[1])])
+
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> np.ndarray:
+            image = self.pipeline(np.full((4, 4), i, np.float32))
+            next(self.inner)  # the inner loader runs a task of its own here
+            return image
+
+    loader = ladle.DataLoader(Outer(), batch_size=2)
+    assert len(list(loader)) == 4
+    stats = loader.stats().latest
+    assert stats is not None and stats.samples == 8
+    assert stats.stages.transform >= 8 * 3e-4  # timed before the inner task, still the outer's
+
+
 def test_many_broken_off_passes_are_summed_in_bounded_memory() -> None:
     loader = ladle.DataLoader(Slow(40, 0, 0), batch_size=4, seed=0)
     for _ in range(150):
@@ -183,6 +223,18 @@ def test_a_long_data_wait_warns_once_with_the_remedy(monkeypatch: pytest.MonkeyP
     with warnings.catch_warnings():
         warnings.simplefilter("error", ladle.DataWaitWarning)
         list(loader)  # once per loader
+
+
+def test_the_warning_from_workers_points_at_the_loop_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LADLE_DATA_WAIT_WARNING", "0.5,0.02")
+    loader = ladle.DataLoader(
+        Slow(96, 2e-3, 0), batch_size=4, num_workers=1, worker_type="thread", timeout=60
+    )
+    with pytest.warns(ladle.DataWaitWarning) as caught:
+        for _ in loader:
+            pass
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert "the 1 worker is busy" in str(caught[0].message)
 
 
 def test_a_busy_training_loop_does_not_warn(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,6 +315,22 @@ def test_a_trace_holds_every_task_and_loads_as_trace_json(tmp_path: Path) -> Non
         event["args"]["name"] for event in events if event["ph"] == "M"
     }  # the tracks are named
     assert {"training loop", "ladle worker 0", "ladle worker 1"} <= threads
+
+
+def test_a_trace_without_workers_holds_the_main_process_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "inline.json"
+    with ladle.trace(path):
+        loader = ladle.DataLoader(Slow(16, 0, 2e-4), batch_size=4, collate_fn=slow_collate)
+        assert len(list(loader)) == 4
+    events = json.loads(path.read_text())["traceEvents"]
+    tasks = [event for event in events if event["ph"] == "X" and event["name"] == "task"]
+    assert [event["args"]["samples"] for event in tasks] == [4, 4, 4, 4]
+    fetches = [event for event in events if event["ph"] == "X" and event["name"] == "fetch"]
+    assert all(event["args"]["transform_ms"] >= 0.8 for event in fetches)
+    collates = [event for event in events if event["ph"] == "X" and event["name"] == "collate"]
+    assert len(collates) == 4 and all(event["dur"] >= 500 for event in collates)
+    tracks = {event["args"]["name"] for event in events if event["ph"] == "M"}
+    assert "loading, in the main process" in tracks
 
 
 def test_ladle_trace_in_the_environment_traces_the_whole_run(tmp_path: Path) -> None:

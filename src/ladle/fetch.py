@@ -14,10 +14,10 @@ import numpy as np
 
 from ladle._runtime.context import (
     Allocator,
+    StageClock,
     current_allocator,
     sample_slot,
     set_allocator,
-    stage_clock,
 )
 from ladle.collate import Collater, default_collate
 from ladle.gathered import GatheredBatch
@@ -32,21 +32,27 @@ def _pause_allocator() -> Allocator | None:
     (with default_collate too) is the dataset's, and may be kept by it (a memo, a buffer),
     while a slab is written again once its batch is done. Returns it for :func:`_collate`."""
     allocate = current_allocator()
-    set_allocator(None)
+    if allocate is not None:  # None without workers and in thread workers: nothing to take
+        set_allocator(None)
     return allocate
 
 
 def _collate(
-    collate_fn: Callable[[Any], Any], value: Any, allocate: Allocator | None, samples: int
+    collate_fn: Callable[[Any], Any],
+    value: Any,
+    allocate: Allocator | None,
+    samples: int,
+    clock: StageClock,
 ) -> Any:
-    set_allocator(allocate)  # the batch goes into the slab
-    clock = stage_clock()
-    clock.samples = samples
+    if allocate is not None:
+        set_allocator(allocate)  # the batch goes into the slab
     started = time.perf_counter()
     try:
-        return collate_fn(value)
+        batch = collate_fn(value)
     finally:
         clock.collate += time.perf_counter() - started
+    clock.samples += samples  # a batch that raised has none
+    return batch
 
 
 class FetchPlan:
@@ -69,7 +75,9 @@ class FetchPlan:
         self.batch_size = batch_size
         self.drop_last = drop_last
 
-    def open(self, start: int, sample_key: SampleKey) -> MapFetcher | IterableFetcher:
+    def open(
+        self, start: int, sample_key: SampleKey, clock: StageClock
+    ) -> MapFetcher | IterableFetcher:
         if self.is_iterable:
             return IterableFetcher(
                 open_stream(self.dataset, start),
@@ -78,8 +86,9 @@ class FetchPlan:
                 self.collate_fn,
                 sample_key,
                 start,
+                clock,
             )
-        return MapFetcher(self.dataset, self.auto_collation, self.collate_fn, sample_key)
+        return MapFetcher(self.dataset, self.auto_collation, self.collate_fn, sample_key, clock)
 
 
 class MapFetcher:
@@ -95,11 +104,13 @@ class MapFetcher:
         auto_collation: bool,
         collate_fn: Callable[[Any], Any],
         sample_key: SampleKey | None = None,
+        clock: StageClock | None = None,
     ) -> None:
         self.dataset = dataset
         self.auto_collation = auto_collation
         self.collate_fn = collate_fn
         self.sample_key = sample_key
+        self.clock = clock or StageClock()  # its loop's: where the stats find the stages
         self._getitems = getattr(dataset, "__getitems__", None) if auto_collation else None
         self._accepts_array = bool(getattr(dataset, "accepts_index_array", False))
         # ladle's collaters take a GatheredBatch's columns as they are; any other collate_fn
@@ -113,14 +124,15 @@ class MapFetcher:
 
     def fetch(self, indices: Any) -> Any:
         slot = sample_slot()
-        slot.key = self.sample_key
+        # a loader's dataset may run another loader: its clock is given back
+        outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
         allocate = _pause_allocator()
         try:
             if not self.auto_collation:
                 slot.index, slot.seeded = indices, False
                 sample = self.dataset[indices]
                 slot.index = None
-                return _collate(self.collate_fn, sample, allocate, 1)
+                return _collate(self.collate_fn, sample, allocate, 1, self.clock)
             if self._getitems is None:
                 if isinstance(indices, np.ndarray):
                     indices = indices.tolist()
@@ -130,17 +142,19 @@ class MapFetcher:
                     slot.index, slot.seeded = index, False
                     samples.append(dataset[index])
                 slot.index = None
-                return _collate(self.collate_fn, samples, allocate, len(samples))
+                return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
             if isinstance(indices, np.ndarray) and not self._accepts_array:
                 indices = indices.tolist()
             gathered = self._getitems(indices)
             slot.index = None
             if isinstance(gathered, GatheredBatch) and not self._takes_gathered:
                 gathered = list(gathered)
-            return _collate(self.collate_fn, gathered, allocate, len(indices))
+            return _collate(self.collate_fn, gathered, allocate, len(indices), self.clock)
         finally:
             slot.key = slot.index = None
-            set_allocator(allocate)
+            slot.clock = outer
+            if allocate is not None:
+                set_allocator(allocate)
 
 
 def open_stream(dataset: Any, start: int) -> Iterator[Any]:
@@ -163,6 +177,7 @@ class IterableFetcher:
         collate_fn: Callable[[Any], Any],
         sample_key: SampleKey | None = None,
         start: int = 0,
+        clock: StageClock | None = None,
     ) -> None:
         self.stream = stream
         self.batch_size = batch_size
@@ -170,6 +185,7 @@ class IterableFetcher:
         self.collate_fn = collate_fn
         self.sample_key = sample_key
         self.position = start
+        self.clock = clock or StageClock()  # its loop's: where the stats find the stages
 
     def __call__(self, indices: object = None) -> Any:
         return self.fetch()
@@ -177,7 +193,7 @@ class IterableFetcher:
     def fetch(self) -> Any:
         """The next batch; raises StopIteration when the stream has no (full) batch left."""
         slot = sample_slot()
-        slot.key = self.sample_key
+        outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
         stream = self.stream
         allocate = _pause_allocator()
         try:
@@ -186,7 +202,7 @@ class IterableFetcher:
                 sample = next(stream)
                 self.position += 1
                 slot.index = None
-                return _collate(self.collate_fn, sample, allocate, 1)
+                return _collate(self.collate_fn, sample, allocate, 1, self.clock)
             samples = []
             for _ in range(self.batch_size):
                 slot.index, slot.seeded = self.position, False
@@ -198,7 +214,9 @@ class IterableFetcher:
             slot.index = None
             if not samples or (self.drop_last and len(samples) < self.batch_size):
                 raise StopIteration
-            return _collate(self.collate_fn, samples, allocate, len(samples))
+            return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
         finally:
             slot.key = slot.index = None
-            set_allocator(allocate)
+            slot.clock = outer
+            if allocate is not None:
+                set_allocator(allocate)

@@ -91,6 +91,9 @@ class LoaderIterator(Iterator[Any]):
         self._offset = 0  # the current dispatch's task 0 is the pass's batch number offset
         self._review_due: int | None = None  # auto: review before the next batch (its bytes)
         self._tuner = setup.tuner
+        # a traced or auto-tuned pass has more to do for each batch (kept off the common path)
+        self._attended = setup.tuner is not None or setup.recorder.trace is not None
+        setup.recorder.follow(setup.workers.main_clock)
         if self._tuner is not None:
             self._tuner.claim(self)
         self._dispatch = PassDispatch(
@@ -186,14 +189,30 @@ class LoaderIterator(Iterator[Any]):
         if recorder.delivered(entered, outcome, converted, handed):
             dispatch = self._dispatch  # the queue's depth, for every few batches
             recorder.depth(handed, dispatch.prefetched, dispatch.in_flight)
+        if self._attended:
+            self._attend(outcome, batch, entered, handed, converted)
+        return batch
+
+    def _attend(
+        self, outcome: Delivered, batch: Any, entered: float, handed: float, converted: float
+    ) -> None:
+        """A batch was handed out in a traced or auto-tuned pass."""
+        recorder = self._setup.recorder
         if recorder.trace is not None:
             source, offset = self._source
             indices = source.indices_of(outcome.number - offset)
-            recorder.trace.batch(recorder.number, outcome, indices, entered, handed, converted)
+            recorder.trace.batch(
+                recorder.number,
+                outcome,
+                indices,
+                entered,
+                handed,
+                converted,
+                self._workers_now.main_clock,
+            )
         tuner = self._tuner
         if tuner is not None and self.batches_yielded >= tuner.next_review and tuner.owns(self):
             self._review_due = batch_bytes(batch)  # judged at the next call
-        return batch
 
     @property
     def _workers_now(self) -> Workers:
@@ -257,7 +276,7 @@ class LoaderIterator(Iterator[Any]):
             self._held.remove(current)
             self._setup.release(current, False)
         self._offset += old.sent
-        self._setup.recorder.resized(workers)
+        self._setup.recorder.resized(workers, fresh.main_clock)
         setup = self._setup
         self._dispatch = PassDispatch(
             fresh,

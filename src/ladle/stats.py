@@ -22,9 +22,11 @@ likely remedy; ``LADLE_DATA_WAIT_WARNING=off`` silences it.
 
 from __future__ import annotations
 
-import array
 import collections
 import os
+import struct
+import sys
+import types
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ladle import machine
+from ladle._runtime.context import StageClock
 from ladle._runtime.engine import Delivered
 from ladle._runtime.shm import SlabPool
 from ladle.tracing import active_trace
@@ -45,6 +48,7 @@ __all__ = [
     "StatsBook",
 ]
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # frames in here are ladle's
 _DEPTH_SAMPLES = 1024  # the queue-depth samples a pass keeps (its latest batches)
 _MERGE_AFTER = 64  # passes kept one by one; older finished ones are folded into one tally
 _DEFAULT_WATCH = (0.5, 30.0)
@@ -70,6 +74,8 @@ _FOLD_SECONDS = 5.0  # or about this long, at the pace measured (the data-wait w
     _PID,
 ) = range(13)
 _COLUMNS = 13
+_RECORD = struct.Struct(f"{_COLUMNS}d")  # packed into a buffer made ahead: one C call a batch
+_RECORD_BYTES = _RECORD.size
 _DEPTH_EVERY = 8  # the queue's depth is sampled every this many batches
 _NO_TIMES = (0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
 
@@ -174,12 +180,14 @@ class LoaderStats:
 
 
 class _Tally:
-    """A pass's running sums; the loader's book keeps these, not the passes."""
+    """A pass's running sums; the loader's book keeps these, not the passes. ``outside`` is
+    not summed: the pass's ``next()`` calls do not overlap, so it is ``wall - wait``."""
 
     __slots__ = (
         "batches",
         "busy",
         "bytes",
+        "clock",
         "collate",
         "convert",
         "created",
@@ -190,12 +198,16 @@ class _Tally:
         "last",
         "live",
         "log",
+        "main_convert",
+        "main_staged",
+        "main_wait",
         "num_workers",
-        "outside",
         "passes",
         "received",
         "samples",
+        "seen",
         "transform",
+        "used",
         "wait",
         "waiting",
         "waiting_max",
@@ -208,12 +220,20 @@ class _Tally:
         self.num_workers = num_workers
         self.batches = self.samples = self.bytes = self.waiting = self.waiting_max = 0
         self.waits = 0  # depth samples taken (every _DEPTH_EVERY batches)
-        self.wait = self.outside = self.first_batch = 0.0
+        self.wait = self.first_batch = 0.0
         self.fetch = self.transform = self.collate = self.encode = self.received = 0.0
         self.convert = 0.0
         self.busy = [0.0] * num_workers
-        # what happened since the last fold: one record per next() (see PassRecorder.delivered)
-        self.log: array.array[float] = array.array("d")
+        # workers' batches since the last fold: one record each (see PassRecorder.delivered)
+        # in the first ``used`` bytes of ``log``
+        self.log = bytearray()
+        self.used = 0
+        # The main process's own loop (no workers): summed as its batches come, the stages
+        # read from its loop's clock (totals ``seen`` at the last read). Its fetch is what is
+        # left of its wait, worked out when the tally is settled.
+        self.clock: StageClock | None = None
+        self.seen = (0.0, 0.0, 0)
+        self.main_wait = self.main_convert = self.main_staged = 0.0
         self.first: float | None = None  # the first next() call
         self.last: float | None = None  # the latest batch handed out
         self.live = True
@@ -223,16 +243,50 @@ class _Tally:
         for name in self.__slots__:
             setattr(twin, name, getattr(self, name))
         twin.busy = list(self.busy)
-        log = self.log[:]  # another thread may be appending: whole records only
-        twin.log = log[: len(log) - len(log) % _COLUMNS]
+        # another thread may be writing: the bytes below ``used`` are whole records
+        used = self.used
+        twin.log, twin.used = self.log[:used], used
         return twin
 
     def settled(self) -> _Tally:
-        """A copy with its log folded in (the pass may be running in another thread)."""
+        """A copy with everything summed (the pass may be running in another thread): the
+        log folded in, the main process's loop's stages read and its fetch worked out."""
         twin = self.copy()
-        _fold(twin, twin.log)
-        del twin.log[:]
+        _fold(twin, twin.records())
+        twin.log, twin.used = bytearray(), 0
+        twin.read_clock()
+        twin.clock = None
+        twin.wait += twin.main_wait
+        twin.convert += twin.main_convert
+        twin.fetch += max(twin.main_wait - twin.main_staged - twin.main_convert, 0.0)
+        twin.main_wait = twin.main_convert = twin.main_staged = 0.0
         return twin
+
+    def follow(self, clock: StageClock | None) -> None:
+        """From now on the batches come from the main process's loop timed by ``clock`` (None:
+        from workers, which send their times with each batch)."""
+        self.read_clock()
+        self.clock = clock
+        if clock is not None:
+            self.seen = (clock.transform, clock.collate, clock.samples)
+
+    def read_clock(self) -> None:
+        """Add what the main process's loop spent since the last read."""
+        clock = self.clock
+        if clock is None:
+            return
+        transform, collate, samples = clock.transform, clock.collate, clock.samples
+        before = self.seen
+        self.seen = (transform, collate, samples)
+        self.transform += transform - before[0]
+        self.collate += collate - before[1]
+        self.samples += samples - before[2]
+        self.main_staged += (transform - before[0]) + (collate - before[1])
+
+    def records(self) -> np.ndarray:
+        """The records not yet folded, one row each (a view of the log: drop it before the
+        log is resized)."""
+        return np.frombuffer(self.log, dtype=np.float64, count=self.used // 8).reshape(-1, _COLUMNS)
 
     @property
     def wall(self) -> float:
@@ -241,8 +295,7 @@ class _Tally:
         return self.last - self.first
 
     def absorb(self, other: _Tally) -> None:
-        if other.log:
-            other = other.settled()
+        other = other.settled()
         wall = self.wall + other.wall
         self.passes += other.passes
         for name in (
@@ -252,7 +305,6 @@ class _Tally:
             "waiting",
             "waits",
             "wait",
-            "outside",
             "first_batch",
             "fetch",
             "transform",
@@ -272,6 +324,7 @@ class _Tally:
         self.first, self.last = 0.0, wall
 
     def stats(self, shm_bytes: int, depth: tuple[tuple[float, int, int], ...] = ()) -> PassStats:
+        """The numbers of a settled tally."""
         wall = self.wall
         return PassStats(
             passes=self.passes,
@@ -279,7 +332,7 @@ class _Tally:
             samples=self.samples,
             wall=wall,
             wait=self.wait,
-            outside=self.outside,
+            outside=max(wall - self.wait, 0.0),
             first_batch=self.first_batch / self.passes if self.passes else 0.0,
             stages=StageTimes(
                 self.fetch, self.transform, self.collate, self.encode + self.received, self.convert
@@ -294,33 +347,23 @@ class _Tally:
         )
 
 
-def _fold(tally: _Tally, log: array.array[float]) -> None:
-    """Add the records in ``log`` (flat, ``_COLUMNS`` numbers each) to ``tally``. One sum of
-    every column does most of it: this runs out of cache too (a handful of NumPy calls then
-    costs tens of microseconds), so the common case, every record a batch loaded the same
-    way, takes no other pass over the records."""
-    if not log:
+def _fold(tally: _Tally, records: np.ndarray) -> None:
+    """Add ``records`` (one row of ``_COLUMNS`` numbers per next() over workers) to ``tally``.
+    One sum of every column does most of it: this runs out of cache too (a handful of NumPy
+    calls then costs tens of microseconds)."""
+    if not len(records):
         return
-    records = np.frombuffer(log, dtype=np.float64).reshape(-1, _COLUMNS)
-    sums = records.sum(axis=0)
     waits = records[:, _HANDED] - records[:, _ENTERED]
-    wait = float(waits.sum())
-    first_entered, last_handed = log[_ENTERED], log[-_COLUMNS + _HANDED]
     if tally.first is None:
-        tally.first = first_entered
-    elif tally.last is not None:
-        tally.outside += first_entered - tally.last
-    # the records' span is their waits and the gaps between them (differences of clock
-    # readings, not sums of them: exact to the clock's resolution)
-    tally.outside += (last_handed - first_entered) - wait
-    tally.wait += wait
-    tally.last = last_handed
+        tally.first = float(records[0, _ENTERED])
+    tally.wait += float(waits.sum())
+    tally.last = float(records[-1, _HANDED])
     empty = records[:, _WORKER] < 0  # no batch: the dataset raised, or the pass ended
     if empty.any():
-        records, wait = records[~empty], float(waits[~empty].sum())
+        records = records[~empty]
         if not len(records):
             return
-        sums = records.sum(axis=0)
+    sums = records.sum(axis=0)
     if tally.batches == 0:
         tally.first_batch = float(records[0, _HANDED]) - tally.created
     tally.batches += len(records)
@@ -328,20 +371,7 @@ def _fold(tally: _Tally, log: array.array[float]) -> None:
     tally.received += float(sums[_TRANSPORT])
     tally.bytes += int(sums[_NBYTES])
     tally.samples += int(sums[_SAMPLES])
-    fetch = float(sums[_FETCH])
-    inline = records[:, _FETCH] < 0  # loaded inside next(): fetch is the rest of the wait
-    inline_count = int(inline.sum()) if fetch < 0 or not tally.busy else 0
-    if inline_count == len(records):  # without workers, all of them
-        rest = wait
-        for column in (_TRANSFORM, _COLLATE, _TRANSPORT, _CONVERTED):
-            rest -= float(sums[column])
-        fetch = max(rest, 0.0)
-    elif inline_count:  # the main process, then workers (num_workers="auto")
-        rests = records[:, _HANDED] - records[:, _ENTERED]
-        for column in (_TRANSFORM, _COLLATE, _TRANSPORT, _CONVERTED):
-            rests = rests - records[:, column]
-        fetch = float(np.where(inline, np.maximum(rests, 0.0), records[:, _FETCH]).sum())
-    tally.fetch += fetch
+    tally.fetch += float(sums[_FETCH])
     tally.transform += float(sums[_TRANSFORM])
     tally.collate += float(sums[_COLLATE])
     tally.encode += float(sums[_ENCODE])
@@ -350,6 +380,16 @@ def _fold(tally: _Tally, log: array.array[float]) -> None:
         workers = records[:, _WORKER].astype(np.int64)
         for worker, seconds in enumerate(np.bincount(workers, busy, len(tally.busy)).tolist()):
             tally.busy[worker] += seconds
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` that points a warning issued by the caller at the first frame
+    outside ladle: the user's loop, however deep inside the loader the warning was found."""
+    level = 1  # the caller, who warns
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _watch_settings() -> tuple[float, float] | None:
@@ -398,16 +438,17 @@ def remedy(stats: PassStats, cpus: int | None = None) -> str:
             f"num_workers={suggestion} (this machine has {cpus} CPUs)"
         )
     busy = sum(stats.worker_busy) / len(stats.worker_busy) if stats.worker_busy else 0.0
+    are = "worker is" if stats.num_workers == 1 else "workers are"
     if busy >= 0.8:
         if stats.num_workers < cpus:
             return (
-                f"the {stats.num_workers} workers are busy {busy:.0%} of the time, most of it "
+                f"the {stats.num_workers} {are} busy {busy:.0%} of the time, most of it "
                 f"in {worker_stage} ({per_batch[worker_stage] * 1e3:.1f} ms a batch): raise "
                 f"num_workers (this machine has {cpus} CPUs) or make {worker_stage} "
                 f"cheaper{cache}"
             )
         return (
-            f"the {stats.num_workers} workers are busy {busy:.0%} of the time on {cpus} CPUs, "
+            f"the {stats.num_workers} {are} busy {busy:.0%} of the time on {cpus} CPUs, "
             f"most of it in {worker_stage} ({per_batch[worker_stage] * 1e3:.1f} ms a batch): "
             f"more workers cannot help; make {worker_stage} cheaper{cache}"
         )
@@ -495,27 +536,60 @@ class PassRecorder:
         self._window_start: float | None = None
         self._window_wait = 0.0
         self._window_batches = 0
-        self._log = self.tally.log  # the records not yet summed
-        self._fold_at = 8 * _COLUMNS  # a first look soon, to learn the pace
+        self._main = False  # the batches come from the main process's own loop
+        self._pack = _RECORD.pack_into
+        self._fold_at = 8 * _RECORD_BYTES  # a first look soon, to learn the pace
+        self.tally.log = bytearray(self._fold_at)
         self._paced = False
         self._count = 0
+        # the main process's loop: the data-wait watch looks at batch _check_at, and the
+        # wait, batch count and time it saw last
+        self._check_at = 8
+        self._checked: tuple[float, int, float] | None = None
 
     def delivered(self, entered: float, outcome: Delivered, converted: float, now: float) -> bool:
         """A batch was handed out at ``now``: ``next()`` began at ``entered``, ``converted``
-        seconds of it went into the output conversion. Logged flat and summed every so often:
-        this runs on the loader's hot path, out of the CPU's caches, where the sums done one
-        by one in Python cost microseconds a batch (the batch itself is not kept). Returns
-        True when the caller should report the queue's depth (:meth:`depth`)."""
-        log = self._log
-        # one extend per record: stats() from another thread copies whole records only
-        log.extend(
-            (entered, now, converted, outcome.transport, outcome.nbytes, outcome.worker_id)
-            + (outcome.times or _NO_TIMES)
+        seconds of it went into the output conversion. This runs on the loader's hot path,
+        out of the CPU's caches, where every line of Python costs: a batch of the main
+        process's loop adds to four sums (its stages are in its loop's clock), a worker's
+        batch is packed into the log, summed every so often. Returns True when the caller
+        should report the queue's depth (:meth:`depth`)."""
+        tally = self.tally
+        if self._main:
+            batches = tally.batches
+            if not batches:
+                self._first(entered, now)
+            tally.batches = batches = batches + 1
+            tally.main_wait += now - entered
+            tally.main_convert += converted
+            tally.last = now
+            if batches >= self._check_at:
+                self._check(now)
+            return False
+        used = tally.used
+        self._pack(
+            tally.log,
+            used,
+            entered,
+            now,
+            converted,
+            outcome.transport,
+            outcome.nbytes,
+            outcome.worker_id,
+            *(outcome.times or _NO_TIMES),
         )
-        if len(log) >= self._fold_at:
+        # counted once written: stats() from another thread copies whole records only
+        tally.used = used = used + _RECORD_BYTES
+        if used >= self._fold_at:
             self._due()
         self._count += 1
         return not self._count % _DEPTH_EVERY
+
+    def _first(self, entered: float, now: float) -> None:
+        tally = self.tally
+        if tally.first is None:
+            tally.first = entered
+        tally.first_batch = now - tally.created
 
     def depth(self, now: float, waiting: int, in_flight: int) -> None:
         """The queue at ``now``: batches received and waiting, tasks in flight."""
@@ -529,44 +603,89 @@ class PassRecorder:
     def stopped(self, entered: float, now: float, over: bool) -> None:
         """``next()`` gave no batch at ``now``: the dataset raised for it, or (``over``) the
         pass has ended or broken."""
-        self._log.extend((entered, now, 0.0, 0.0, 0, -1, *_NO_TIMES))
+        tally = self.tally
+        if self._main:
+            if tally.first is None:
+                tally.first = entered
+            tally.main_wait += now - entered
+            tally.last = now
+        else:
+            if tally.used + _RECORD_BYTES > len(tally.log):
+                tally.log.extend(bytes(_RECORD_BYTES))
+            self._pack(tally.log, tally.used, entered, now, 0.0, 0.0, 0, -1, *_NO_TIMES)
+            tally.used += _RECORD_BYTES
         if over:
             self._fold()
-            self.tally.live = False
+            tally.follow(None)  # the loop's clock is read for the last time
+            tally.live = False
+        elif tally.used >= self._fold_at:
+            self._due()
+
+    def _check(self, now: float) -> None:
+        """The main process's loop: hand the data-wait watch what came since the last look;
+        the next look after about a second of batches."""
+        tally = self.tally
+        wait, batches = tally.wait + tally.main_wait, tally.batches
+        checked = self._checked or (0.0, 0, tally.first or now)
+        self._checked = (wait, batches, now)
+        pace = (batches - checked[1]) / max(now - checked[2], 1e-9)
+        self._check_at = batches + max(8, int(pace))
+        if self._watch is not None:
+            self._watch_wait(wait - checked[0], batches - checked[1], checked[2], now)
 
     def _due(self) -> None:
         """The log is as long as planned: the first time, learn the pace from it (the next
         sum after about _FOLD_SECONDS of it), later sum it."""
-        log = self._log
+        tally = self.tally
         if not self._paced:
             self._paced = True
-            pace = (len(log) // _COLUMNS) / max(log[-_COLUMNS + _HANDED] - log[_ENTERED], 1e-9)
-            self._fold_at = _COLUMNS * max(8, min(_FOLD_EVERY, int(pace * _FOLD_SECONDS)))
-            if len(log) < self._fold_at:
+            records = tally.records()
+            pace = len(records) / max(float(records[-1, _HANDED] - records[0, _ENTERED]), 1e-9)
+            del records  # the log may be resized now
+            self._plan(pace)
+            if tally.used < self._fold_at:
                 return
         self._fold()
 
+    def _plan(self, pace: float) -> None:
+        """The next sum after about _FOLD_SECONDS at ``pace`` batches a second (the watch
+        reads the sums); the log is made long enough for it."""
+        self._fold_at = _RECORD_BYTES * max(8, min(_FOLD_EVERY, int(pace * _FOLD_SECONDS)))
+        log = self.tally.log
+        if len(log) < self._fold_at + _RECORD_BYTES:  # a stopped() record may come on top
+            log.extend(bytes(self._fold_at + _RECORD_BYTES - len(log)))
+
     def _fold(self) -> None:
-        log = self._log
-        if not log:
+        tally = self.tally
+        if not tally.used:
             return
-        records = len(log) // _COLUMNS
-        start, end = log[_ENTERED], log[-_COLUMNS + _HANDED]
+        records = tally.records()
+        count = len(records)
+        start, end = float(records[0, _ENTERED]), float(records[-1, _HANDED])
+        waited = float((records[:, _HANDED] - records[:, _ENTERED]).sum())
+        _fold(tally, records)
+        del records
+        tally.used = 0
+        self._plan(count / max(end - start, 1e-9))
         if self._watch is not None:
-            waited = sum(log[_HANDED::_COLUMNS]) - sum(log[_ENTERED::_COLUMNS])
-            self._watch_wait(waited, records, start, end)
-        _fold(self.tally, log)
-        del log[:]
-        # the next sum after about _FOLD_SECONDS at this pace (the watch reads the sums)
-        pace = records / max(end - start, 1e-9)
-        self._fold_at = _COLUMNS * max(8, min(_FOLD_EVERY, int(pace * _FOLD_SECONDS)))
+            self._watch_wait(waited, count, start, end)
 
     def closed(self) -> None:
         self.tally.live = False
 
-    def resized(self, num_workers: int) -> None:
-        """The pass moved to ``num_workers`` workers (num_workers="auto")."""
-        self._fold()  # what came before is the earlier workers' (or the main process's)
+    def follow(self, clock: StageClock | None) -> None:
+        """The pass's batches come from the main process's own loop, timed by ``clock`` (None:
+        from workers)."""
+        self._fold()  # what came before was loaded elsewhere
+        self.tally.follow(clock)
+        self._main = clock is not None
+        self._checked = None
+        self._check_at = self.tally.batches + 8
+
+    def resized(self, num_workers: int, clock: StageClock | None) -> None:
+        """The pass moved to ``num_workers`` workers (num_workers="auto"; 0 and ``clock``: to
+        the main process's loop)."""
+        self.follow(clock)
         tally = self.tally
         tally.num_workers = max(tally.num_workers, num_workers)
         if len(tally.busy) < num_workers:
@@ -598,7 +717,7 @@ class PassRecorder:
             f"{outside * 1e3:.1f} ms a batch outside the loader): {remedy(stats)}. "
             f"loader.stats() shows the breakdown; LADLE_DATA_WAIT_WARNING=off silences this",
             DataWaitWarning,
-            stacklevel=6,  # _watch_wait, _fold, delivered, _next, __next__: the user's loop
+            stacklevel=_user_level(),
         )
 
     def stats(self) -> PassStats:

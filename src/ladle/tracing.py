@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ladle._runtime.context import StageClock
 from ladle._runtime.engine import Delivered
 from ladle._runtime.messages import TaskTimes
 
@@ -45,6 +46,9 @@ class Trace:
         self.dropped = 0
         self._passes = 0
         self._named: set[tuple[int, int]] = set()
+        # the main process's loops' clocks (id -> clock, its totals at the last batch): a task
+        # it ran is the difference
+        self._seen: dict[int, tuple[StageClock, float, float, int]] = {}
         self._lock = threading.Lock()
 
     def new_pass(self) -> int:
@@ -86,8 +90,10 @@ class Trace:
         entered: float,
         handed: float,
         converted: float,
+        main_clock: StageClock | None = None,
     ) -> None:
-        """One batch handed out: the worker's task, and the training loop's ``next()``."""
+        """One batch handed out: the worker's task, and the training loop's ``next()``.
+        ``main_clock``: the batch was loaded by the main process's loop that it times."""
         with self._lock:
             if len(self.events) >= _MAX_EVENTS:
                 self.dropped += 1
@@ -96,10 +102,19 @@ class Trace:
             label = {"pass": pass_number, "batch": outcome.number}
             times = outcome.times
             inline = False
-            if times is not None and not isinstance(times, TaskTimes):
+            if times is None and main_clock is not None:
                 inline = True
                 # the main process's own task (no workers), inside this next()
-                _, _, transform, collate, _, samples, _ = times
+                _, *before = self._seen.get(id(main_clock), (main_clock, 0.0, 0.0, 0))
+                transform = main_clock.transform - before[0]
+                collate = main_clock.collate - before[1]
+                samples = int(main_clock.samples - before[2])
+                self._seen[id(main_clock)] = (
+                    main_clock,
+                    main_clock.transform,
+                    main_clock.collate,
+                    main_clock.samples,
+                )
                 fetch = handed - entered - converted - outcome.transport - transform - collate
                 times = TaskTimes(entered, max(fetch, 0.0), transform, collate, 0.0, samples, main)
             if times is not None:

@@ -23,7 +23,6 @@ __all__ = [
     "get_worker_info",
     "sample_slot",
     "set_allocator",
-    "stage_clock",
     "set_worker_info",
 ]
 
@@ -38,13 +37,22 @@ class WorkerInfo:
     dataset: Any
 
 
-_local = threading.local()
+class _ThreadState(threading.local):
+    """Each thread's loading state. The class attributes are the defaults a thread starts
+    with: a missing attribute would make each read raise and catch an AttributeError, which
+    costs a microsecond on a path run several times per batch."""
+
+    worker_info: WorkerInfo | None = None
+    allocator: Allocator | None = None
+    sample: SampleSlot | None = None
+
+
+_local = _ThreadState()
 
 
 def get_worker_info() -> WorkerInfo | None:
     """The current worker's :class:`WorkerInfo`, or None in the main process."""
-    info: WorkerInfo | None = getattr(_local, "worker_info", None)
-    return info
+    return _local.worker_info
 
 
 def set_worker_info(info: WorkerInfo | None) -> None:
@@ -53,8 +61,7 @@ def set_worker_info(info: WorkerInfo | None) -> None:
 
 def current_allocator() -> Allocator | None:
     """Where collate should put large arrays: a worker's shared-memory slab, or None."""
-    allocator: Allocator | None = getattr(_local, "allocator", None)
-    return allocator
+    return _local.allocator
 
 
 def set_allocator(allocator: Allocator | None) -> None:
@@ -62,35 +69,41 @@ def set_allocator(allocator: Allocator | None) -> None:
 
 
 class SampleSlot:
-    """The sample this thread is loading now, for ``sample_rng()``.
+    """The batch this thread is loading now: its sample for ``sample_rng()``, and the clock
+    its stages are timed on (``ladle.transforms.Compose`` adds to it).
 
-    The fetcher sets ``key`` once per batch (the pass's sample key) and ``index`` before each
-    sample; ``seeded`` says whether ``generator`` already holds that sample's stream. One slot
-    and one generator per thread: a new sample reseeds the generator instead of building one.
+    The fetcher sets ``key`` (the pass's sample key) and ``clock`` once per batch and
+    ``index`` before each sample; ``seeded`` says whether ``generator`` already holds that
+    sample's stream. One slot and one generator per thread: a new sample reseeds the
+    generator instead of building one.
     """
 
-    __slots__ = ("generator", "index", "key", "seeded")
+    __slots__ = ("clock", "generator", "index", "key", "seeded")
 
     def __init__(self) -> None:
         self.key: tuple[int, int, int, int] | None = None
         self.index: Any = None
         self.seeded = False
         self.generator: np.random.Generator | None = None
+        self.clock: StageClock | None = None
 
 
 def sample_slot() -> SampleSlot:
     """This thread's :class:`SampleSlot`."""
-    slot: SampleSlot | None = getattr(_local, "sample", None)
+    slot = _local.sample
     if slot is None:
         slot = _local.sample = SampleSlot()
     return slot
 
 
 class StageClock:
-    """What this thread's current task spent where, for ``loader.stats()``: the fetcher adds
-    its collate time and sample count, an outermost ``Compose`` its transform time; the worker
-    loop reads and resets it around each task. ``depth`` counts the Compose calls running, so
-    that a pipeline nested in another is timed once."""
+    """Where a worker loop's tasks spent their time, for ``loader.stats()``: the fetcher adds
+    its collate time and the samples of each batch collated, an outermost ``Compose`` its
+    transform time (found through the thread's :class:`SampleSlot`). A worker's loop resets it
+    for each task and sends what it read with the batch; the main process's loop (no workers)
+    never resets it, and the pass's stats read the running totals when they sum (nothing per
+    batch). ``depth`` counts the Compose calls running, so that a pipeline nested in another
+    is timed once."""
 
     __slots__ = ("collate", "depth", "samples", "transform")
 
@@ -102,11 +115,3 @@ class StageClock:
         self.transform = 0.0
         self.samples = 0
         self.depth = 0
-
-
-def stage_clock() -> StageClock:
-    """This thread's :class:`StageClock`."""
-    clock: StageClock | None = getattr(_local, "clock", None)
-    if clock is None:
-        clock = _local.clock = StageClock()
-    return clock

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from ladle._runtime.context import StageClock
 from ladle._runtime.messages import (
     Batch,
     BatchSource,
@@ -67,7 +68,7 @@ class Delivered(NamedTuple):
     number: int
     worker_id: int
     position: int | None
-    times: TaskTimes | tuple[float, float, float, float, float, int, int] | None = None
+    times: TaskTimes | None = None  # a worker's; None from the main process's own loop
     transport: float = 0.0  # seconds this process spent unpickling and viewing the batch
     nbytes: int = 0  # bytes that crossed: the slab's part and the pickle's
 
@@ -196,6 +197,11 @@ class Workers:
         self._finalizer = weakref.finalize(
             self, _shutdown, os.getpid(), self.pool, slabs, owns_slabs, self._grace, on_close
         )
+
+    @property
+    def main_clock(self) -> StageClock | None:
+        """Without workers, the main process's loop's stage clock (see StageClock)."""
+        return self.pool.clock if isinstance(self.pool, InlinePool) else None
 
     @property
     def closed(self) -> bool:

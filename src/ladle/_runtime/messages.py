@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from ladle._runtime.context import StageClock
+
 __all__ = [
     "Batch",
     "BatchSource",
@@ -57,9 +59,9 @@ class BatchSource(Protocol):
         """What ``get_worker_info().dataset`` shows in a worker."""
         ...
 
-    def open(self, start: int, sample_key: SampleKey) -> Fetch:
+    def open(self, start: int, sample_key: SampleKey, clock: StageClock) -> Fetch:
         """The fetch of a new pass: a stream from sample ``start`` on, or the map-style fetch
-        with the pass's ``sample_rng()`` key."""
+        with the pass's ``sample_rng()`` key; its stages are timed on ``clock``."""
         ...
 
 
@@ -142,8 +144,8 @@ class Batch:
     slab_used: bool
     bytes_needed: int
     position: int | None = None  # iterable: samples the worker's stream delivered so far
-    # where the worker's time went; the inline pool sends TaskTimes's fields as a plain tuple
-    times: TaskTimes | tuple[float, float, float, float, float, int, int] | None = None
+    # where the worker's time went (none from the main process's own loop: see StageClock)
+    times: TaskTimes | None = None
 
 
 @dataclass(frozen=True)

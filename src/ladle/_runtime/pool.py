@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from typing import Any, Protocol
 
 from ladle._runtime import cleanup
+from ladle._runtime.context import StageClock
 from ladle._runtime.heap import frozen_while_forking
 from ladle._runtime.messages import Batch, Command, Reply, StartEpoch, Stop, Task, WorkerSpec
 from ladle._runtime.worker import Loop, process_main, run_worker
@@ -72,6 +73,11 @@ class InlinePool:
     @property
     def pids(self) -> list[int]:
         return [os.getpid()]
+
+    @property
+    def clock(self) -> StageClock:
+        """The running totals of the tasks' stages (see StageClock)."""
+        return self._loop.clock
 
     def send(self, worker_id: int, command: Command) -> None:
         if isinstance(command, StartEpoch):

@@ -25,7 +25,6 @@ from ladle._runtime.context import (
     WorkerInfo,
     set_allocator,
     set_worker_info,
-    stage_clock,
 )
 from ladle._runtime.lifeline import watch_parent
 from ladle._runtime.messages import (
@@ -127,6 +126,9 @@ class Loop:
         self.start_error: tuple[Exception, str] | None = None
         self.inbox: collections.deque[Command] = collections.deque()
         self.pid = os.getpid()
+        # where the tasks' time goes; the main process's loop keeps running totals, read by
+        # the pass's stats (see StageClock)
+        self.clock = StageClock()
 
     def start_epoch(self, message: StartEpoch) -> None:
         if self.source is None and self.spec is None:
@@ -136,7 +138,7 @@ class Loop:
             if self.source is None:
                 self._start(message.seed)
             assert self.source is not None
-            self.fetch = self.source.open(message.start, message.sample_key)
+            self.fetch = self.source.open(message.start, message.sample_key, self.clock)
         except Exception as error:
             self.start_error = (error, traceback.format_exc())
 
@@ -173,8 +175,9 @@ class Loop:
             set_allocator(writer.allocate)
         fetch = self.fetch
         assert fetch is not None, "a task arrived before StartEpoch"
-        clock = stage_clock()
-        clock.reset()
+        clock = self.clock  # the fetcher's too
+        if not self.inline:
+            clock.reset()
         started = 0.0 if self.inline else time.perf_counter()
         try:
             batch = fetch(task.indices)
@@ -195,11 +198,9 @@ class Loop:
                 set_allocator(None)
         position = fetch.position
         if self.inline:
-            # the main process's own task, inside the caller's next(): the rest of that wait
-            # is its fetch (-1 says so). A plain tuple: a TaskTimes per batch would be a good
-            # share of a cheap batch's cost
-            times = (0.0, -1.0, clock.transform, clock.collate, 0.0, clock.samples, 0)
-            return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position, times)
+            # the main process's own task, inside the caller's next(): no times sent, the
+            # clock's totals are read when the stats sum
+            return Batch(task.seq, self.worker_id, batch, False, None, False, 0, position)
         fetched = time.perf_counter()
         if not self.pickles:
             times = self._times(clock, started, fetched, 0.0)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ladle._runtime.context import stage_clock
+from ladle._runtime.context import sample_slot
 from ladle.transforms.base import Array, Transform
 from ladle.validation import check_callable
 
@@ -37,21 +37,26 @@ class Compose(Transform):
         self.transforms = list(transforms)
 
     def __call__(self, image: Array, *, rng: np.random.Generator | None = None) -> Array:
-        clock = stage_clock()  # the loader's stats: the outermost pipeline's time
+        clock = sample_slot().clock  # the loader's stats: the outermost pipeline's time
+        if clock is None:  # not loading for a loader
+            return self._apply(image, rng)
         clock.depth += 1
         started = time.perf_counter()
         try:
-            # Checked per call rather than once in __init__: torchvision users edit .transforms.
-            for transform in self.transforms:
-                if isinstance(transform, Transform):
-                    image = transform(image, rng=rng)
-                else:
-                    image = transform(image)
-            return image
+            return self._apply(image, rng)
         finally:
             clock.depth -= 1
             if not clock.depth:
                 clock.transform += time.perf_counter() - started
+
+    def _apply(self, image: Array, rng: np.random.Generator | None) -> Array:
+        # Checked per call rather than once in __init__: torchvision users edit .transforms.
+        for transform in self.transforms:
+            if isinstance(transform, Transform):
+                image = transform(image, rng=rng)
+            else:
+                image = transform(image)
+        return image
 
     def __repr__(self) -> str:
         lines = "".join(f"\n    {transform!r}" for transform in self.transforms)
