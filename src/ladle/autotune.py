@@ -8,8 +8,12 @@ moves on to ``ceil(1.2 b / max(c, ship))`` workers, at most one per CPU and as m
 memory budget holds (``memory_budget=``, by default half the memory available, and half the
 free shared memory for the slabs). It then measures again: workers all busy while the loop
 still waits means more workers (while CPUs and the budget allow); idle workers while it waits
-means a deeper prefetch (with ``prefetch_factor="auto"``). The choice is kept for the later
-passes; ``loader.autotune`` shows it and why.
+means a deeper prefetch (with ``prefetch_factor="auto"``); a setting not 5% faster than a leaner
+one tried before gives way to it. A choice of workers is confirmed at
+the start of the next pass: the first pass's probe may have paid for the data's first touches
+(the page cache, a memory map's faults), so the main process is timed again, warm, and kept if
+it keeps up with the workers. The choice is kept for the later passes; ``loader.autotune``
+shows it and why.
 
 The batches never change: a map-style dataset's batches, and every ``sample_rng()`` draw, are
 the same for any number of workers, and a switch hands the rest of the pass to the new
@@ -75,6 +79,7 @@ class Choice:
 class _Phase(enum.Enum):
     PROBE = "probe"  # loading in the main process, timed
     VERIFY = "verify"  # loading in workers, timed again
+    CONFIRM = "confirm"  # workers chosen: a later pass times the main process again, warm
     DONE = "done"
 
 
@@ -134,6 +139,10 @@ class PassTuner:
         self._nbytes = 0  # a batch's bytes, as last seen
         self._owner: weakref.ref[object] | None = None  # the pass driving it
         self._switched = False  # the setting changed during the driving pass
+        # CONFIRM: the workers chosen, as (workers, prefetch, reason, batches/s measured), and
+        # the pass the confirming began in
+        self._candidate: tuple[int, int | None, str, float] | None = None
+        self._confirm_pass = 0
 
     def claim(self, owner: object) -> None:
         """Pass ``owner`` begins with the current setting and drives the tuning from now on:
@@ -188,6 +197,8 @@ class PassTuner:
             return None
         if self.phase is _Phase.PROBE:
             return self._from_probe(stats, batches, wait, outside, nbytes)
+        if self.phase is _Phase.CONFIRM:
+            return self._from_confirm(batches, wall)
         return self._from_verify(stats, batches, wall, wait, busy)
 
     def _from_probe(
@@ -223,15 +234,18 @@ class PassTuner:
         rate = batches / wall if wall > 0 else 0.0
         best_rate, best_workers, best_prefetch = max(self._tried, key=lambda tried: tried[0])
         self._tried.append((rate, self.workers, self.prefetch))
-        if rate < 0.95 * best_rate:
-            # measured slower than a setting tried before (the main process, or fewer
-            # workers): back to that one, and done
-            self._finish(
-                best_workers,
-                best_prefetch,
+        if rate < 1.05 * best_rate:
+            # measured no faster than a setting tried before (the main process, or fewer
+            # workers, or a shallower prefetch, each leaner than this one): back to that one,
+            # and done
+            reason = (
                 f"{best_workers} workers gave {best_rate:,.0f} batches/s, {self.workers} gave "
-                f"{rate:,.0f} ({self._reason})",
+                f"{rate:,.0f} ({self._reason})"
             )
+            if best_workers:
+                self._confirm(best_workers, best_prefetch, reason, best_rate)
+            else:
+                self._finish(best_workers, best_prefetch, reason)
             return best_workers, best_prefetch
         if self.switches < _MAX_SWITCHES and share > 0.2:
             if busy_share > 0.85 and self.workers < self._cap:
@@ -248,13 +262,44 @@ class PassTuner:
                     f"waited {share:.0%}: prefetch_factor={prefetch}"
                 )
                 return self._switch(stats, self.workers, prefetch)
-        self._finish(
+        self._confirm(
             self.workers,
             self.prefetch,
             f"{self._reason}; measured: the loop waited {share:.0%} of the time, the workers "
             f"busy {busy_share:.0%}",
+            rate,
         )
         return None
+
+    def _confirm(self, workers: int, prefetch: int | None, reason: str, rate: float) -> None:
+        """Workers were chosen: the rest of this pass runs them, the next one starts in the
+        main process again to time it warm (:meth:`_from_confirm`)."""
+        self.phase = _Phase.CONFIRM
+        self._candidate = (workers, prefetch, reason, rate)
+        self._confirm_pass = self.passes + 1
+        self.workers, self.prefetch = 0, None  # what the next pass starts with
+        self.next_review = 1 << 62  # nothing more to judge in this pass
+
+    def _from_confirm(self, batches: int, wall: float) -> tuple[int, int | None] | None:
+        assert self._candidate is not None
+        workers, prefetch, reason, worker_rate = self._candidate
+        rate = batches / wall if wall > 0 else 0.0
+        if rate >= 0.95 * worker_rate:
+            self._finish(
+                0,
+                None,
+                f"the main process gave {rate:,.0f} batches/s in a later pass, {workers} "
+                f"workers {worker_rate:,.0f} (the first pass timed the main process on cold "
+                f"data; {reason})",
+            )
+            return None
+        self._finish(
+            workers,
+            prefetch,
+            f"{reason}; the main process timed again in a later pass: {rate:,.0f} batches/s "
+            f"against {worker_rate:,.0f}",
+        )
+        return workers, prefetch
 
     def _capacity(self, nbytes: int, prefetch: int) -> int:
         """How many workers the CPUs and the memory budget hold."""
@@ -301,6 +346,16 @@ class PassTuner:
                 return  # the new setting ran too little here: the next pass measures it
             self._since = None  # the whole pass, warm-up and all
             batches, wall, wait, outside, busy = self._window(stats)
+        if self.phase is _Phase.CONFIRM:
+            if self.passes < self._confirm_pass:
+                return  # the pass that chose the workers: the next one confirms
+            if batches >= _MIN_BATCHES:
+                self._from_confirm(batches, wall)  # the next pass starts with the choice
+            elif self.passes - self._confirm_pass + 1 >= _MAX_UNMEASURED_PASSES:
+                assert self._candidate is not None
+                workers, prefetch, reason, _ = self._candidate
+                self._finish(workers, prefetch, reason)
+            return
         if batches < _MIN_BATCHES:
             if self.passes >= _MAX_UNMEASURED_PASSES:
                 self._finish(
