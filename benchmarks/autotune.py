@@ -143,8 +143,9 @@ def main() -> None:
         second: dict[int | str, list[float]] = {count: [] for count in [*counts, "auto"]}
         first_auto: list[float] = []
         chose = ""
-        for _ in range(args.rounds):
-            for count in [*counts, "auto"]:
+        for round_ in range(args.rounds):
+            order = [*counts, "auto"]
+            for count in order if round_ % 2 == 0 else order[::-1]:
                 one, two, ran = epochs(dataset, batch_size, count)
                 second[count].append(two)
                 if count == "auto":

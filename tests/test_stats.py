@@ -276,6 +276,12 @@ def test_the_remedy_names_the_bound() -> None:
     idle = StageTimes(fetch=0.1, transport=0.5, convert=0.3)
     assert "main process" in remedy(stats(4, 0.2, idle), cpus=8)
     assert "num_workers=8" in remedy(stats(0, 0.0, fetch_bound), cpus=8)
+    # num_workers="auto" measured the count already: the advice is the stage
+    inline_auto = remedy(stats(0, 0.0, fetch_bound), cpus=8, auto=True)
+    assert "num_workers=" not in inline_auto.replace("num_workers='auto'", "")
+    assert "make fetch cheaper" in inline_auto
+    busy_auto = remedy(stats(2, 0.95, fetch_bound), cpus=8, auto=True)
+    assert "raise num_workers" not in busy_auto and "memory_budget=" in busy_auto
 
 
 def test_a_trace_holds_every_task_and_loads_as_trace_json(tmp_path: Path) -> None:

@@ -324,7 +324,10 @@ class DataLoader(Iterable[Any]):
         if workers is None:
             workers = self._launcher.workers(config)
         recorder = self._stats.open(
-            0 if workers.inline else workers.num_workers, created, workers.slabs
+            0 if workers.inline else workers.num_workers,
+            created,
+            workers.slabs,
+            auto=settings.auto_workers,
         )
         ranks = sampling.ranks
         setup = PassSetup(

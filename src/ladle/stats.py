@@ -411,8 +411,10 @@ def _watch_settings() -> tuple[float, float] | None:
     return share, seconds
 
 
-def remedy(stats: PassStats, cpus: int | None = None) -> str:
-    """What to change, judged from a pass's numbers: the bound stage and the setting."""
+def remedy(stats: PassStats, cpus: int | None = None, auto: bool = False) -> str:
+    """What to change, judged from a pass's numbers: the bound stage and the setting.
+    ``auto``: the loader has ``num_workers="auto"``, whose measurements already chose the
+    worker count (the advice is then the stage, not the count)."""
     cpus = cpus or machine.cpus()
     per_batch = {name: seconds / max(stats.batches, 1) for name, seconds in stats.stages.items()}
     worker_stage = max(("fetch", "transform", "collate"), key=lambda name: per_batch[name])
@@ -425,6 +427,20 @@ def remedy(stats: PassStats, cpus: int | None = None) -> str:
         )
         else ""
     )
+    stage_ms = f"{per_batch[worker_stage] * 1e3:.1f} ms a batch"
+    if auto and stats.num_workers == 0:
+        return (
+            f"loading runs in the training process, most of it in {worker_stage} ({stage_ms}), "
+            f"where num_workers='auto' measured it no slower than in workers (loader.autotune "
+            f"says why): make {worker_stage} cheaper{cache}"
+        )
+    if auto and (sum(stats.worker_busy) / max(len(stats.worker_busy), 1)) >= 0.8:
+        return (
+            f"the {stats.num_workers} workers num_workers='auto' chose are busy most of the "
+            f"time, most of it in {worker_stage} ({stage_ms}): make {worker_stage} "
+            f"cheaper{cache}, or, when loader.autotune says the memory budget capped the "
+            f"count, raise memory_budget="
+        )
     if stats.num_workers == 0:
         suggestion = min(cpus, 8)
         if cpus < 2:
@@ -470,8 +486,12 @@ class StatsBook:
         self._recorders: weakref.WeakSet[PassRecorder] = weakref.WeakSet()
         self.warned = False
 
-    def open(self, num_workers: int, created: float, slabs: SlabPool | None) -> PassRecorder:
+    def open(
+        self, num_workers: int, created: float, slabs: SlabPool | None, auto: bool = False
+    ) -> PassRecorder:
+        """A new pass's recorder; ``auto``: the loader chooses its worker count."""
         recorder = PassRecorder(num_workers, created, slabs, self)
+        recorder.auto = auto
         self._recorders.add(recorder)
         tally = recorder.tally
         self._tallies.append(tally)
@@ -529,6 +549,7 @@ class PassRecorder:
         self.trace = active_trace()  # a pass begun inside ``ladle.trace()`` is recorded
         self.number = self.trace.new_pass() if self.trace is not None else 0
         self._book = book
+        self.auto = False  # the loader has num_workers="auto" (its advice differs)
         self._depth: collections.deque[tuple[float, int, int]] = collections.deque(
             maxlen=_DEPTH_SAMPLES
         )
@@ -714,7 +735,7 @@ class PassRecorder:
         warnings.warn(
             f"the training loop waited for data {share:.0%} of the last {span:.1f} s "
             f"({batches} batches; over the pass, {waits * 1e3:.1f} ms a batch waiting and "
-            f"{outside * 1e3:.1f} ms a batch outside the loader): {remedy(stats)}. "
+            f"{outside * 1e3:.1f} ms a batch outside the loader): {remedy(stats, auto=self.auto)}. "
             f"loader.stats() shows the breakdown; LADLE_DATA_WAIT_WARNING=off silences this",
             DataWaitWarning,
             stacklevel=_user_level(),
