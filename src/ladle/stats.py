@@ -727,11 +727,18 @@ class PassRecorder:
     def follow(self, clock: StageClock | None) -> None:
         """The pass's batches come from the main process's own loop, timed by ``clock`` (None:
         from workers)."""
+        tally = self.tally
+        if self._main and tally.last is not None:
+            self._check(tally.last)  # the watch sees the main process's batches since its look
         self._fold()  # what came before was loaded elsewhere
-        self.tally.follow(clock)
+        tally.follow(clock)
         self._main = clock is not None
-        self._checked = None
-        self._check_at = self.tally.batches + 8
+        # the watch's next look starts here: it has seen what came before (a look from zero
+        # would hand it every wait of the pass again)
+        self._checked = (
+            None if tally.last is None else (tally.wait + tally.main_wait, tally.batches, tally.last)
+        )
+        self._check_at = tally.batches + 8
 
     def resized(self, num_workers: int, clock: StageClock | None) -> None:
         """The pass moved to ``num_workers`` workers (num_workers="auto"; 0 and ``clock``: to
