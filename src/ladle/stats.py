@@ -243,9 +243,10 @@ class _Tally:
         for name in self.__slots__:
             setattr(twin, name, getattr(self, name))
         twin.busy = list(self.busy)
-        # another thread may be writing: the bytes below ``used`` are whole records
-        used = self.used
-        twin.log, twin.used = self.log[:used], used
+        # another thread may be writing: the bytes below ``used`` are whole records (of a log
+        # that may have been dropped meanwhile, at the pass's end: then none)
+        twin.log = self.log[: self.used]
+        twin.used = len(twin.log)
         return twin
 
     def settled(self) -> _Tally:
@@ -667,6 +668,7 @@ class PassRecorder:
             tally.used += _RECORD_BYTES
         if over:
             self._fold()
+            tally.log = bytearray()  # every record is summed: its buffer (up to 100 KB) goes
             tally.follow(None)  # the loop's clock is read for the last time
             tally.live = False
         elif tally.used >= self._fold_at:
