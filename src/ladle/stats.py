@@ -496,7 +496,10 @@ class StatsBook:
         self._recorders.add(recorder)
         tally = recorder.tally
         self._tallies.append(tally)
-        self._latest = weakref.ref(recorder, lambda _: _ended(tally))
+        # a pass dropped unfinished has ended too, whether or not a newer one began meanwhile
+        # (then its tally is folded with the others instead of kept, and summed, forever)
+        weakref.finalize(recorder, _ended, tally).atexit = False
+        self._latest = weakref.ref(recorder)
         self._latest_tally = tally
         if len(self._tallies) > _MERGE_AFTER:
             self._merge()
