@@ -323,3 +323,43 @@ def test_a_new_pass_of_an_auto_persistent_loader_leaves_a_running_auto_pass_alon
     assert result["outcome"] == "ok"
     assert result["same"] is True
     assert result["left"] == []
+
+
+# -- a Compose run by collate_fn (a batch augmentation) ---------------------------------------
+
+BATCH_AUGMENT = T.Compose([T.Lambda(lambda batch: (spin(0.01), batch)[1])])
+
+
+def augmenting_collate(samples: list[Any]) -> Any:
+    return BATCH_AUGMENT(ladle.default_collate(samples))
+
+
+def test_a_compose_inside_collate_fn_is_timed_once() -> None:
+    result = run_json(
+        """
+        import json
+        import ladle
+        from test_adversarial_stats_autotune import Inner, augmenting_collate
+        class Sixteen(Inner):
+            def __len__(self):
+                return 16
+        out = {}
+        for workers in (0, 1):
+            loader = ladle.DataLoader(Sixteen(), batch_size=4, collate_fn=augmenting_collate,
+                                      num_workers=workers, worker_type="thread",
+                                      timeout=30 if workers else 0)
+            list(loader)
+            stats = loader.stats().latest
+            out[workers] = [stats.wait, stats.stages.transform, stats.stages.collate,
+                            stats.stages.total, list(stats.worker_busy)]
+        print(json.dumps(out))
+        """,
+        timeout=60,
+    )
+    wait, transform, collate, total, _ = result["0"]
+    assert transform >= 4 * 0.01
+    assert collate < transform  # the 40 ms are the transform's, not the collate's as well
+    assert total <= wait + 1e-9
+    _, transform, collate, _, busy = result["1"]
+    assert collate < transform
+    assert busy[0] <= 1.0  # a worker is never busy more than all of the time
