@@ -150,10 +150,8 @@ def test_a_traced_main_process_task_after_a_raised_batch_holds_only_its_own_stag
             RaisesFirst(), batch_size=4, collate_fn=collate_refusing_the_first
         )
         iterator = iter(loader)
-        try:
+        with pytest.raises(ValueError, match="the first batch is refused"):
             next(iterator)
-        except ValueError:
-            pass
         next(iterator)
     events = [e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]
     (task,) = [e for e in events if e["name"] == "task"]

@@ -740,9 +740,8 @@ class PassRecorder:
         self._main = clock is not None
         # the watch's next look starts here: it has seen what came before (a look from zero
         # would hand it every wait of the pass again)
-        self._checked = (
-            None if tally.last is None else (tally.wait + tally.main_wait, tally.batches, tally.last)
-        )
+        last, waited = tally.last, tally.wait + tally.main_wait
+        self._checked = None if last is None else (waited, tally.batches, last)
         self._check_at = tally.batches + 8
 
     def resized(self, num_workers: int, clock: StageClock | None) -> None:
