@@ -361,3 +361,44 @@ def test_a_compose_inside_collate_fn_is_timed_once() -> None:
     _, transform, collate, _, busy = result["1"]
     assert collate < transform
     assert busy[0] <= 1.0  # a worker is never busy more than all of the time
+
+
+# -- Ctrl-C while num_workers="auto" starts workers -------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: a KeyboardInterrupt while the workers start is recorded as their "
+    "failure to start, and the choice (num_workers=0) is kept for good",
+)
+def test_ctrl_c_while_auto_starts_workers_decides_nothing() -> None:
+    result = run_json(
+        """
+        import json
+        import ladle
+        import ladle.launcher as launcher
+        from test_adversarial_stats_autotune import Numbered, script_moves
+        script_moves({4: (2, 2)})
+        start = launcher.Launcher.workers
+        pressed = []
+        def workers(self, config):
+            if config.settings.num_workers and not pressed:
+                pressed.append(1)
+                raise KeyboardInterrupt  # Ctrl-C while the workers start
+            return start(self, config)
+        launcher.Launcher.workers = workers
+        loader = ladle.DataLoader(Numbered(80), batch_size=4, num_workers="auto", timeout=30)
+        iterator = iter(loader)
+        try:
+            for _ in iterator:
+                pass
+        except KeyboardInterrupt:
+            pass
+        choice = loader.autotune
+        print(json.dumps(None if choice is None else [choice.num_workers, choice.reason]))
+        loader.close()
+        """,
+        timeout=60,
+    )
+    # the user stopped the loop; nothing was measured about workers
+    assert result is None or "KeyboardInterrupt" not in result[1]
