@@ -14,6 +14,7 @@ import numpy as np
 
 from ladle._runtime.context import (
     Allocator,
+    SampleSlot,
     StageClock,
     current_allocator,
     sample_slot,
@@ -37,6 +38,21 @@ def _pause_allocator() -> Allocator | None:
     return allocate
 
 
+def _nested(slot: SampleSlot) -> tuple[Any, ...]:
+    """What a loader running inside another loader's sample must give back to it: the outer
+    sample's key, index and generator state."""
+    generator = slot.generator
+    state = generator.bit_generator.state if slot.seeded and generator is not None else None
+    return slot.key, slot.index, slot.seeded, state
+
+
+def _give_back(slot: SampleSlot, outer: tuple[Any, ...]) -> None:
+    slot.key, slot.index, slot.seeded, state = outer
+    if state is not None:
+        assert slot.generator is not None
+        slot.generator.bit_generator.state = state  # its draws go on where they were
+
+
 def _collate(
     collate_fn: Callable[[Any], Any],
     value: Any,
@@ -46,11 +62,13 @@ def _collate(
 ) -> Any:
     if allocate is not None:
         set_allocator(allocate)  # the batch goes into the slab
+    transform = clock.transform
     started = time.perf_counter()
     try:
         batch = collate_fn(value)
     finally:
-        clock.collate += time.perf_counter() - started
+        # a Compose that collate_fn runs (a batch augmentation) is timed as the transform
+        clock.collate += time.perf_counter() - started - (clock.transform - transform)
     clock.samples += samples  # a batch that raised has none
     return batch
 
@@ -124,7 +142,8 @@ class MapFetcher:
 
     def fetch(self, indices: Any) -> Any:
         slot = sample_slot()
-        # a loader's dataset may run another loader: its clock is given back
+        # a loader's dataset may run another loader: its clock and sample are given back
+        nested = None if slot.key is None else _nested(slot)  # None: the common case
         outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
         allocate = _pause_allocator()
         try:
@@ -151,7 +170,10 @@ class MapFetcher:
                 gathered = list(gathered)
             return _collate(self.collate_fn, gathered, allocate, len(indices), self.clock)
         finally:
-            slot.key = slot.index = None
+            if nested is None:
+                slot.key = slot.index = None
+            else:
+                _give_back(slot, nested)
             slot.clock = outer
             if allocate is not None:
                 set_allocator(allocate)
@@ -193,6 +215,7 @@ class IterableFetcher:
     def fetch(self) -> Any:
         """The next batch; raises StopIteration when the stream has no (full) batch left."""
         slot = sample_slot()
+        nested = None if slot.key is None else _nested(slot)  # None: the common case
         outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
         stream = self.stream
         allocate = _pause_allocator()
@@ -216,7 +239,10 @@ class IterableFetcher:
                 raise StopIteration
             return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
         finally:
-            slot.key = slot.index = None
+            if nested is None:
+                slot.key = slot.index = None
+            else:
+                _give_back(slot, nested)
             slot.clock = outer
             if allocate is not None:
                 set_allocator(allocate)

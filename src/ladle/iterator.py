@@ -163,6 +163,8 @@ class LoaderIterator(Iterator[Any]):
             recorder.stopped(entered, time.perf_counter(), over=False)
             source, offset = self._source
             source.indices_of(outcome.number - offset)
+            if recorder.trace is not None:
+                recorder.trace.raised(self._workers_now.main_clock)
             # The dataset or collate_fn raised: that batch is consumed, as in torch.
             present = self._setup.present
             raised = outcome.error

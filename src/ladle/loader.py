@@ -321,6 +321,9 @@ class DataLoader(Iterable[Any]):
         sampling, settings = config.sampling, config.settings
         streams = max(settings.num_workers, 1)  # the pass's (num_workers="auto": its setting)
         start, seed = self._stream.start(sampling, settings.generator, streams)
+        # over the persistent workers (a pass of num_workers="auto" still tuning runs workers
+        # of its own, which a later pass over the persistent ones must leave alone)
+        persistent = workers is not None
         if workers is None:
             workers = self._launcher.workers(config)
         recorder = self._stats.open(
@@ -354,7 +357,7 @@ class DataLoader(Iterable[Any]):
         except BaseException:
             self._launcher.release(workers, True)
             raise
-        self._launcher.running(iterator, sampling.persistent_workers)
+        self._launcher.running(iterator, persistent)
         return iterator
 
     #: How an exception raised in a worker is presented: ladle raises the worker's own

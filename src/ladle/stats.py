@@ -243,9 +243,10 @@ class _Tally:
         for name in self.__slots__:
             setattr(twin, name, getattr(self, name))
         twin.busy = list(self.busy)
-        # another thread may be writing: the bytes below ``used`` are whole records
-        used = self.used
-        twin.log, twin.used = self.log[:used], used
+        # another thread may be writing: the bytes below ``used`` are whole records (of a log
+        # that may have been dropped meanwhile, at the pass's end: then none)
+        twin.log = self.log[: self.used]
+        twin.used = len(twin.log)
         return twin
 
     def settled(self) -> _Tally:
@@ -495,7 +496,10 @@ class StatsBook:
         self._recorders.add(recorder)
         tally = recorder.tally
         self._tallies.append(tally)
-        self._latest = weakref.ref(recorder, lambda _: _ended(tally))
+        # a pass dropped unfinished has ended too, whether or not a newer one began meanwhile
+        # (then its tally is folded with the others instead of kept, and summed, forever)
+        weakref.finalize(recorder, _ended, tally).atexit = False
+        self._latest = weakref.ref(recorder)
         self._latest_tally = tally
         if len(self._tallies) > _MERGE_AFTER:
             self._merge()
@@ -577,6 +581,8 @@ class PassRecorder:
         should report the queue's depth (:meth:`depth`)."""
         tally = self.tally
         if self._main:
+            if outcome.times is not None:
+                return self._drained(entered, outcome, converted, now)
             batches = tally.batches
             if not batches:
                 self._first(entered, now)
@@ -605,6 +611,34 @@ class PassRecorder:
             self._due()
         self._count += 1
         return not self._count % _DEPTH_EVERY
+
+    def _drained(self, entered: float, outcome: Delivered, converted: float, now: float) -> bool:
+        """A batch the workers had in flight when the pass moved to the main process's loop
+        (num_workers="auto"), handed out after the move: its samples and times came with it,
+        not on the loop's clock. Summed at once, since the main process's sums go on past it
+        (the watch reads it with them)."""
+        tally = self.tally
+        if tally.used + _RECORD_BYTES > len(tally.log):
+            tally.log.extend(bytes(_RECORD_BYTES))
+        self._pack(
+            tally.log,
+            tally.used,
+            entered,
+            now,
+            converted,
+            outcome.transport,
+            outcome.nbytes,
+            outcome.worker_id,
+            *(outcome.times or _NO_TIMES),
+        )
+        tally.used += _RECORD_BYTES
+        records = tally.records()
+        _fold(tally, records)
+        del records  # the log may be resized later
+        tally.used = 0
+        if tally.batches >= self._check_at:
+            self._check(now)
+        return False
 
     def _first(self, entered: float, now: float) -> None:
         tally = self.tally
@@ -637,6 +671,7 @@ class PassRecorder:
             tally.used += _RECORD_BYTES
         if over:
             self._fold()
+            tally.log = bytearray()  # every record is summed: its buffer (up to 100 KB) goes
             tally.follow(None)  # the loop's clock is read for the last time
             tally.live = False
         elif tally.used >= self._fold_at:
@@ -697,11 +732,17 @@ class PassRecorder:
     def follow(self, clock: StageClock | None) -> None:
         """The pass's batches come from the main process's own loop, timed by ``clock`` (None:
         from workers)."""
+        tally = self.tally
+        if self._main and tally.last is not None:
+            self._check(tally.last)  # the watch sees the main process's batches since its look
         self._fold()  # what came before was loaded elsewhere
-        self.tally.follow(clock)
+        tally.follow(clock)
         self._main = clock is not None
-        self._checked = None
-        self._check_at = self.tally.batches + 8
+        # the watch's next look starts here: it has seen what came before (a look from zero
+        # would hand it every wait of the pass again)
+        last, waited = tally.last, tally.wait + tally.main_wait
+        self._checked = None if last is None else (waited, tally.batches, last)
+        self._check_at = tally.batches + 8
 
     def resized(self, num_workers: int, clock: StageClock | None) -> None:
         """The pass moved to ``num_workers`` workers (num_workers="auto"; 0 and ``clock``: to

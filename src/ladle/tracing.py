@@ -109,12 +109,7 @@ class Trace:
                 transform = main_clock.transform - before[0]
                 collate = main_clock.collate - before[1]
                 samples = int(main_clock.samples - before[2])
-                self._seen[id(main_clock)] = (
-                    main_clock,
-                    main_clock.transform,
-                    main_clock.collate,
-                    main_clock.samples,
-                )
+                self._mark(main_clock)
                 fetch = handed - entered - converted - outcome.transport - transform - collate
                 times = TaskTimes(entered, max(fetch, 0.0), transform, collate, 0.0, samples, main)
             if times is not None:
@@ -169,6 +164,21 @@ class Trace:
             self._span("transport", main, 0, read_end - outcome.transport, outcome.transport, {})
             if converted:
                 self._span("convert", main, 0, read_end, converted, {})
+
+    def raised(self, main_clock: StageClock | None) -> None:
+        """A task raised instead of giving a batch; ``main_clock``: the main process's loop, if
+        it ran the task. What that task spent is its own, not the next task's."""
+        if main_clock is not None:
+            with self._lock:
+                self._mark(main_clock)
+
+    def _mark(self, main_clock: StageClock) -> None:
+        self._seen[id(main_clock)] = (
+            main_clock,
+            main_clock.transform,
+            main_clock.collate,
+            main_clock.samples,
+        )
 
     def write(self) -> Path:
         """Write the trace file now (the block's end does it); returns its path."""
