@@ -118,6 +118,11 @@ class AutoTuner:
     def decided(self, choice: Choice) -> None:
         self.choice = choice
 
+    def forget(self, running: PassTuner) -> None:
+        """``running``'s measurements are dropped: the next pass measures afresh."""
+        if self._running is running:
+            self._running = None
+
 
 class PassTuner:
     """One pass's measurements: :meth:`review` at the batches :attr:`next_review` names, and
@@ -325,6 +330,13 @@ class PassTuner:
         self.phase = _Phase.DONE
         self.next_review = 1 << 62
         self.tuner.decided(Choice(workers, prefetch, reason))
+
+    def interrupted(self) -> None:
+        """The pass was interrupted (Ctrl-C) while moving to other workers: nothing is
+        decided, and the next pass measures afresh."""
+        self.phase = _Phase.DONE  # this pass judges nothing more
+        self.next_review = 1 << 62
+        self.tuner.forget(self)
 
     def failed(self, workers: int, prefetch: int | None, error: BaseException) -> None:
         """Moving to other workers failed (they could not start): keep what runs."""

@@ -256,11 +256,16 @@ class LoaderIterator(Iterator[Any]):
         try:
             fresh = self._setup.switch(workers, prefetch)
         except BaseException as error:
+            if not isinstance(error, Exception):
+                # Ctrl-C, SystemExit: the workers did not fail, nothing is decided (the next
+                # pass measures afresh); the pass closes, as on an interrupt inside next()
+                tuner.interrupted()
+                self.state = IteratorState.CLOSED
+                self._release(broken=True)
+                raise
             # the pass goes on as it was, and the choice is what it ran
             running = 0 if current.inline else current.num_workers
             tuner.failed(running, self._dispatch.per_worker if running else None, error)
-            if not isinstance(error, Exception):
-                raise
             warnings.warn(
                 f"num_workers='auto' could not start {workers} "
                 f"{'worker' if workers == 1 else 'workers'} ({type(error).__name__}: {error}); "
