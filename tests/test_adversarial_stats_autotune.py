@@ -201,12 +201,6 @@ def test_sample_rng_survives_a_loader_run_inside_the_dataset() -> None:
 # -- stats read from another thread in the middle of a batch ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: the main process's stages are read from its loop's running clock, which "
-    "holds the stages of the batch in progress, while its wait is added only once the batch is "
-    "handed out",
-)
 def test_stats_read_mid_batch_from_another_thread_keep_the_stages_within_the_wait() -> None:
     reached, go = threading.Event(), threading.Event()
 
@@ -234,8 +228,45 @@ def test_stats_read_mid_batch_from_another_thread_keep_the_stages_within_the_wai
         loading.join(30)
     assert not loading.is_alive()
     assert (stats.batches, stats.samples) == (1, 4)
-    # every stage counted ran inside a next() that is counted
+    # every stage counted ran inside a next() whose wait is counted (so far, for the one
+    # still running), and the wall still adds up
     assert stats.stages.total <= stats.wait + 1e-9
+    assert stats.wait >= 7 * 0.01  # the four spins of the first batch, three of the second
+    assert stats.wall == pytest.approx(stats.wait + stats.outside, abs=1e-9)
+
+
+def test_a_loop_stuck_waiting_for_a_worker_shows_it_in_stats_read_meanwhile() -> None:
+    reached, go = threading.Event(), threading.Event()
+
+    class Stuck(ladle.Dataset[np.ndarray]):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> np.ndarray:
+            if i == 6:
+                reached.set()
+                go.wait(30)
+            return np.full((2,), i, np.float32)
+
+    loader = ladle.DataLoader(Stuck(), batch_size=4, num_workers=1, worker_type="thread")
+    iterator = iter(loader)
+    loading = threading.Thread(target=lambda: list(iterator))
+    loading.start()
+    try:
+        assert reached.wait(30)
+        deadline = time.monotonic() + 30
+        while iterator.stats().batches < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)  # the loop takes the first batch, then waits for the second
+        before = iterator.stats()
+        spin(0.05)  # the loop goes on waiting for the second batch
+        after = iterator.stats()
+    finally:
+        go.set()
+        loading.join(30)
+    assert not loading.is_alive()
+    assert before.batches == after.batches == 1
+    assert after.wait - before.wait >= 0.05  # the wait so far is counted as it grows
+    assert after.wall == pytest.approx(after.wait + after.outside, abs=1e-9)
 
 
 # -- what a loader keeps of its passes --------------------------------------------------------

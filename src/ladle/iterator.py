@@ -126,7 +126,7 @@ class LoaderIterator(Iterator[Any]):
             # before this batch is taken: whatever the switch raises, no batch is lost
             self._review(self._review_due)
         recorder = self._setup.recorder
-        entered = time.perf_counter()
+        recorder.entered = entered = time.perf_counter()
         try:
             if self._draining is None:  # the common case, kept short: it runs every batch
                 outcome = self._dispatch.next()

@@ -3,7 +3,8 @@
 Always on, so it must stay cheap: a pass adds a few clock readings and additions per batch
 (workers time their own stages and send the times with the batch). The training loop's side
 is split exactly: ``wait`` (inside ``next()``) plus ``outside`` (between batches, the training
-step) is ``wall``, from the first ``next()`` to the latest batch. The stage times are summed
+step) is ``wall``, from the first ``next()`` to the latest batch (read from another thread while
+a ``next()`` runs: to now, that call's wait so far included). The stage times are summed
 over the workers (inline, over the training process):
 
 - ``fetch``: the dataset's own time (``__getitem__``/``__getitems__``, a stream's ``next``),
@@ -26,6 +27,7 @@ import collections
 import os
 import struct
 import sys
+import time
 import types
 import warnings
 import weakref
@@ -249,12 +251,22 @@ class _Tally:
         twin.used = len(twin.log)
         return twin
 
-    def settled(self) -> _Tally:
+    def settled(self, entered: float | None = None) -> _Tally:
         """A copy with everything summed (the pass may be running in another thread): the
-        log folded in, the main process's loop's stages read and its fetch worked out."""
+        log folded in, the main process's loop's stages read and its fetch worked out.
+        ``entered``: a ``next()`` began then; if no batch came since, it is still running (read
+        from another thread), and its wait so far is counted, as the stages it has run are."""
         twin = self.copy()
         _fold(twin, twin.records())
         twin.log, twin.used = bytearray(), 0
+        if entered is not None and twin.live and (twin.last is None or entered > twin.last):
+            now = time.perf_counter()
+            if twin.clock is not None:  # its stages so far are in the loop's clock
+                twin.main_wait += now - entered
+            else:
+                twin.wait += now - entered
+            twin.first = entered if twin.first is None else twin.first
+            twin.last = now
         twin.read_clock()
         twin.clock = None
         twin.wait += twin.main_wait
@@ -553,6 +565,9 @@ class PassRecorder:
         self.trace = active_trace()  # a pass begun inside ``ladle.trace()`` is recorded
         self.number = self.trace.new_pass() if self.trace is not None else 0
         self._book = book
+        # when the latest next() began (the iterator sets it): while no batch has come since,
+        # it is running, and a read from another thread counts its wait so far
+        self.entered: float | None = None
         self.auto = False  # the loader has num_workers="auto" (its advice differs)
         self._depth: collections.deque[tuple[float, int, int]] = collections.deque(
             maxlen=_DEPTH_SAMPLES
@@ -783,7 +798,7 @@ class PassRecorder:
         )
 
     def stats(self) -> PassStats:
-        tally = self.tally.settled()
+        tally = self.tally.settled(self.entered)
         first = tally.first or 0.0
         depth = [(now - first, waiting, flight) for now, waiting, flight in self._depth]
         shm_bytes = self.slabs.footprint()[1] if self.slabs is not None else 0
