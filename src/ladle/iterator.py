@@ -233,6 +233,8 @@ class LoaderIterator(Iterator[Any]):
                 self._held.remove(workers)
                 self._setup.release(workers, False)
                 self._source = (self._dispatch, self._offset)
+                # the batches from here on are the current workers' (or the main process's)
+                self._setup.recorder.follow(self._workers_now.main_clock)
         return _renumbered(self._dispatch.next(), self._offset)
 
     def _review(self, nbytes: int) -> None:
@@ -283,7 +285,9 @@ class LoaderIterator(Iterator[Any]):
             self._held.remove(current)
             self._setup.release(current, False)
         self._offset += old.sent
-        self._setup.recorder.resized(workers, fresh.main_clock)
+        # batches the old workers still have in flight come first, with their own times: the
+        # main process's loop is followed once they are in
+        self._setup.recorder.resized(workers, fresh.main_clock if self._draining is None else None)
         setup = self._setup
         self._dispatch = PassDispatch(
             fresh,

@@ -596,14 +596,13 @@ class PassRecorder:
         should report the queue's depth (:meth:`depth`)."""
         tally = self.tally
         if self._main:
-            if outcome.times is not None:
-                return self._drained(entered, outcome, converted, now)
             batches = tally.batches
             if not batches:
                 self._first(entered, now)
             tally.batches = batches = batches + 1
             tally.main_wait += now - entered
-            tally.main_convert += converted
+            if converted:  # an output conversion ran (none by default)
+                tally.main_convert += converted
             tally.last = now
             if batches >= self._check_at:
                 self._check(now)
@@ -626,34 +625,6 @@ class PassRecorder:
             self._due()
         self._count += 1
         return not self._count % _DEPTH_EVERY
-
-    def _drained(self, entered: float, outcome: Delivered, converted: float, now: float) -> bool:
-        """A batch the workers had in flight when the pass moved to the main process's loop
-        (num_workers="auto"), handed out after the move: its samples and times came with it,
-        not on the loop's clock. Summed at once, since the main process's sums go on past it
-        (the watch reads it with them)."""
-        tally = self.tally
-        if tally.used + _RECORD_BYTES > len(tally.log):
-            tally.log.extend(bytes(_RECORD_BYTES))
-        self._pack(
-            tally.log,
-            tally.used,
-            entered,
-            now,
-            converted,
-            outcome.transport,
-            outcome.nbytes,
-            outcome.worker_id,
-            *(outcome.times or _NO_TIMES),
-        )
-        tally.used += _RECORD_BYTES
-        records = tally.records()
-        _fold(tally, records)
-        del records  # the log may be resized later
-        tally.used = 0
-        if tally.batches >= self._check_at:
-            self._check(now)
-        return False
 
     def _first(self, entered: float, now: float) -> None:
         tally = self.tally
