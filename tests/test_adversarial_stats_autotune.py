@@ -260,12 +260,14 @@ def test_a_loop_stuck_waiting_for_a_worker_shows_it_in_stats_read_meanwhile() ->
         before = iterator.stats()
         spin(0.05)  # the loop goes on waiting for the second batch
         after = iterator.stats()
+        total = loader.stats().total  # the loader's sums count it as the pass's do
     finally:
         go.set()
         loading.join(30)
     assert not loading.is_alive()
     assert before.batches == after.batches == 1
     assert after.wait - before.wait >= 0.05  # the wait so far is counted as it grows
+    assert total.wait >= after.wait
     assert after.wall == pytest.approx(after.wait + after.outside, abs=1e-9)
 
 

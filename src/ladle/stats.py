@@ -307,8 +307,9 @@ class _Tally:
             return 0.0
         return self.last - self.first
 
-    def absorb(self, other: _Tally) -> None:
-        other = other.settled()
+    def absorb(self, other: _Tally, entered: float | None = None) -> None:
+        """Add ``other``'s numbers (``entered``: as for :meth:`settled`)."""
+        other = other.settled(entered)
         wall = self.wall + other.wall
         self.passes += other.passes
         for name in (
@@ -533,14 +534,16 @@ class StatsBook:
     def stats(self, idle_slabs: SlabPool | None) -> LoaderStats:
         """``idle_slabs``: the loader's slabs kept between passes, besides the passes'."""
         pools = {id(pool): pool for pool in (idle_slabs,) if pool is not None}
+        entered: dict[int, float | None] = {}  # a running pass's next() in progress counts too
         for running in list(self._recorders):
+            entered[id(running.tally)] = running.entered
             if running.tally.live and running.slabs is not None:
                 pools[id(running.slabs)] = running.slabs
         shm_bytes = sum(pool.footprint()[1] for pool in pools.values())
         total = _Tally(0)
         total.passes = 0
         for tally in self._tallies:
-            total.absorb(tally)
+            total.absorb(tally, entered.get(id(tally)))
         latest: PassStats | None = None
         recorder = self._latest() if self._latest is not None else None
         if recorder is not None:
