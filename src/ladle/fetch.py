@@ -28,14 +28,33 @@ __all__ = ["FetchPlan", "IterableFetcher", "MapFetcher", "open_stream"]
 SampleKey = tuple[int, int, int, int]
 
 
-def _pause_allocator() -> Allocator | None:
-    """Take the worker's slab allocator away while the dataset runs: what ``__getitem__`` makes
-    (with default_collate too) is the dataset's, and may be kept by it (a memo, a buffer),
-    while a slab is written again once its batch is done. Returns it for :func:`_collate`."""
+# what a fetch takes over from the thread for one batch, given back after it: an outer
+# loader's sample (a loader run inside another loader's sample), the slot's clock, the allocator
+_Outer = tuple[tuple[Any, ...] | None, StageClock | None, Allocator | None]
+
+
+def _bind(slot: SampleSlot, clock: StageClock, key: SampleKey | None) -> _Outer:
+    """Give this thread's slot to a batch: its pass's sample key, and ``clock`` for its stages.
+    The worker's slab allocator is taken away while the dataset runs: what ``__getitem__``
+    makes (with default_collate too) is the dataset's, and may be kept by it (a memo, a
+    buffer), while a slab is written again once its batch is done; :func:`_collate` gives it
+    back for the batch. Returns what :func:`_unbind` restores."""
+    nested = None if slot.key is None else _nested(slot)  # None: the common case
+    outer, slot.clock, slot.key = slot.clock, clock, key
     allocate = current_allocator()
     if allocate is not None:  # None without workers and in thread workers: nothing to take
         set_allocator(None)
-    return allocate
+    return nested, outer, allocate
+
+
+def _unbind(slot: SampleSlot, before: _Outer) -> None:
+    nested, slot.clock, allocate = before
+    if nested is None:
+        slot.key = slot.index = None
+    else:
+        _give_back(slot, nested)
+    if allocate is not None:
+        set_allocator(allocate)
 
 
 def _nested(slot: SampleSlot) -> tuple[Any, ...]:
@@ -142,10 +161,8 @@ class MapFetcher:
 
     def fetch(self, indices: Any) -> Any:
         slot = sample_slot()
-        # a loader's dataset may run another loader: its clock and sample are given back
-        nested = None if slot.key is None else _nested(slot)  # None: the common case
-        outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
-        allocate = _pause_allocator()
+        before = _bind(slot, self.clock, self.sample_key)
+        allocate = before[2]
         try:
             if not self.auto_collation:
                 slot.index, slot.seeded = indices, False
@@ -170,13 +187,7 @@ class MapFetcher:
                 gathered = list(gathered)
             return _collate(self.collate_fn, gathered, allocate, len(indices), self.clock)
         finally:
-            if nested is None:
-                slot.key = slot.index = None
-            else:
-                _give_back(slot, nested)
-            slot.clock = outer
-            if allocate is not None:
-                set_allocator(allocate)
+            _unbind(slot, before)
 
 
 def open_stream(dataset: Any, start: int) -> Iterator[Any]:
@@ -215,10 +226,9 @@ class IterableFetcher:
     def fetch(self) -> Any:
         """The next batch; raises StopIteration when the stream has no (full) batch left."""
         slot = sample_slot()
-        nested = None if slot.key is None else _nested(slot)  # None: the common case
-        outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
+        before = _bind(slot, self.clock, self.sample_key)
+        allocate = before[2]
         stream = self.stream
-        allocate = _pause_allocator()
         try:
             if self.batch_size is None:
                 slot.index, slot.seeded = self.position, False
@@ -239,10 +249,4 @@ class IterableFetcher:
                 raise StopIteration
             return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
         finally:
-            if nested is None:
-                slot.key = slot.index = None
-            else:
-                _give_back(slot, nested)
-            slot.clock = outer
-            if allocate is not None:
-                set_allocator(allocate)
+            _unbind(slot, before)
