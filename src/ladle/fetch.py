@@ -28,35 +28,6 @@ __all__ = ["FetchPlan", "IterableFetcher", "MapFetcher", "open_stream"]
 SampleKey = tuple[int, int, int, int]
 
 
-# what a fetch takes over from the thread for one batch, given back after it: an outer
-# loader's sample (a loader run inside another loader's sample), the slot's clock, the allocator
-_Outer = tuple[tuple[Any, ...] | None, StageClock | None, Allocator | None]
-
-
-def _bind(slot: SampleSlot, clock: StageClock, key: SampleKey | None) -> _Outer:
-    """Give this thread's slot to a batch: its pass's sample key, and ``clock`` for its stages.
-    The worker's slab allocator is taken away while the dataset runs: what ``__getitem__``
-    makes (with default_collate too) is the dataset's, and may be kept by it (a memo, a
-    buffer), while a slab is written again once its batch is done; :func:`_collate` gives it
-    back for the batch. Returns what :func:`_unbind` restores."""
-    nested = None if slot.key is None else _nested(slot)  # None: the common case
-    outer, slot.clock, slot.key = slot.clock, clock, key
-    allocate = current_allocator()
-    if allocate is not None:  # None without workers and in thread workers: nothing to take
-        set_allocator(None)
-    return nested, outer, allocate
-
-
-def _unbind(slot: SampleSlot, before: _Outer) -> None:
-    nested, slot.clock, allocate = before
-    if nested is None:
-        slot.key = slot.index = None
-    else:
-        _give_back(slot, nested)
-    if allocate is not None:
-        set_allocator(allocate)
-
-
 def _nested(slot: SampleSlot) -> tuple[Any, ...]:
     """What a loader running inside another loader's sample must give back to it: the outer
     sample's key, index and generator state."""
@@ -128,7 +99,40 @@ class FetchPlan:
         return MapFetcher(self.dataset, self.auto_collation, self.collate_fn, sample_key, clock)
 
 
-class MapFetcher:
+class _Fetcher:
+    """What both fetchers do around a batch (calling one loads it): the thread's sample slot
+    gets the pass's sample key and the fetcher's ``clock`` for the batch's stages, and the
+    worker's slab allocator is taken away while the dataset runs (what ``__getitem__`` makes,
+    with default_collate too, is the dataset's, and may be kept by it: a memo, a buffer, while
+    a slab is written again once its batch is done; :func:`_collate` gives it back for the
+    batch). A loader run inside another loader's sample gives the outer sample back."""
+
+    clock: StageClock
+    sample_key: SampleKey | None
+
+    def __call__(self, indices: Any = None) -> Any:
+        slot = sample_slot()
+        nested = None if slot.key is None else _nested(slot)  # None: the common case
+        outer, slot.clock, slot.key = slot.clock, self.clock, self.sample_key
+        allocate = current_allocator()
+        if allocate is not None:  # None without workers and in thread workers: nothing to take
+            set_allocator(None)
+        try:
+            return self._load(indices, slot, allocate)
+        finally:
+            if nested is None:
+                slot.key = slot.index = None
+            else:
+                _give_back(slot, nested)
+            slot.clock = outer
+            if allocate is not None:
+                set_allocator(allocate)
+
+    def _load(self, indices: Any, slot: SampleSlot, allocate: Allocator | None) -> Any:
+        raise NotImplementedError
+
+
+class MapFetcher(_Fetcher):
     """Fetch from a map-style dataset: ``__getitems__`` once per batch when it has one.
 
     ``sample_key`` is the pass's key for ``sample_rng()`` (see ``seeding.sample_key``); the
@@ -156,38 +160,29 @@ class MapFetcher:
 
     position = None  # a map-style dataset has no stream position
 
-    def __call__(self, indices: Any) -> Any:
-        return self.fetch(indices)
-
-    def fetch(self, indices: Any) -> Any:
-        slot = sample_slot()
-        before = _bind(slot, self.clock, self.sample_key)
-        allocate = before[2]
-        try:
-            if not self.auto_collation:
-                slot.index, slot.seeded = indices, False
-                sample = self.dataset[indices]
-                slot.index = None
-                return _collate(self.collate_fn, sample, allocate, 1, self.clock)
-            if self._getitems is None:
-                if isinstance(indices, np.ndarray):
-                    indices = indices.tolist()
-                dataset = self.dataset
-                samples = []
-                for index in indices:
-                    slot.index, slot.seeded = index, False
-                    samples.append(dataset[index])
-                slot.index = None
-                return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
-            if isinstance(indices, np.ndarray) and not self._accepts_array:
-                indices = indices.tolist()
-            gathered = self._getitems(indices)
+    def _load(self, indices: Any, slot: SampleSlot, allocate: Allocator | None) -> Any:
+        if not self.auto_collation:
+            slot.index, slot.seeded = indices, False
+            sample = self.dataset[indices]
             slot.index = None
-            if isinstance(gathered, GatheredBatch) and not self._takes_gathered:
-                gathered = list(gathered)
-            return _collate(self.collate_fn, gathered, allocate, len(indices), self.clock)
-        finally:
-            _unbind(slot, before)
+            return _collate(self.collate_fn, sample, allocate, 1, self.clock)
+        if self._getitems is None:
+            if isinstance(indices, np.ndarray):
+                indices = indices.tolist()
+            dataset = self.dataset
+            samples = []
+            for index in indices:
+                slot.index, slot.seeded = index, False
+                samples.append(dataset[index])
+            slot.index = None
+            return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
+        if isinstance(indices, np.ndarray) and not self._accepts_array:
+            indices = indices.tolist()
+        gathered = self._getitems(indices)
+        slot.index = None
+        if isinstance(gathered, GatheredBatch) and not self._takes_gathered:
+            gathered = list(gathered)
+        return _collate(self.collate_fn, gathered, allocate, len(indices), self.clock)
 
 
 def open_stream(dataset: Any, start: int) -> Iterator[Any]:
@@ -195,7 +190,7 @@ def open_stream(dataset: Any, start: int) -> Iterator[Any]:
     return dataset.iter_from(start) if start else iter(dataset)
 
 
-class IterableFetcher:
+class IterableFetcher(_Fetcher):
     """Fetch from an iterable dataset's stream: ``batch_size`` samples at a time, or one.
 
     ``position`` counts the samples the stream has delivered (from ``start`` on, when the stream
@@ -220,33 +215,24 @@ class IterableFetcher:
         self.position = start
         self.clock = clock or StageClock()  # its loop's: where the stats find the stages
 
-    def __call__(self, indices: object = None) -> Any:
-        return self.fetch()
-
-    def fetch(self) -> Any:
+    def _load(self, indices: Any, slot: SampleSlot, allocate: Allocator | None) -> Any:
         """The next batch; raises StopIteration when the stream has no (full) batch left."""
-        slot = sample_slot()
-        before = _bind(slot, self.clock, self.sample_key)
-        allocate = before[2]
         stream = self.stream
-        try:
-            if self.batch_size is None:
-                slot.index, slot.seeded = self.position, False
-                sample = next(stream)
-                self.position += 1
-                slot.index = None
-                return _collate(self.collate_fn, sample, allocate, 1, self.clock)
-            samples = []
-            for _ in range(self.batch_size):
-                slot.index, slot.seeded = self.position, False
-                try:
-                    samples.append(next(stream))
-                except StopIteration:
-                    break
-                self.position += 1
+        if self.batch_size is None:
+            slot.index, slot.seeded = self.position, False
+            sample = next(stream)
+            self.position += 1
             slot.index = None
-            if not samples or (self.drop_last and len(samples) < self.batch_size):
-                raise StopIteration
-            return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
-        finally:
-            _unbind(slot, before)
+            return _collate(self.collate_fn, sample, allocate, 1, self.clock)
+        samples = []
+        for _ in range(self.batch_size):
+            slot.index, slot.seeded = self.position, False
+            try:
+                samples.append(next(stream))
+            except StopIteration:
+                break
+            self.position += 1
+        slot.index = None
+        if not samples or (self.drop_last and len(samples) < self.batch_size):
+            raise StopIteration
+        return _collate(self.collate_fn, samples, allocate, len(samples), self.clock)
