@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from script_support import run_json
+from resume_support import resumed_in_a_child
 
 import ladle
 from ladle import ClassBalancedSampler
@@ -203,38 +203,16 @@ def test_loader_resumes_at_every_cut(replacement: bool) -> None:
 
 
 def test_loader_with_two_workers_resumes_exactly() -> None:
-    result = run_json(
-        """
-        import json
-        import numpy as np
-        import ladle
-
-        labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
-
-        def make():
-            ds = ladle.TensorDataset(np.arange(100), labels)
-            sampler = ladle.ClassBalancedSampler(labels, 60, seed=3)
-            return ladle.DataLoader(ds, batch_size=8, sampler=sampler, num_workers=2, timeout=30)
-
-        def plain(batches):
-            return [[i.tolist(), y.tolist()] for i, y in batches]
-
-        whole = make()
-        reference = plain(whole)
-        whole.close()
-        loader = make()
-        iterator = iter(loader)
-        head = plain(next(iterator) for _ in range(3))
-        state = json.loads(json.dumps(loader.state_dict()))
-        loader.close()
-        resumed = make()
-        resumed.load_state_dict(state)
-        rest = plain(resumed)
-        resumed.close()
-        print(json.dumps({"reference": reference, "resumed": head + rest}))
-        """,
-        timeout=90,
-    )
+    setup = """
+import numpy as np
+import ladle
+labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+def make():
+    ds = ladle.TensorDataset(np.arange(100), labels)
+    sampler = ladle.ClassBalancedSampler(labels, 60, seed=3)
+    return ladle.DataLoader(ds, batch_size=8, sampler=sampler, num_workers=2, timeout=30)
+"""
+    result = resumed_in_a_child(setup, cut=3)
     assert len(result["reference"]) == 8
     assert result["resumed"] == result["reference"]
     labels = [y for _, ys in result["reference"] for y in ys]

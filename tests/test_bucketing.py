@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from resume_support import taken_and_resumed
 
 import ladle
 from ladle.testing import assert_batches_equal, assert_resumes
@@ -238,18 +239,8 @@ def test_resume_adopts_a_fresh_seed_from_the_state() -> None:
 def test_resume_with_two_process_workers() -> None:
     lengths = skewed_lengths(120)
     expected = list(loader(lengths))
-    saved = loader(lengths, num_workers=2, timeout=60)
-    iterator = iter(saved)
-    taken = [next(iterator) for _ in range(4)]
-    state = json.loads(json.dumps(saved.state_dict()))
-    del iterator
-    saved.close()
-    resumed = loader(lengths, num_workers=2, timeout=60)
-    resumed.load_state_dict(state)
-    try:
-        assert_batches_equal(taken + list(resumed), expected)
-    finally:
-        resumed.close()
+    resumed = taken_and_resumed(lambda: loader(lengths, num_workers=2, timeout=60), cut=4)
+    assert_batches_equal(resumed, expected)
 
 
 def test_resumes_at_every_cut() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from resume_support import taken_and_resumed
 
 import ladle
 from ladle.testing import assert_batches_equal, assert_resumes
@@ -170,18 +171,8 @@ def test_resume_mid_epoch_gives_the_remaining_batches() -> None:
 
 def test_resume_with_two_process_workers() -> None:
     expected = list(loader())
-    saved = loader(num_workers=2, timeout=60)
-    iterator = iter(saved)
-    taken = [next(iterator) for _ in range(4)]
-    state = json.loads(json.dumps(saved.state_dict()))
-    del iterator
-    saved.close()
-    resumed = loader(num_workers=2, timeout=60)
-    resumed.load_state_dict(state)
-    try:
-        assert_batches_equal(taken + list(resumed), expected)
-    finally:
-        resumed.close()
+    resumed = taken_and_resumed(lambda: loader(num_workers=2, timeout=60), cut=4)
+    assert_batches_equal(resumed, expected)
 
 
 def test_resumes_at_every_cut() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from script_support import run_json
+from resume_support import resumed_in_a_child
 
 import ladle
 from ladle import ChunkShuffleSampler, WindowedDataset
@@ -272,35 +272,14 @@ def test_loader_resumes_at_every_cut() -> None:
 
 
 def test_loader_with_two_workers_resumes_exactly() -> None:
-    result = run_json(
-        """
-        import json
-        import numpy as np
-        import ladle
-
-        def make():
-            ds = ladle.WindowedDataset([np.arange(60.0), np.arange(1000.0, 1030.0)], 5, horizon=2)
-            sampler = ladle.ChunkShuffleSampler(ds, 7, seed=3)
-            return ladle.DataLoader(ds, batch_size=6, sampler=sampler, num_workers=2, timeout=30)
-
-        def plain(batches):
-            return [[x.tolist(), y.tolist()] for x, y in batches]
-
-        whole = make()
-        reference = plain(whole)
-        whole.close()
-        loader = make()
-        iterator = iter(loader)
-        head = plain(next(iterator) for _ in range(3))
-        state = json.loads(json.dumps(loader.state_dict()))
-        loader.close()
-        resumed = make()
-        resumed.load_state_dict(state)
-        rest = plain(resumed)
-        resumed.close()
-        print(json.dumps({"reference": reference, "resumed": head + rest}))
-        """,
-        timeout=90,
-    )
+    setup = """
+import numpy as np
+import ladle
+def make():
+    ds = ladle.WindowedDataset([np.arange(60.0), np.arange(1000.0, 1030.0)], 5, horizon=2)
+    sampler = ladle.ChunkShuffleSampler(ds, 7, seed=3)
+    return ladle.DataLoader(ds, batch_size=6, sampler=sampler, num_workers=2, timeout=30)
+"""
+    result = resumed_in_a_child(setup, cut=3)
     assert len(result["reference"]) == 13
     assert result["resumed"] == result["reference"]
