@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
+from ladle.callers import outside_ladle
 from ladle.collate import default_collate, default_convert
 from ladle.dataset import is_iterable_dataset
 from ladle.distributed import DistributedBatchSampler, check_agreed_order
@@ -407,20 +405,8 @@ def _warn_if_cache_thrashes(dataset: Any, sampler: Any) -> None:
             f"sampler=ShardWindowSampler(dataset, seed=...) (a shuffle within windows of cached "
             f"shards), or a cache_limit that holds the dataset",
             UserWarning,
-            stacklevel=_outside_ladle(),
+            stacklevel=outside_ladle(),
         )
-
-
-def _outside_ladle() -> int:
-    """The ``stacklevel`` of the first frame outside the ladle package, seen from the function
-    that calls this one: ladle.DataLoader and ladle.torch's reach configuration through
-    different depths, and the warning should point at the user's line in both."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame: FrameType | None = sys._getframe(1)  # the caller, whose own level is 1
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _distributed(

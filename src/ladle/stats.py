@@ -26,9 +26,7 @@ from __future__ import annotations
 import collections
 import os
 import struct
-import sys
 import time
-import types
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from ladle import machine
 from ladle._runtime.context import StageClock
 from ladle._runtime.engine import Delivered
 from ladle._runtime.shm import SlabPool
+from ladle.callers import outside_ladle
 from ladle.tracing import active_trace
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "StatsBook",
 ]
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # frames in here are ladle's
 _DEPTH_SAMPLES = 1024  # the queue-depth samples a pass keeps (its latest batches)
 _MERGE_AFTER = 64  # passes kept one by one; older finished ones are folded into one tally
 _DEFAULT_WATCH = (0.5, 30.0)
@@ -394,16 +392,6 @@ def _fold(tally: _Tally, records: np.ndarray) -> None:
         workers = records[:, _WORKER].astype(np.int64)
         for worker, seconds in enumerate(np.bincount(workers, busy, len(tally.busy)).tolist()):
             tally.busy[worker] += seconds
-
-
-def _user_level() -> int:
-    """The ``stacklevel`` that points a warning issued by the caller at the first frame
-    outside ladle: the user's loop, however deep inside the loader the warning was found."""
-    level = 1  # the caller, who warns
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        level, frame = level + 1, frame.f_back
-    return level
 
 
 def _watch_settings() -> tuple[float, float] | None:
@@ -768,7 +756,7 @@ class PassRecorder:
             f"{outside * 1e3:.1f} ms a batch outside the loader): {remedy(stats, auto=self.auto)}. "
             f"loader.stats() shows the breakdown; LADLE_DATA_WAIT_WARNING=off silences this",
             DataWaitWarning,
-            stacklevel=_user_level(),
+            stacklevel=outside_ladle(),
         )
 
     def stats(self) -> PassStats:
