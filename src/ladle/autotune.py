@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,7 @@ def batch_bytes(batch: Any) -> int:
     nbytes = getattr(batch, "nbytes", None)
     if isinstance(nbytes, int) and hasattr(batch, "shape"):  # a tensor, a jax array
         return nbytes
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return sum(batch_bytes(value) for value in batch.values())
     if isinstance(batch, list | tuple):
         return sum(batch_bytes(value) for value in batch)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ladle.autotune import batch_bytes as nbytes_of
 from ladle.bench.memory import MemorySampler, preferred_measure
 from ladle.loader import DataLoader
 from ladle.stats import DataWaitWarning, PassStats, StageTimes
@@ -118,16 +119,6 @@ class Trial:
         return sum(busy) / len(busy) if busy else None
 
 
-def _nbytes(batch: Any) -> int:
-    """The bytes of the arrays (NumPy, torch, JAX: anything with ``nbytes``) in a batch."""
-    if isinstance(batch, Mapping):
-        return sum(_nbytes(value) for value in batch.values())
-    if isinstance(batch, tuple | list):
-        return sum(_nbytes(value) for value in batch)
-    nbytes = getattr(batch, "nbytes", 0)
-    return nbytes if isinstance(nbytes, int) else 0
-
-
 def combine(passes: list[PassStats]) -> PassStats:
     """Several passes' stats as one: sums, the busy shares weighted by each pass's wall."""
     if len(passes) == 1:
@@ -198,7 +189,7 @@ def run_trial(
                 sampler.start()
             begun = time.perf_counter()
             batches = _batches(loader, passes)
-            batch_bytes = _nbytes(next(batches))
+            batch_bytes = nbytes_of(next(batches))
             first_batch = time.perf_counter() - begun
             warm_until = time.perf_counter() + seconds / 2
             warmed = 1
